@@ -1,0 +1,186 @@
+"""``fgvc data check``: the pre-flight report a person reads before spending a GPU-day.
+
+Reads the layout (every reader's problems), then decodes every image exactly as training will,
+and collects class balance, image sizes, colour-mode conversions, duplicates across splits and
+every problem with its path. Usable = no error-level problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .decode import NEEDS_CONVERSION, ImageDecodeError, decode_rgb
+from .formats import read_dataset
+from .index import DatasetIndex, Problem, Sample
+
+__all__ = ["CheckReport", "check_dataset", "check_index"]
+
+DEFAULT_MIN_SIDE = 32  # px; smaller images carry too little detail to be worth a fine-grained label
+
+
+@dataclass(frozen=True)
+class _ImageInfo:
+    sample: Sample
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    digest: str = ""
+    exif_rotated: bool = False
+    error: ImageDecodeError | None = None
+
+
+@dataclass
+class CheckReport:
+    root: Path
+    format: str
+    class_ids: list[str]
+    split_counts: dict[str, int]
+    images_per_class: dict[str, int]  # usable (decodable) images of the train split
+    sizes: dict[str, list[int]]  # "width"/"height": [min, median, max]
+    conversions: Counter
+    ignored: Counter
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = list(self.images_per_class.values())
+        return {
+            "root": str(self.root),
+            "format": self.format,
+            "usable": self.ok,
+            "num_classes": len(self.class_ids),
+            "class_ids": self.class_ids,
+            "split_counts": self.split_counts,
+            "images_per_class": self.images_per_class,
+            "images_per_class_summary": _summary(counts),
+            "image_sizes": self.sizes,
+            "converted_to_rgb": dict(self.conversions),
+            "ignored": dict(self.ignored),
+            "problems": [
+                {"severity": p.severity, "kind": p.kind, "path": str(p.path), "message": p.message}
+                for p in self.problems
+            ],
+        }
+
+    def to_text(self) -> str:
+        counts = list(self.images_per_class.values())
+        lines = [
+            f"dataset:  {self.root}",
+            f"format:   {self.format}",
+            f"classes:  {len(self.class_ids)}",
+            "images:   " + ", ".join(f"{k} {v}" for k, v in self.split_counts.items()),
+        ]
+        if counts:
+            lo, med, hi = _summary(counts)
+            lines.append(f"per class (train): min {lo}, median {med:g}, max {hi}")
+        if self.sizes:
+            w, h = self.sizes["width"], self.sizes["height"]
+            lines.append(f"image size (w x h): min {w[0]}x{h[0]}, median {w[1]}x{h[1]}, max {w[2]}x{h[2]}")
+        if self.conversions:
+            lines.append("converted to RGB at load time: "
+                         + ", ".join(f"{n} {kind}" for kind, n in sorted(self.conversions.items())))
+        if self.ignored:
+            lines.append("ignored: " + ", ".join(f"{n} {kind} file(s)" for kind, n in sorted(self.ignored.items())))
+        lines.append(f"problems: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        lines += [f"  {p}" for p in self.errors + self.warnings]
+        lines.append("result:   usable" if self.ok else "result:   NOT usable: fix the errors above")
+        return "\n".join(lines)
+
+
+def _summary(values: list[int]) -> list[float]:
+    return [min(values), statistics.median(values), max(values)] if values else []
+
+
+def _inspect(sample: Sample, crop_bottom_px: int) -> _ImageInfo:
+    try:
+        data = sample.path.read_bytes()
+    except OSError as e:
+        return _ImageInfo(sample, error=ImageDecodeError(sample.path, "unreadable", str(e), "Check permissions."))
+    try:
+        rgb, mode = decode_rgb(sample.path, data, crop_bottom_px)
+    except ImageDecodeError as e:
+        return _ImageInfo(sample, error=e)
+    return _ImageInfo(sample, rgb.width, rgb.height, mode, hashlib.sha1(data).hexdigest())
+
+
+def check_dataset(root: str | Path, format: str | None = None, min_side: int = DEFAULT_MIN_SIDE,
+                  workers: int = 4, **reader_options: Any) -> CheckReport:
+    """Read ``root`` (layout errors propagate as DatasetLayoutError) and check every image."""
+    return check_index(read_dataset(root, format, **reader_options), min_side=min_side, workers=workers)
+
+
+def check_index(index: DatasetIndex, min_side: int = DEFAULT_MIN_SIDE, workers: int = 4) -> CheckReport:
+    problems = list(index.problems)
+    # Pillow releases the GIL while decoding, so threads overlap file reads and decodes.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        infos = list(pool.map(lambda s: _inspect(s, index.crop_bottom_px), index.samples))
+
+    conversions: Counter = Counter()
+    by_digest: dict[str, list[Sample]] = defaultdict(list)
+    good = []
+    for info in infos:
+        if info.error is not None:
+            problems.append(Problem(info.error.kind, info.sample.path, f"{info.error.reason}. {info.error.fix}"))
+            continue
+        good.append(info)
+        if info.mode in NEEDS_CONVERSION:
+            conversions[NEEDS_CONVERSION[info.mode]] += 1
+        if min(info.width, info.height) < min_side:
+            problems.append(Problem("too-small", info.sample.path,
+                                    f"{info.width}x{info.height} px, below the minimum side of {min_side} px",
+                                    "warning"))
+        by_digest[info.digest].append(info.sample)
+    problems += _duplicate_problems(by_digest)
+
+    per_class = Counter(i.sample.label for i in good if i.sample.split == "train")
+    sizes = {}
+    if good:
+        sizes = {"width": [int(v) for v in _summary([i.width for i in good])],
+                 "height": [int(v) for v in _summary([i.height for i in good])]}
+    return CheckReport(
+        root=index.root,
+        format=index.format,
+        class_ids=list(index.classes.ids),
+        split_counts=dict(Counter(s.split for s in index.samples)),
+        images_per_class={cid: per_class.get(i, 0) for i, cid in enumerate(index.classes.ids)},
+        sizes=sizes,
+        conversions=conversions,
+        ignored=Counter(index.ignored),
+        problems=problems,
+    )
+
+
+def _duplicate_problems(by_digest: dict[str, list[Sample]]) -> list[Problem]:
+    """Identical files across splits leak the test set; across classes they contradict each other."""
+    problems = []
+    for samples in by_digest.values():
+        if len(samples) < 2:
+            continue
+        first = samples[0]
+        for other in samples[1:]:
+            if other.split != first.split:
+                problems.append(Problem(
+                    "duplicate-across-splits", other.path,
+                    f"same content as {first.path} ({first.split} vs {other.split}): the {other.split} score "
+                    "would reward memorising; remove one copy", "warning"))
+            elif other.label is not None and first.label is not None and other.label != first.label:
+                problems.append(Problem("duplicate-across-classes", other.path,
+                                        f"same content as {first.path} but another class", "warning"))
+    return problems

@@ -1,0 +1,66 @@
+"""Shared pieces for folder-walking readers: classify entries, parse small CSV/text annotation files."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+from ..index import DatasetLayoutError, Problem, is_hidden, is_image_file, list_dir
+
+__all__ = ["image_files", "read_csv_rows", "read_boxes_csv"]
+
+
+def image_files(folder: Path, problems: list[Problem], ignored: Counter) -> list[Path]:
+    """Image files directly inside ``folder`` (sorted); other files become warnings, hidden ones a count."""
+    images = []
+    for entry in list_dir(folder):
+        if is_hidden(entry):
+            ignored["hidden"] += 1
+        elif entry.is_dir():
+            problems.append(Problem("unexpected-folder", entry, "nested folder ignored", "warning"))
+        elif is_image_file(entry):
+            images.append(entry)
+        else:
+            problems.append(
+                Problem("not-an-image", entry, f"'{entry.suffix or entry.name}' is not an image type; ignored",
+                        "warning")
+            )
+    return images
+
+
+def read_csv_rows(path: Path, columns: tuple[str, ...], root: Path, tree: str) -> list[dict[str, str]]:
+    """Rows of a headed CSV; a missing column or short row names the file and line."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DatasetLayoutError(
+                root, f"{path.name} lacks column(s) {', '.join(missing)} (header: {','.join(header) or 'none'})",
+                tree, f"start {path.name} with the header line '{','.join(columns)}'",
+            )
+        rows = []
+        for line_no, row in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            if not any(row.values()):
+                continue
+            if any(row.get(c, "") == "" for c in columns):
+                raise DatasetLayoutError(
+                    root, f"{path.name} line {line_no}: empty value in {row}", tree,
+                    f"give every row all of: {','.join(columns)}",
+                )
+            rows.append(row)
+    return rows
+
+
+def read_boxes_csv(path: Path, root: Path, tree: str) -> dict[str, tuple[float, float, float, float]]:
+    """``file,x,y,width,height`` (CUB convention) -> {relative path: (x0, y0, x1, y1) exclusive}."""
+    boxes = {}
+    for row in read_csv_rows(path, ("file", "x", "y", "width", "height"), root, tree):
+        try:
+            x, y, w, h = (float(row[k]) for k in ("x", "y", "width", "height"))
+        except ValueError:
+            raise DatasetLayoutError(root, f"{path.name}: non-numeric box in row {row}", tree) from None
+        boxes[row["file"].replace("\\", "/")] = (x, y, x + w, y + h)
+    return boxes

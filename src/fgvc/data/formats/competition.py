@@ -1,0 +1,180 @@
+"""The competition layout: labelled class folders for training, one flat unlabelled test folder.
+
+Expected tree::
+
+    ROOT/
+      train/
+        04615_Black_footed_Albatross/   <classID>_<className>: the ID is kept as spelled ("04615")
+          *.jpg|*.jpeg|*.png|...
+        04780_Sooty_Albatross/
+          ...
+      test/                             flat; an image's ID is its file name
+        0742e155-1759-4f20-8d18-36f87d36a194.jpg
+      test_labels.csv                   optional: file,class_id (when a labelled test split exists)
+      class_labels.txt                  optional: lines "index classID" pinning the index order
+      bounding_boxes.csv                optional: file,x,y,width,height (file relative to ROOT)
+
+Class indices follow ClassTable's order (numeric order of the IDs) unless ``class_labels.txt``
+pins another; then it must list exactly the folders' IDs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from ..classes import ClassTable, ClassTableError
+from ..index import DatasetIndex, DatasetLayoutError, Problem, Sample, is_hidden, list_dir
+from ._files import image_files, read_boxes_csv, read_csv_rows
+
+__all__ = ["COMPETITION_TREE", "looks_like_competition", "read_competition", "parse_class_folder"]
+
+COMPETITION_TREE = """\
+ROOT/
+  train/<classID>_<className>/*.jpg   e.g. train/04615_Black_footed_Albatross/a.jpg
+  test/*.jpg                          flat, unlabelled; the file name is the image ID
+  test_labels.csv                     optional: file,class_id
+  class_labels.txt                    optional: "index classID" per line
+  bounding_boxes.csv                  optional: file,x,y,width,height"""
+
+_CLASS_FOLDER = re.compile(r"^(\d+)_(.+)$")
+
+
+def parse_class_folder(name: str) -> tuple[str, str] | None:
+    """``04780_Sooty_Albatross`` -> (``04780``, ``Sooty Albatross``); None when it does not match."""
+    m = _CLASS_FOLDER.match(name)
+    if not m:
+        return None
+    return m.group(1), m.group(2).replace("_", " ").strip()
+
+
+def looks_like_competition(root: Path) -> bool:
+    train = root / "train"
+    if not train.is_dir():
+        return False
+    folders = [p for p in list_dir(train) if p.is_dir() and not is_hidden(p)]
+    named = [p for p in folders if parse_class_folder(p.name)]
+    test = root / "test"
+    test_is_flat = test.is_dir() and not any(p.is_dir() for p in test.iterdir() if not is_hidden(p))
+    return bool(named) and (len(named) * 2 >= len(folders)) and (test_is_flat or not test.exists())
+
+
+def read_competition(root: str | Path) -> DatasetIndex:
+    root = Path(root)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DatasetLayoutError(root, "no train/ folder", COMPETITION_TREE,
+                                 "point fgvc at the folder that contains train/ and test/")
+    problems: list[Problem] = []
+    ignored: Counter = Counter()
+
+    class_files: dict[str, list[Path]] = {}
+    names: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for folder in list_dir(train_dir):
+        if is_hidden(folder):
+            ignored["hidden"] += 1
+            continue
+        if not folder.is_dir():
+            problems.append(Problem("file-outside-class-folder", folder,
+                                    "train/ should hold only class folders; file ignored", "warning"))
+            continue
+        parsed = parse_class_folder(folder.name)
+        if parsed is None:
+            problems.append(Problem(
+                "bad-folder-name", folder,
+                "does not match <classID>_<className> (e.g. 04615_Black_footed_Albatross); folder skipped",
+            ))
+            continue
+        class_id, name = parsed
+        if class_id in class_files:
+            problems.append(Problem("duplicate-class-id", folder,
+                                    f"class ID {class_id} also used by {sources[class_id]}"))
+            continue
+        files = image_files(folder, problems, ignored)
+        if not files:
+            problems.append(Problem("empty-class", folder, "class folder has no images; class skipped"))
+            continue
+        class_files[class_id], names[class_id], sources[class_id] = files, name, folder.name
+
+    if not class_files:
+        raise DatasetLayoutError(root, "train/ has no usable <classID>_<className> folders with images",
+                                 COMPETITION_TREE)
+    try:
+        classes = ClassTable.from_ids(class_files, names, sources)
+    except ClassTableError as e:
+        raise DatasetLayoutError(root, str(e), COMPETITION_TREE) from None
+    classes = _apply_class_list(root, classes)
+
+    boxes = read_boxes_csv(root / "bounding_boxes.csv", root, COMPETITION_TREE) \
+        if (root / "bounding_boxes.csv").is_file() else {}
+
+    def box_of(path: Path) -> tuple[float, float, float, float] | None:
+        return boxes.get(path.relative_to(root).as_posix())
+
+    samples = [
+        Sample(path, classes.index_of(cid), "train", path.relative_to(train_dir).as_posix(), box_of(path))
+        for cid in classes.ids for path in class_files[cid]
+    ]
+    samples += _read_test(root, classes, problems, ignored, box_of)
+    return DatasetIndex(root, "competition", classes, samples, problems, ignored)
+
+
+def _read_test(root: Path, classes: ClassTable, problems: list[Problem], ignored: Counter, box_of) -> list[Sample]:
+    test_dir = root / "test"
+    if not test_dir.is_dir():
+        return []
+    files = image_files(test_dir, problems, ignored)
+    labels: dict[str, str] = {}
+    labels_file = root / "test_labels.csv"
+    if labels_file.is_file():
+        for row in read_csv_rows(labels_file, ("file", "class_id"), root, COMPETITION_TREE):
+            labels[row["file"]] = row["class_id"]
+        names = {p.name for p in files}
+        for missing in sorted(set(labels) - names):
+            problems.append(Problem("missing-test-image", test_dir / missing, "listed in test_labels.csv, not found"))
+        for unlabelled in sorted(names - set(labels)):
+            problems.append(Problem("unlabelled-test-image", test_dir / unlabelled,
+                                    "not listed in test_labels.csv", "warning"))
+    samples = []
+    for path in files:
+        class_id = labels.get(path.name)
+        label = None
+        if class_id is not None:
+            if class_id in classes:
+                label = classes.index_of(class_id)
+            else:
+                problems.append(Problem("unknown-class", path,
+                                        f"test_labels.csv gives class {class_id!r}, which train/ lacks"))
+        samples.append(Sample(path, label, "test", path.name, box_of(path)))
+    return samples
+
+
+def _apply_class_list(root: Path, classes: ClassTable) -> ClassTable:
+    """Reorder by ``class_labels.txt`` ("index classID"), which must list exactly the folders' IDs."""
+    path = root / "class_labels.txt"
+    if not path.is_file():
+        return classes
+    listed: dict[int, str] = {}
+    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DatasetLayoutError(root, f"class_labels.txt line {line_no}: expected 'index classID', got {line!r}",
+                                     COMPETITION_TREE)
+        listed[int(parts[0])] = parts[1]
+    if sorted(listed) != list(range(len(listed))):
+        raise DatasetLayoutError(root, "class_labels.txt indices must be 0..N-1, each once", COMPETITION_TREE)
+    ordered = [listed[i] for i in range(len(listed))]
+    pinned = ClassTable(tuple(ordered), tuple(
+        classes.names[classes.index_of(i)] if i in classes else i for i in ordered))
+    diff = classes.diff(pinned)
+    if diff.missing or diff.extra:
+        raise DatasetLayoutError(
+            root, "class_labels.txt does not match the train/ folders:\n" + diff.describe(), COMPETITION_TREE,
+            "list every train/ folder's ID exactly as the folder spells it (e.g. 04615, not 4615), or delete "
+            "class_labels.txt to use numeric order",
+        )
+    return pinned
