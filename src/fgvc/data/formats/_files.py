@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..index import DatasetLayoutError, Problem, is_hidden, is_image_file, list_dir
 
-__all__ = ["image_files", "read_csv_rows", "read_boxes_csv"]
+__all__ = ["image_files", "missing_files", "read_csv_rows", "read_boxes_csv"]
 
 
 def image_files(folder: Path, problems: list[Problem], ignored: Counter) -> list[Path]:
@@ -64,3 +66,22 @@ def read_boxes_csv(path: Path, root: Path, tree: str) -> dict[str, tuple[float, 
             raise DatasetLayoutError(root, f"{path.name}: non-numeric box in row {row}", tree) from None
         boxes[row["file"].replace("\\", "/")] = (x, y, x + w, y + h)
     return boxes
+
+
+def missing_files(paths: Iterable[Path]) -> list[Path]:
+    """The paths that are not files: one listing per folder instead of one stat call per image."""
+    listings: dict[Path, set[str]] = {}
+    missing = []
+    for path in paths:
+        names = listings.get(path.parent)
+        if names is None:
+            try:
+                with os.scandir(path.parent) as entries:
+                    names = {e.name for e in entries if e.is_file()}
+            except OSError:
+                names = set()
+            listings[path.parent] = names
+        # A listing miss may still exist on a case-insensitive filesystem; ask it before failing.
+        if path.name not in names and not path.is_file():
+            missing.append(path)
+    return missing

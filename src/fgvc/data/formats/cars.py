@@ -24,8 +24,7 @@ are present the devkit one is read. Needs scipy (``pip install 'fgvc[cars]'``).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from ..classes import ClassTable
 from ..index import DatasetIndex, DatasetLayoutError, Sample
+from ._files import missing_files
 
 __all__ = ["CARS_TREE", "looks_like_cars", "read_cars"]
 
@@ -76,7 +76,7 @@ def read_cars(root: str | Path) -> DatasetIndex:
             f"{_SINGLE} with car_ims/, and point to the folder that holds them")
     loadmat = _scipy_loadmat()
     classes, samples = (_read_single_file if layout == "single" else _read_devkit)(root, loadmat)
-    missing = _missing_files(s.path for s in samples)
+    missing = missing_files(s.path for s in samples)
     if missing:
         shown = ", ".join(p.relative_to(root).as_posix() for p in missing[:5])
         raise DatasetLayoutError(
@@ -224,22 +224,3 @@ def _name(root: Path, path: Path) -> str:
 
 def _variables(mat: dict[str, Any]) -> str:
     return ", ".join(k for k in mat if not k.startswith("__")) or "none"
-
-
-def _missing_files(paths: Iterable[Path]) -> list[Path]:
-    """The paths that are not files: one listing per folder instead of one stat call per image."""
-    listings: dict[Path, set[str]] = {}
-    missing = []
-    for path in paths:
-        names = listings.get(path.parent)
-        if names is None:
-            try:
-                with os.scandir(path.parent) as entries:
-                    names = {e.name for e in entries if e.is_file()}
-            except OSError:
-                names = set()
-            listings[path.parent] = names
-        # A listing miss may still exist on a case-insensitive filesystem; ask it before failing.
-        if path.name not in names and not path.is_file():
-            missing.append(path)
-    return missing

@@ -22,13 +22,13 @@ order. ``image_id`` is the path in ``images.txt`` (relative to ``images/``). A b
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Sample
+from ._files import missing_files
 
 __all__ = ["CUB_TREE", "looks_like_cub", "read_cub"]
 
@@ -88,7 +88,7 @@ def read_cub(root: str | Path) -> DatasetIndex:
                boxes[image] if boxes is not None else None)
         for image, rel in paths.items()
     ]
-    missing = _missing_files(s.path for s in samples)
+    missing = missing_files(s.path for s in samples)
     if missing:
         shown = ", ".join(p.relative_to(base).as_posix() for p in missing[:5])
         raise DatasetLayoutError(
@@ -187,22 +187,3 @@ def _require_all_ids(base: Path, images: dict[str, str], table: dict[str, object
         raise DatasetLayoutError(
             base, f"{len(absent)} image ID(s) from images.txt have no line in {name}: {shown}", CUB_TREE,
             f"use the {name} that came with this images.txt")
-
-
-def _missing_files(paths: Iterable[Path]) -> list[Path]:
-    """The paths that are not files: one listing per folder instead of one stat call per image."""
-    listings: dict[Path, set[str]] = {}
-    missing = []
-    for path in paths:
-        names = listings.get(path.parent)
-        if names is None:
-            try:
-                with os.scandir(path.parent) as entries:
-                    names = {e.name for e in entries if e.is_file()}
-            except OSError:
-                names = set()
-            listings[path.parent] = names
-        # A listing miss may still exist on a case-insensitive filesystem; ask it before failing.
-        if path.name not in names and not path.is_file():
-            missing.append(path)
-    return missing
