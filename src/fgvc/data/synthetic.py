@@ -162,6 +162,7 @@ PLAIN_BACKGROUND = (255, 255, 255)  # render_bird(background=False); no bird pix
 CLUTTER_SHAPES = (8, 20)  # inclusive count range
 CLUTTER_MAX_SATURATION = 0.55  # clutter may be colourful, but not as saturated as the part markings
 BACKGROUND_GRID = 4  # the smooth base colour field is a GRID x GRID colour grid, upsampled
+BACKGROUND_VARIATION = 35.0  # grey-level spread of that grid around the scene's base colour
 TEXTURE_SIGMA = (3.0, 12.0)  # fine noise texture, grey levels
 COARSE_TEXTURE_SIGMA = (4.0, 16.0)
 COARSE_TEXTURE_CELL = 8  # pixels per cell of the coarse texture
@@ -468,7 +469,7 @@ def _upsampled_noise(rng: np.random.Generator, cells: int, size: int, channels: 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Cluttered scene, float32 RGB: smooth colour field, random shapes and twigs, noise texture."""
     base = np.array(_muted_colour(rng), dtype=np.float32)
-    field = np.clip(base + 35.0 * _upsampled_noise(rng, BACKGROUND_GRID, size, 3), 0, 255)
+    field = np.clip(base + BACKGROUND_VARIATION * _upsampled_noise(rng, BACKGROUND_GRID, size, 3), 0, 255)
     canvas = Image.fromarray(field.astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(canvas)
     for _ in range(int(rng.integers(CLUTTER_SHAPES[0], CLUTTER_SHAPES[1] + 1))):

@@ -1,0 +1,221 @@
+"""Backbones split into the three stages FGVC heads hook into (strides 8, 16, 32).
+
+FBSD inserts a module between stages (the suppressed map feeds the next stage) and MMAL-Net
+needs the output of the last stage *and* of the block before it (REFERENCE §2.2 ``conv5_b``).
+A :class:`Backbone` therefore keeps the original network (``body``, so state-dict keys are
+torchvision's or timm's with a ``body.`` prefix) plus an ordered list of *units* — submodules
+run one after another — and the unit index where each stage ends.
+
+Pretrained weights: ``pretrained=True`` takes the torchvision weights enum (ResNets:
+``IMAGENET1K_V1``, the file the papers used), downloading to the torch cache when there is
+internet; ``pretrained="path/to/file.pth"`` loads a local state dict (torchvision key names, an
+optional ``module.`` prefix is removed). Without internet and without a file, the error says
+exactly which file to put where.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+__all__ = [
+    "Backbone",
+    "PretrainedWeightsError",
+    "create_backbone",
+    "load_state_dict_file",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Pretrained = bool | str | Path | None
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Weights could not be found or do not fit the architecture."""
+
+
+class Backbone(nn.Module):
+    """A CNN run unit by unit. ``units[i]`` is a tuple of qualified submodule names of ``body``."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        units: Sequence[Sequence[str]],
+        stage_ends: tuple[int, int, int],
+        channels: tuple[int, int, int],
+        name: str,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if not 0 < stage_ends[0] < stage_ends[1] < stage_ends[2] <= len(units):
+            raise ValueError(f"stage ends {stage_ends} do not split {len(units)} units into three stages")
+        self.body = body
+        self.name = name
+        self.channels = tuple(channels)
+        self.strides = (8, 16, 32)
+        self.mean, self.std = mean, std
+        self.stage_ends = tuple(stage_ends)
+        # Plain list (not registered): the modules are registered once, under ``body``.
+        self._units = [[body.get_submodule(n) for n in unit] for unit in units]
+
+    def _run(self, x: Tensor, start: int, end: int) -> Tensor:
+        for unit in self._units[start:end]:
+            for module in unit:
+                x = module(x)
+        return x
+
+    def stage(self, i: int, x: Tensor) -> Tensor:
+        """Run stage ``i`` (0: image -> stride 8, 1: -> stride 16, 2: -> stride 32)."""
+        start = 0 if i == 0 else self.stage_ends[i - 1]
+        return self._run(x, start, self.stage_ends[i])
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Feature maps at strides 8, 16 and 32."""
+        feats = []
+        for i in range(3):
+            x = self.stage(i, x)
+            feats.append(x)
+        return feats
+
+    def forward_last_two(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(output of the last stage without its last unit, output of the last stage) — MMAL's
+        ``conv5_b`` and ``conv5_c`` on a ResNet."""
+        x = self.stage(1, self.stage(0, x))
+        penultimate = self._run(x, self.stage_ends[1], self.stage_ends[2] - 1)
+        return penultimate, self._run(penultimate, self.stage_ends[2] - 1, self.stage_ends[2])
+
+
+# -- weights ------------------------------------------------------------------------------------
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a file, never executing code (``weights_only=True``); unwraps
+    ``{"state_dict": ...}`` / ``{"model": ...}`` and removes a DataParallel ``module.`` prefix."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise PretrainedWeightsError(f"weights file {path} not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is the same story for the user
+        raise PretrainedWeightsError(f"cannot read weights file {path}: {e}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(data, Mapping) and key in data and isinstance(data[key], Mapping):
+            data = data[key]
+    if not isinstance(data, Mapping):
+        raise PretrainedWeightsError(f"{path} holds a {type(data).__name__}, not a state dict")
+    if data and all(k.startswith("module.") for k in data):
+        data = {k[len("module."):]: v for k, v in data.items()}
+    return dict(data)
+
+
+def _load_into(body: nn.Module, state: Mapping[str, Tensor], source: str, ignore_prefixes: Sequence[str]) -> None:
+    """Strict load except for the classifier keys the backbone drops (e.g. ``fc.``)."""
+    state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore_prefixes))}
+    own = body.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def head(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+
+        lines = [f"weights from {source} do not fit this backbone:"]
+        if missing:
+            lines.append(f"  {len(missing)} missing key(s): {head(missing)}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected key(s): {head(unexpected)}")
+        if wrong:
+            lines.append(f"  {len(wrong)} shape mismatch(es): "
+                         + head([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+        raise PretrainedWeightsError("\n".join(lines))
+    body.load_state_dict(state, strict=True)
+
+
+def _download_weights(weights: torchvision.models.WeightsEnum) -> dict[str, Tensor]:
+    url = weights.url
+    target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    try:
+        return weights.get_state_dict(progress=True, check_hash=False)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        raise PretrainedWeightsError(
+            f"cannot download the {weights} weights ({e}).\nWithout internet, download\n  {url}\n"
+            f"elsewhere and place it at\n  {target}\nor pass pretrained='path/to/{target.name}'."
+        ) from None
+
+
+# -- builders -----------------------------------------------------------------------------------
+
+_RESNETS = {
+    "resnet18": ("resnet18", "ResNet18_Weights", (128, 256, 512)),
+    "resnet34": ("resnet34", "ResNet34_Weights", (128, 256, 512)),
+    "resnet50": ("resnet50", "ResNet50_Weights", (512, 1024, 2048)),
+    "resnet101": ("resnet101", "ResNet101_Weights", (512, 1024, 2048)),
+}
+
+
+def _resnet(name: str, pretrained: Pretrained) -> Backbone:
+    builder, weights_name, channels = _RESNETS[name]
+    net = getattr(torchvision.models, builder)(weights=None)
+    del net.fc, net.avgpool  # heads are the models' own (REFERENCE F10: the reference drops fc silently)
+    if pretrained:
+        if isinstance(pretrained, str | Path) and str(pretrained) not in ("imagenet", "torchvision", "true"):
+            state, source = load_state_dict_file(pretrained), str(pretrained)
+        else:
+            weights = getattr(torchvision.models, weights_name).IMAGENET1K_V1
+            state, source = _download_weights(weights), str(weights)
+        _load_into(net, state, source, ignore_prefixes=("fc.",))
+    last = [f"layer4.{i}" for i in range(len(net.layer4))]
+    units = [("conv1",), ("bn1",), ("relu",), ("maxpool",), ("layer1",), ("layer2",), ("layer3",)]
+    units += [(u,) for u in last]
+    return Backbone(net, units, (6, 7, 7 + len(last)), channels, name)
+
+
+def _timm(name: str, pretrained: Pretrained) -> Backbone:
+    try:
+        import timm
+    except ImportError:
+        raise ImportError(f"backbone {name!r} needs timm: pip install 'fgvc[timm]'") from None
+    model_name = name.removeprefix("timm/")
+    file = None if isinstance(pretrained, bool) or pretrained is None else pretrained
+    net = timm.create_model(model_name, pretrained=bool(pretrained) and file is None, features_only=True)
+    if file is not None:
+        _load_into(net, load_state_dict_file(file), str(file), ignore_prefixes=())
+    reductions = net.feature_info.reduction()
+    modules = [n for n, _ in net.named_children()]
+    ends, channels = [], []
+    for stride in (8, 16, 32):
+        if stride not in reductions:
+            raise ValueError(f"timm model {model_name!r} has no stride-{stride} feature map (has {reductions})")
+        i = reductions.index(stride)
+        ends.append(modules.index(net.feature_info.module_name(i).replace(".", "_")) + 1)
+        channels.append(net.feature_info.channels(i))
+    units = [(n,) for n in modules[: ends[2]]]
+    last = net.get_submodule(units[-1][0])
+    if isinstance(last, nn.Sequential) and len(last) > 1:  # split the last stage into its blocks
+        units[-1:] = [(f"{units[-1][0]}.{i}",) for i in range(len(last))]
+        ends[2] = len(units)
+    cfg: dict[str, Any] = getattr(net, "pretrained_cfg", None) or {}
+    return Backbone(net, units, tuple(ends), tuple(channels), name,
+                    tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
+
+
+def create_backbone(name: str, *, pretrained: Pretrained = False) -> Backbone:
+    """``resnet18/34/50/101``, ``efficientnet_lite0`` or ``timm/<any CNN>``."""
+    if name in _RESNETS:
+        return _resnet(name, pretrained)
+    if name == "efficientnet_lite0":
+        from .efficientnet_lite import efficientnet_lite0_backbone
+
+        return efficientnet_lite0_backbone(pretrained)
+    if name.startswith("timm/"):
+        return _timm(name, pretrained)
+    known = ", ".join([*_RESNETS, "efficientnet_lite0", "timm/<name>"])
+    raise ValueError(f"unknown backbone {name!r}; known: {known}")
