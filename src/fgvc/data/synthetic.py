@@ -126,22 +126,23 @@ _NAME_NOUNS = (
 # right (the beak side), v downwards. Proportions are jittered per image by up to PROPORTION_JITTER.
 
 BIRD_LENGTH = 100.0
-FRAME = (0.0, 4.0, 104.0, 68.0)  # (u0, v0, u1, v1): holds every part at any jitter; used for placement
+FRAME = (0.0, 4.0, 106.0, 68.0)  # (u0, v0, u1, v1): holds every part at any jitter; used for placement
 BODY_CENTRE = (50.0, 40.0)
 BODY_AXES = (26.0, 16.0)
-HEAD_CENTRE = (77.0, 24.0)
-HEAD_RADIUS = 14.0
+HEAD_CENTRE = (75.0, 23.0)
+HEAD_RADIUS = 16.0
+BEAK_LENGTH = 12.0  # beyond the head
 TAIL_TIP_U = 2.0
 TAIL_TIP_SPREAD = (-14.0, 8.0)  # v offsets of the tail tip's corners from the body centre
 TAIL_ROOT_SPREAD = (-7.0, 3.0)
 PROPORTION_JITTER = 0.08
-WING_BAR_SPACING = 8.0
-WING_BAR_HALF_WIDTH = 2.6
+WING_BAR_SPACING = 9.0
+WING_BAR_HALF_WIDTH = 3.0
 WING_BAR_SLANT = 0.35  # bars lean with the feathers instead of standing upright
-TAIL_STRIPE_OFFSETS = (4.0, 11.0, 18.0)  # u from the tail tip
-TAIL_STRIPE_HALF_WIDTH = 2.2
+TAIL_STRIPE_OFFSETS = (4.0, 11.5, 19.0)  # u from the tail tip
+TAIL_STRIPE_HALF_WIDTH = 2.6
 TAIL_SPOT_OFFSETS = ((5.0, -8.0), (5.0, 1.0), (12.0, -5.0), (12.0, 3.0), (19.0, -2.0))  # (u from tip, v)
-TAIL_SPOT_RADIUS = 2.7
+TAIL_SPOT_RADIUS = 3.2
 EYE_RADIUS = 2.4
 LEG_HALF_WIDTH = 1.1
 
@@ -159,10 +160,10 @@ PLAIN_BACKGROUND = (255, 255, 255)  # render_bird(background=False); no bird pix
 # ----------------------------------------------------------------------------------------------
 # Scene: clutter, texture, lighting.
 
-CLUTTER_SHAPES = (8, 20)  # inclusive count range
-CLUTTER_MAX_SATURATION = 0.55  # clutter may be colourful, but not as saturated as the part markings
+CLUTTER_SHAPES = (6, 16)  # inclusive count range
+CLUTTER_MAX_SATURATION = 0.3  # clutter may be colourful, but not as saturated as the part markings
 BACKGROUND_GRID = 4  # the smooth base colour field is a GRID x GRID colour grid, upsampled
-BACKGROUND_VARIATION = 35.0  # grey-level spread of that grid around the scene's base colour
+BACKGROUND_VARIATION = 20.0  # grey-level spread of that grid around the scene's base colour
 TEXTURE_SIGMA = (3.0, 12.0)  # fine noise texture, grey levels
 COARSE_TEXTURE_SIGMA = (4.0, 16.0)
 COARSE_TEXTURE_CELL = 8  # pixels per cell of the coarse texture
@@ -299,7 +300,7 @@ def _draw_look(rng: np.random.Generator) -> _Look:
         body_scale=(jitter(), jitter()),
         head_scale=jitter(),
         tail_scale=jitter(),
-        body=_hsv_rgb(float(rng.random()), float(rng.uniform(0.12, 0.45)), float(rng.uniform(0.40, 0.72))),
+        body=_hsv_rgb(float(rng.random()), float(rng.uniform(0.08, 0.35)), float(rng.uniform(0.40, 0.72))),
         wing_shade=float(rng.uniform(0.62, 0.85)),
         tail_shade=float(rng.uniform(0.80, 0.95)),
         head_shade=float(rng.uniform(0.90, 1.08)),
@@ -393,14 +394,14 @@ def _paint_bird(u: np.ndarray, v: np.ndarray, attributes: BirdAttributes, look: 
     paint(head, look.body * look.head_shade)
     eye_u, eye_v = hcu + 0.3 * r, hcv - 0.2 * r
     if attributes.crown_shape == "cap":
-        marking = head & (v <= hcv - 0.15 * r)
+        marking = head & (v <= hcv - 0.05 * r)
     elif attributes.crown_shape == "eye_stripe":
-        marking = head & (np.abs(v - eye_v) <= 0.27 * r) & (u >= hcu - 0.6 * r)
+        marking = head & (np.abs(v - eye_v) <= 0.3 * r) & (u >= hcu - 0.6 * r)
     else:  # throat
-        marking = head & _in_ellipse(u, v, (hcu + 0.2 * r, hcv + 0.62 * r), (0.62 * r, 0.42 * r))
+        marking = head & _in_ellipse(u, v, (hcu + 0.2 * r, hcv + 0.6 * r), (0.7 * r, 0.48 * r))
     paint(marking, _rgb(CROWN_COLOURS[attributes.crown_colour]) * gain)
     beak = _in_convex_polygon(u, v, [
-        (hcu + 0.72 * r, hcv - 0.38 * r), (hcu + 0.72 * r, hcv + 0.32 * r), (hcu + r + 10.0, hcv - 0.02 * r),
+        (hcu + 0.72 * r, hcv - 0.38 * r), (hcu + 0.72 * r, hcv + 0.32 * r), (hcu + r + BEAK_LENGTH, hcv - 0.02 * r),
     ])  # fmt: skip
     paint(beak, _rgb(BEAK_COLOURS[attributes.beak]) * gain)
     paint((u - eye_u) ** 2 + (v - eye_v) ** 2 <= EYE_RADIUS**2, _rgb(EYE_COLOUR))

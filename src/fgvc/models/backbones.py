@@ -88,8 +88,11 @@ class Backbone(nn.Module):
 
     def forward_last_two(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(output of the last stage without its last unit, output of the last stage) — MMAL's
-        ``conv5_b`` and ``conv5_c`` on a ResNet."""
+        ``conv5_b`` and ``conv5_c`` on a ResNet. A last stage of one unit gives its output twice."""
         x = self.stage(1, self.stage(0, x))
+        if self.stage_ends[2] - self.stage_ends[1] < 2:  # one opaque unit: no block before the last
+            x = self.stage(2, x)
+            return x, x
         penultimate = self._run(x, self.stage_ends[1], self.stage_ends[2] - 1)
         return penultimate, self._run(penultimate, self.stage_ends[2] - 1, self.stage_ends[2])
 
@@ -188,22 +191,37 @@ def _timm(name: str, pretrained: Pretrained) -> Backbone:
     net = timm.create_model(model_name, pretrained=bool(pretrained) and file is None, features_only=True)
     if file is not None:
         _load_into(net, load_state_dict_file(file), str(file), ignore_prefixes=())
-    reductions = net.feature_info.reduction()
-    modules = [n for n, _ in net.named_children()]
+    info = net.feature_info
+    reductions = info.reduction()
+    feature_names = [info.module_name(i) for i in range(len(reductions))]
+    # Flatten to modules that run one after another; expand a Sequential that a feature lies inside.
+    units: list[str] = []
+    for child_name, child in net.named_children():
+        if isinstance(child, nn.Sequential) and any(f.startswith(child_name + ".") for f in feature_names):
+            units += [f"{child_name}.{i}" for i in range(len(child))]
+        else:
+            units.append(child_name)
+
+    def unit_index(module_name: str) -> int:
+        for candidate in (module_name, module_name.replace(".", "_")):
+            if candidate in units:
+                return units.index(candidate)
+        raise ValueError(f"timm model {model_name!r}: cannot locate feature module {module_name!r} in {units}")
+
     ends, channels = [], []
     for stride in (8, 16, 32):
         if stride not in reductions:
             raise ValueError(f"timm model {model_name!r} has no stride-{stride} feature map (has {reductions})")
         i = reductions.index(stride)
-        ends.append(modules.index(net.feature_info.module_name(i).replace(".", "_")) + 1)
-        channels.append(net.feature_info.channels(i))
-    units = [(n,) for n in modules[: ends[2]]]
-    last = net.get_submodule(units[-1][0])
-    if isinstance(last, nn.Sequential) and len(last) > 1:  # split the last stage into its blocks
-        units[-1:] = [(f"{units[-1][0]}.{i}",) for i in range(len(last))]
+        ends.append(unit_index(feature_names[i]) + 1)
+        channels.append(info.channels(i))
+    units = units[: ends[2]]
+    last = net.get_submodule(units[-1])
+    if isinstance(last, nn.Sequential) and len(last) > 1:  # MMAL needs the block before the last
+        units[-1:] = [f"{units[-1]}.{i}" for i in range(len(last))]
         ends[2] = len(units)
     cfg: dict[str, Any] = getattr(net, "pretrained_cfg", None) or {}
-    return Backbone(net, units, tuple(ends), tuple(channels), name,
+    return Backbone(net, [(u,) for u in units], tuple(ends), tuple(channels), name,
                     tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
 
 
