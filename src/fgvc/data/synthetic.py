@@ -10,25 +10,38 @@ details, so a model has to find the bird and look at its parts (the fine-grained
   * beak colour (orange / black / pink).
 
 That is 4 * 3 * 3 * 3 * 3 = 324 distinct classes (``MAX_CLASSES``). A class is one combination; the
-combinations are picked from a seeded shuffle so that every class after the first differs from an
-earlier one in exactly one part. Body colour, proportions, pose (flip, rotation within +-25 degrees),
-position, scale (bird length 35-70 % of the image side), background clutter, lighting and sensor
-noise are drawn per image, independently of the class.
+combinations are picked from a seeded shuffle in twins that differ in exactly one part, so every class
+has a look-alike (see :func:`choose_class_attributes`). Body colour, proportions, pose (flip,
+rotation within +-25 degrees), position, scale (bird length 35-70 % of the image side), background
+clutter, lighting and sensor noise are drawn per image, independently of the class.
 
 Each image carries its true object box, measured on the drawn bird's mask after rotation, in CUB's
 convention: ``x, y, width, height`` in pixels, ``x`` = column, 0-based, exclusive extent.
 
-Layouts written by :func:`generate_dataset` (``N`` = images per class in a split)::
+Layouts written by :func:`generate_dataset` (image numbers run 1..per_class within a class; the
+last ones of each class form the test split)::
 
-    competition                               cub                                   imagefolder
-    OUT/                                      OUT/CUB_200_2011/                      OUT/
-      train/04615_Sooty_Albatross/              images/001.Sooty_Albatross/            train/Sooty_Albatross/
-        04615_0001.jpg ...                        Sooty_Albatross_0001.jpg ...           Sooty_Albatross_0001.jpg
-      test/<uuid4>.jpg                          images.txt          "<id> <relpath>"     test/Sooty_Albatross/
-      test_labels.csv      file,class_id        image_class_labels.txt "<id> <k>"          Sooty_Albatross_0033.jpg
-      bounding_boxes.csv   file,x,y,width,height train_test_split.txt "<id> <1|0>"       bounding_boxes.csv
-                                                classes.txt         "<k> <NNN.Name>"
-                                                bounding_boxes.txt  "<id> x y w h"
+    competition
+    OUT/
+      train/04615_Sooty_Albatross/04615_0001.jpg   <classID>_<Name>/<classID>_<nnnn>.jpg; IDs 5 digits, gaps
+      test/0742e155-1759-4f20-8d18-36f87d36a194.jpg flat, unlabelled, seeded UUID4 names
+      test_labels.csv                              file,class_id   (file name in test/, ID as spelled)
+      bounding_boxes.csv                           file,x,y,width,height   (file relative to OUT)
+
+    cub
+    OUT/CUB_200_2011/
+      images/001.Sooty_Albatross/Sooty_Albatross_0001.jpg
+      images.txt               "<image_id> <path under images/>", image IDs 1-based
+      image_class_labels.txt   "<image_id> <class 1..N>"
+      train_test_split.txt     "<image_id> <1 train | 0 test>"
+      classes.txt              "<k> <NNN.Name>"
+      bounding_boxes.txt       "<image_id> <x> <y> <w> <h>", floats with one decimal ("12.0")
+
+    imagefolder
+    OUT/
+      train/Sooty_Albatross/Sooty_Albatross_0001.jpg
+      test/Sooty_Albatross/Sooty_Albatross_0033.jpg
+      bounding_boxes.csv       file,x,y,width,height   (file relative to OUT)
 
 Everything is a function of the arguments: the same call writes byte-identical files. Each image's
 random stream is derived from ``(seed, class, image index)``, so generation order does not matter.
@@ -127,27 +140,51 @@ _NAME_NOUNS = (
 
 BIRD_LENGTH = 100.0
 FRAME = (0.0, 4.0, 106.0, 68.0)  # (u0, v0, u1, v1): holds every part at any jitter; used for placement
+PROPORTION_JITTER = 0.08
 BODY_CENTRE = (50.0, 40.0)
 BODY_AXES = (26.0, 16.0)
-HEAD_CENTRE = (75.0, 23.0)
-HEAD_RADIUS = 16.0
-BEAK_LENGTH = 12.0  # beyond the head
-TAIL_TIP_U = 2.0
-TAIL_TIP_SPREAD = (-14.0, 8.0)  # v offsets of the tail tip's corners from the body centre
-TAIL_ROOT_SPREAD = (-7.0, 3.0)
-PROPORTION_JITTER = 0.08
+LEG_HIPS_FEET = (((-5.0, 0.8), (-8.0, 1.5)), ((5.0, 0.8), (7.0, 1.5)))  # (du, dv in body half-heights)
+LEG_HALF_WIDTH = 1.1
+WING_OFFSET = (-3.0, -2.0)  # from the body centre
+WING_AXES = (0.75, 0.62)  # of the body's semi-axes
+WING_TILT_DEG = 8.0
 WING_BAR_SPACING = 9.0
 WING_BAR_HALF_WIDTH = 3.0
 WING_BAR_SLANT = 0.35  # bars lean with the feathers instead of standing upright
+TAIL_TIP_U = 2.0
+TAIL_ROOT = 0.55  # the tail starts this far behind the body centre, in body half-lengths
+TAIL_TIP_SPREAD = (-14.0, 8.0)  # v offsets of the tail tip's corners from the body centre
+TAIL_ROOT_SPREAD = (-7.0, 3.0)
 TAIL_STRIPE_OFFSETS = (4.0, 11.5, 19.0)  # u from the tail tip
 TAIL_STRIPE_HALF_WIDTH = 2.6
 TAIL_SPOT_OFFSETS = ((5.0, -8.0), (5.0, 1.0), (12.0, -5.0), (12.0, 3.0), (19.0, -2.0))  # (u from tip, v)
 TAIL_SPOT_RADIUS = 3.2
-EYE_RADIUS = 2.4
-LEG_HALF_WIDTH = 1.1
+HEAD_CENTRE = (75.0, 23.0)
+HEAD_RADIUS = 16.0
+# Head features, in head radii from the head centre.
+EYE_OFFSET = (0.3, -0.2)
+EYE_RADIUS = 2.4  # bird units
+CAP_LOWER_EDGE = -0.05  # the cap covers the head above this line: a little over half of it
+EYE_STRIPE_HALF_HEIGHT = 0.3
+EYE_STRIPE_BACK = -0.6  # the stripe runs from here to the front of the head
+THROAT_CENTRE = (0.2, 0.6)
+THROAT_AXES = (0.7, 0.48)
+BEAK_BASE = (0.72, -0.38, 0.32)  # u, top v, bottom v
+BEAK_TIP_V = -0.02
+BEAK_LENGTH = 12.0  # bird units beyond the head
 
 OBJECT_SCALE = (0.35, 0.70)  # bird length / image side
 MAX_ROTATION_DEG = 25.0
+
+# Per-image look (ranges of uniform draws). The body palette stays muted so the saturated part
+# markings stand out; shades are multipliers of the body colour.
+BODY_SATURATION = (0.08, 0.35)
+BODY_VALUE = (0.40, 0.72)
+WING_SHADE = (0.62, 0.85)
+TAIL_SHADE = (0.80, 0.95)
+HEAD_SHADE = (0.90, 1.08)
+BELLY_BLEND = (0.2, 0.7)  # how far the lower body blends towards BELLY_COLOUR
+MARKING_GAIN = (0.88, 1.0)  # brightness of the class colours (crown, beak)
 
 # Colours of the parts shared by every class (RGB, 0-255).
 BAR_AND_SPOT_COLOUR = (240, 232, 205)
@@ -162,6 +199,11 @@ PLAIN_BACKGROUND = (255, 255, 255)  # render_bird(background=False); no bird pix
 
 CLUTTER_SHAPES = (6, 16)  # inclusive count range
 CLUTTER_MAX_SATURATION = 0.3  # clutter may be colourful, but not as saturated as the part markings
+CLUTTER_VALUE = (0.2, 0.95)
+CLUTTER_SIZE = (0.05, 0.4)  # of the image side
+CLUTTER_LINE_WIDTH = (0.005, 0.03)  # of the image side: twigs at the scale of bird parts
+CLUTTER_POLYGON_VERTICES = (3, 6)  # inclusive
+CLUTTER_SPILL = 0.1  # shapes may start this far (image sides) outside the image
 BACKGROUND_GRID = 4  # the smooth base colour field is a GRID x GRID colour grid, upsampled
 BACKGROUND_VARIATION = 20.0  # grey-level spread of that grid around the scene's base colour
 TEXTURE_SIGMA = (3.0, 12.0)  # fine noise texture, grey levels
@@ -212,24 +254,34 @@ def _neighbours(combo: tuple) -> list[tuple]:
 
 
 def choose_class_attributes(rng: np.random.Generator, num_classes: int) -> tuple[BirdAttributes, ...]:
-    """``num_classes`` distinct combinations; each after the first is one part away from an earlier one.
+    """``num_classes`` distinct combinations, in twins: class 2k+1 differs from class 2k in one part only.
 
-    Walking a seeded shuffle of the attribute product and taking the first combination adjacent to the
-    chosen set keeps many near-identical pairs (the fine-grained case) while all attributes still vary.
+    Each even class is the next unused combination of a seeded shuffle of the attribute product; its
+    twin is its first unused one-part neighbour in that order. Every class so has a look-alike (the
+    fine-grained case), while unrelated classes differ in several parts. That keeps the demo learnable
+    from scratch: a chain of one-part steps (every class one part from an earlier one) made 10
+    classes so alike that a ResNet-18 trained from scratch on 32 images per class stayed near chance.
+    The choice is prefix-stable: asking for more classes never changes the first ones.
     """
     if not MIN_CLASSES <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be between {MIN_CLASSES} and {MAX_CLASSES}, got {num_classes}")
     combos = list(itertools.product(*ATTRIBUTE_LEVELS.values()))
     shuffled = [combos[i] for i in rng.permutation(len(combos))]
-    chosen = [shuffled[0]]
-    taken = {shuffled[0]}
-    frontier = set(_neighbours(shuffled[0]))
+    rank = {combo: i for i, combo in enumerate(shuffled)}
+    chosen: list[tuple] = []
+    taken: set[tuple] = set()
     while len(chosen) < num_classes:
-        # The product is connected under one-attribute steps, so the frontier never runs dry early.
-        combo = next(c for c in shuffled if c in frontier and c not in taken)
+        if len(chosen) % 2 == 0:
+            combo = next(c for c in shuffled if c not in taken)
+        else:
+            twins = [c for c in _neighbours(chosen[-1]) if c not in taken]
+            if not twins:
+                # Only near MAX_CLASSES. One-part steps connect the whole product, so some unused
+                # combination is still one part away from some chosen class.
+                twins = [c for c in set().union(*map(_neighbours, chosen)) if c not in taken]
+            combo = min(twins, key=rank.__getitem__)
         chosen.append(combo)
         taken.add(combo)
-        frontier.update(_neighbours(combo))
     return tuple(BirdAttributes(*combo) for combo in chosen)
 
 
@@ -300,12 +352,12 @@ def _draw_look(rng: np.random.Generator) -> _Look:
         body_scale=(jitter(), jitter()),
         head_scale=jitter(),
         tail_scale=jitter(),
-        body=_hsv_rgb(float(rng.random()), float(rng.uniform(0.08, 0.35)), float(rng.uniform(0.40, 0.72))),
-        wing_shade=float(rng.uniform(0.62, 0.85)),
-        tail_shade=float(rng.uniform(0.80, 0.95)),
-        head_shade=float(rng.uniform(0.90, 1.08)),
-        belly=float(rng.uniform(0.2, 0.7)),
-        marking_gain=float(rng.uniform(0.88, 1.0)),
+        body=_hsv_rgb(float(rng.random()), float(rng.uniform(*BODY_SATURATION)), float(rng.uniform(*BODY_VALUE))),
+        wing_shade=float(rng.uniform(*WING_SHADE)),
+        tail_shade=float(rng.uniform(*TAIL_SHADE)),
+        head_shade=float(rng.uniform(*HEAD_SHADE)),
+        belly=float(rng.uniform(*BELLY_BLEND)),
+        marking_gain=float(rng.uniform(*MARKING_GAIN)),
     )
 
 
@@ -337,75 +389,96 @@ def _in_capsule(u: np.ndarray, v: np.ndarray, a: tuple[float, float], b: tuple[f
     return (u - a[0] - t * du) ** 2 + (v - a[1] - t * dv) ** 2 <= half_width**2
 
 
-def _paint_bird(u: np.ndarray, v: np.ndarray, attributes: BirdAttributes, look: _Look,
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Rasterise the bird at canonical coordinates (u, v): (mask, RGB float32), painter's order."""
-    rgb = np.zeros(u.shape + (3,), dtype=np.float32)
-    mask = np.zeros(u.shape, dtype=bool)
+class _Canvas:
+    """Painter's algorithm over canonical coordinates: later parts cover earlier ones."""
 
-    def paint(region: np.ndarray, colour: np.ndarray) -> None:
-        rgb[region] = colour if colour.ndim == 1 else colour[region]
-        mask[region] = True
+    def __init__(self, u: np.ndarray, v: np.ndarray) -> None:
+        self.u, self.v = u, v
+        self.rgb = np.zeros(u.shape + (3,), dtype=np.float32)
+        self.mask = np.zeros(u.shape, dtype=bool)
 
-    gain = look.marking_gain
+    def paint(self, region: np.ndarray, colour: np.ndarray) -> None:
+        """Fill ``region`` with one colour (3,) or a per-pixel colour field (..., 3)."""
+        self.rgb[region] = colour if colour.ndim == 1 else colour[region]
+        self.mask[region] = True
+
+
+def _paint_tail(canvas: _Canvas, pattern: str, look: _Look) -> None:
+    u, v = canvas.u, canvas.v
     bcu, bcv = BODY_CENTRE
-    ba, bb = BODY_AXES[0] * look.body_scale[0], BODY_AXES[1] * look.body_scale[1]
-    hcu, hcv = HEAD_CENTRE
-    r = HEAD_RADIUS * look.head_scale
-
-    # Tail, fanning out behind the body; its pattern is one of the class attributes.
     tip_u = bcu - (bcu - TAIL_TIP_U) * look.tail_scale
-    root_u = bcu - 0.55 * ba
+    root_u = bcu - TAIL_ROOT * BODY_AXES[0] * look.body_scale[0]
     tail = _in_convex_polygon(u, v, [
         (root_u, bcv + TAIL_ROOT_SPREAD[0]), (root_u, bcv + TAIL_ROOT_SPREAD[1]),
         (tip_u, bcv + TAIL_TIP_SPREAD[1] * look.tail_scale), (tip_u, bcv + TAIL_TIP_SPREAD[0] * look.tail_scale),
     ])  # fmt: skip
-    paint(tail, look.body * look.tail_shade)
-    if attributes.tail == "striped":
+    canvas.paint(tail, look.body * look.tail_shade)
+    if pattern == "striped":
         stripes = np.zeros_like(tail)
         for offset in TAIL_STRIPE_OFFSETS:
             stripes |= np.abs(u - (tip_u + offset)) <= TAIL_STRIPE_HALF_WIDTH
-        paint(tail & stripes, _rgb(TAIL_STRIPE_COLOUR))
-    elif attributes.tail == "spotted":
+        canvas.paint(tail & stripes, _rgb(TAIL_STRIPE_COLOUR))
+    elif pattern == "spotted":
         spots = np.zeros_like(tail)
         for du, dv in TAIL_SPOT_OFFSETS:
             spots |= (u - (tip_u + du)) ** 2 + (v - (bcv + dv)) ** 2 <= TAIL_SPOT_RADIUS**2
-        paint(tail & spots, _rgb(BAR_AND_SPOT_COLOUR))
+        canvas.paint(tail & spots, _rgb(BAR_AND_SPOT_COLOUR))
 
-    # Legs, body with a lighter belly, wing with the class's number of bars.
-    for hip_du, foot_du in ((-5.0, -8.0), (5.0, 7.0)):
-        hip, foot = (bcu + hip_du, bcv + 0.8 * bb), (bcu + foot_du, bcv + bb + 8.0)
-        paint(_in_capsule(u, v, hip, foot, LEG_HALF_WIDTH), _rgb(LEG_COLOUR))
+
+def _paint_body(canvas: _Canvas, wing_bars: int, look: _Look) -> None:
+    """Legs, body with a lighter belly, and the wing with ``wing_bars`` pale bars."""
+    u, v = canvas.u, canvas.v
+    bcu, bcv = BODY_CENTRE
+    ba, bb = BODY_AXES[0] * look.body_scale[0], BODY_AXES[1] * look.body_scale[1]
+    for (hip_du, hip_dv), (foot_du, foot_dv) in LEG_HIPS_FEET:
+        hip, foot = (bcu + hip_du, bcv + hip_dv * bb), (bcu + foot_du, bcv + foot_dv * bb)
+        canvas.paint(_in_capsule(u, v, hip, foot, LEG_HALF_WIDTH), _rgb(LEG_COLOUR))
     body = _in_ellipse(u, v, (bcu, bcv), (ba, bb))
     belly = (look.belly * np.clip((v - bcv) / bb, 0.0, 1.0))[..., None]
-    paint(body, look.body + (_rgb(BELLY_COLOUR) - look.body) * belly)
-    wing_centre, wing_tilt = (bcu - 3.0, bcv - 2.0), 8.0
-    wing = _in_ellipse(u, v, wing_centre, (0.75 * ba, 0.62 * bb), wing_tilt)
-    paint(wing, look.body * look.wing_shade)
-    bars = np.zeros_like(wing)
-    along = u - wing_centre[0] + WING_BAR_SLANT * (v - wing_centre[1])
-    for k in range(attributes.wing_bars):
-        offset = (k - (attributes.wing_bars - 1) / 2) * WING_BAR_SPACING
-        bars |= np.abs(along - offset) <= WING_BAR_HALF_WIDTH
-    paint(wing & bars, _rgb(BAR_AND_SPOT_COLOUR))
+    canvas.paint(body, look.body + (_rgb(BELLY_COLOUR) - look.body) * belly)
 
-    # Head with the class's crown marking, beak, eye.
+    wing_u, wing_v = bcu + WING_OFFSET[0], bcv + WING_OFFSET[1]
+    wing = _in_ellipse(u, v, (wing_u, wing_v), (WING_AXES[0] * ba, WING_AXES[1] * bb), WING_TILT_DEG)
+    canvas.paint(wing, look.body * look.wing_shade)
+    bars = np.zeros_like(wing)
+    along = u - wing_u + WING_BAR_SLANT * (v - wing_v)
+    for k in range(wing_bars):
+        offset = (k - (wing_bars - 1) / 2) * WING_BAR_SPACING
+        bars |= np.abs(along - offset) <= WING_BAR_HALF_WIDTH
+    canvas.paint(wing & bars, _rgb(BAR_AND_SPOT_COLOUR))
+
+
+def _paint_head(canvas: _Canvas, attributes: BirdAttributes, look: _Look) -> None:
+    """Head, the class's crown marking and beak colour, and the eye on top."""
+    u, v = canvas.u, canvas.v
+    hcu, hcv = HEAD_CENTRE
+    r = HEAD_RADIUS * look.head_scale
     head = (u - hcu) ** 2 + (v - hcv) ** 2 <= r * r
-    paint(head, look.body * look.head_shade)
-    eye_u, eye_v = hcu + 0.3 * r, hcv - 0.2 * r
+    canvas.paint(head, look.body * look.head_shade)
+    eye_u, eye_v = hcu + EYE_OFFSET[0] * r, hcv + EYE_OFFSET[1] * r
     if attributes.crown_shape == "cap":
-        marking = head & (v <= hcv - 0.05 * r)
+        marking = head & (v <= hcv + CAP_LOWER_EDGE * r)
     elif attributes.crown_shape == "eye_stripe":
-        marking = head & (np.abs(v - eye_v) <= 0.3 * r) & (u >= hcu - 0.6 * r)
+        marking = head & (np.abs(v - eye_v) <= EYE_STRIPE_HALF_HEIGHT * r) & (u >= hcu + EYE_STRIPE_BACK * r)
     else:  # throat
-        marking = head & _in_ellipse(u, v, (hcu + 0.2 * r, hcv + 0.6 * r), (0.7 * r, 0.48 * r))
-    paint(marking, _rgb(CROWN_COLOURS[attributes.crown_colour]) * gain)
-    beak = _in_convex_polygon(u, v, [
-        (hcu + 0.72 * r, hcv - 0.38 * r), (hcu + 0.72 * r, hcv + 0.32 * r), (hcu + r + BEAK_LENGTH, hcv - 0.02 * r),
-    ])  # fmt: skip
-    paint(beak, _rgb(BEAK_COLOURS[attributes.beak]) * gain)
-    paint((u - eye_u) ** 2 + (v - eye_v) ** 2 <= EYE_RADIUS**2, _rgb(EYE_COLOUR))
-    return mask, rgb
+        throat_centre = (hcu + THROAT_CENTRE[0] * r, hcv + THROAT_CENTRE[1] * r)
+        marking = head & _in_ellipse(u, v, throat_centre, (THROAT_AXES[0] * r, THROAT_AXES[1] * r))
+    canvas.paint(marking, _rgb(CROWN_COLOURS[attributes.crown_colour]) * look.marking_gain)
+    base_u, base_top, base_bottom = (hcu + BEAK_BASE[0] * r, hcv + BEAK_BASE[1] * r, hcv + BEAK_BASE[2] * r)
+    beak = _in_convex_polygon(u, v, [(base_u, base_top), (base_u, base_bottom),
+                                     (hcu + r + BEAK_LENGTH, hcv + BEAK_TIP_V * r)])
+    canvas.paint(beak, _rgb(BEAK_COLOURS[attributes.beak]) * look.marking_gain)
+    canvas.paint((u - eye_u) ** 2 + (v - eye_v) ** 2 <= EYE_RADIUS**2, _rgb(EYE_COLOUR))
+
+
+def _paint_bird(u: np.ndarray, v: np.ndarray, attributes: BirdAttributes, look: _Look,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise the bird at canonical coordinates (u, v): (mask, RGB float32)."""
+    canvas = _Canvas(u, v)
+    _paint_tail(canvas, attributes.tail, look)
+    _paint_body(canvas, attributes.wing_bars, look)
+    _paint_head(canvas, attributes, look)
+    return canvas.mask, canvas.rgb
 
 
 def _place(pose: _Pose, size: int) -> tuple[float, float, float, float, float]:
@@ -455,14 +528,14 @@ def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _muted_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    h, s, v = rng.random(), rng.uniform(0.0, CLUTTER_MAX_SATURATION), rng.uniform(0.2, 0.95)
+    h, s, v = rng.random(), rng.uniform(0.0, CLUTTER_MAX_SATURATION), rng.uniform(*CLUTTER_VALUE)
     return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
 def _upsampled_noise(rng: np.random.Generator, cells: int, size: int, channels: int) -> np.ndarray:
     """Smooth random field: a coarse grid of values resized bicubically, float32 (size, size, channels)."""
     grid = rng.standard_normal((cells, cells, channels)).astype(np.float32)
-    planes = [np.asarray(Image.fromarray(grid[..., k], mode="F").resize((size, size), Image.BICUBIC))
+    planes = [np.asarray(Image.fromarray(grid[..., k]).resize((size, size), Image.Resampling.BICUBIC))
               for k in range(channels)]
     return np.stack(planes, axis=-1)
 
@@ -476,22 +549,22 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     for _ in range(int(rng.integers(CLUTTER_SHAPES[0], CLUTTER_SHAPES[1] + 1))):
         kind = int(rng.integers(4))
         colour = _muted_colour(rng)
-        x, y = rng.uniform(-0.1, 1.1, size=2) * size
-        w, h = rng.uniform(0.05, 0.4, size=2) * size
+        x, y = rng.uniform(-CLUTTER_SPILL, 1 + CLUTTER_SPILL, size=2) * size
+        w, h = rng.uniform(*CLUTTER_SIZE, size=2) * size
         if kind == 0:
             draw.ellipse([x - w / 2, y - h / 2, x + w / 2, y + h / 2], fill=colour)
         elif kind == 1:
             draw.rectangle([x - w / 2, y - h / 2, x + w / 2, y + h / 2], fill=colour)
         elif kind == 2:
-            n = int(rng.integers(3, 7))
-            angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+            n = int(rng.integers(CLUTTER_POLYGON_VERTICES[0], CLUTTER_POLYGON_VERTICES[1] + 1))
+            angles = np.sort(rng.uniform(0, 2 * np.pi, n))  # sorted angles: a star-shaped, simple polygon
             radii = rng.uniform(0.3, 1.0, n) * w
             draw.polygon([(x + rr * math.cos(a), y + rr * math.sin(a)) for a, rr in zip(angles, radii, strict=True)],
                          fill=colour)
-        else:  # a twig or line: thin structures at bird-part scale
-            end = rng.uniform(-0.1, 1.1, size=2) * size
+        else:  # a twig
+            end = rng.uniform(-CLUTTER_SPILL, 1 + CLUTTER_SPILL, size=2) * size
             draw.line([(x, y), (float(end[0]), float(end[1]))], fill=colour,
-                      width=max(1, int(rng.uniform(0.005, 0.03) * size)))
+                      width=max(1, int(rng.uniform(*CLUTTER_LINE_WIDTH) * size)))
     scene = np.asarray(canvas, dtype=np.float32)
     fine = float(rng.uniform(*TEXTURE_SIGMA)) * rng.standard_normal((size, size, 1), dtype=np.float32)
     coarse_cells = max(2, size // COARSE_TEXTURE_CELL)
@@ -503,7 +576,7 @@ def _light(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Global lighting on the composed scene: brightness, a directional gradient, colour cast, noise."""
     size = image.shape[0]
     direction = rng.uniform(0, 2 * np.pi)
-    ramp = ((np.arange(size, dtype=np.float32) + 0.5) / size - 0.5)
+    ramp = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5  # -0.5..0.5 across the image
     gradient = math.cos(direction) * ramp[None, :] + math.sin(direction) * ramp[:, None]
     gain = float(rng.uniform(*BRIGHTNESS)) * (1.0 + float(rng.uniform(*LIGHT_GRADIENT)) * gradient)
     cast = rng.uniform(1 - COLOUR_CAST, 1 + COLOUR_CAST, size=3).astype(np.float32)

@@ -110,7 +110,7 @@ def window_scores(fm: Tensor, geometry: WindowGeometry) -> Tensor:
     AvgPool2d over all channels followed by the channel sum: both are linear."""
     total = fm.sum(dim=1)  # (B, H, W)
     integral = F.pad(total.cumsum(1).cumsum(2), (1, 0, 1, 0))
-    r, c, a, b = geometry.cells.to(fm.device).unbind(1)
+    r, c, a, b = geometry.on(fm.device)[0].unbind(1)
     width = integral.shape[2]
     flat = integral.flatten(1)
 
@@ -130,9 +130,8 @@ def select_windows(scores: Tensor, geometry: WindowGeometry) -> Tensor:
     """
     picks = []
     for offset, size, count, suppress in zip(geometry.group_offsets, geometry.group_sizes, geometry.preset.picks,
-                                             geometry.suppression, strict=True):
+                                             geometry.on(scores.device)[2], strict=True):
         s = scores[:, offset:offset + size]
-        suppress = suppress.to(scores.device)
         available = torch.ones_like(s, dtype=torch.bool)
         last = torch.zeros(s.shape[0], dtype=torch.long, device=s.device)
         for _ in range(count):  # a handful of picks, not a loop over samples or windows
@@ -188,7 +187,7 @@ class MMALNet(nn.Module):
         backbone: Backbone,
         num_classes: int,
         *,
-        windows: str | WindowPreset = "cub",
+        windows: str | WindowPreset | dict = "cub",
         dropout: float = 0.5,
         raw_only_epochs: int = 1,
         predict: str = "object",
@@ -196,6 +195,8 @@ class MMALNet(nn.Module):
         super().__init__()
         if predict not in ("object", "raw+object"):
             raise ValueError(f"predict must be 'object' or 'raw+object', got {predict!r}")
+        if isinstance(windows, dict):
+            windows = WindowPreset.from_dict(windows)
         if isinstance(windows, str):
             if windows not in WINDOW_PRESETS:
                 raise ValueError(f"unknown window preset {windows!r}; known: {', '.join(WINDOW_PRESETS)}")
@@ -238,7 +239,7 @@ class MMALNet(nn.Module):
             geometry = self.geometry(*object_fm.shape[-2:])
             scores = window_scores(object_fm.detach(), geometry)
             indices = select_windows(scores, geometry)
-            windows = geometry.boxes.to(x.device)[indices]  # (B, N, 4) in object-image pixels
+            windows = geometry.on(x.device)[1][indices]  # (B, N, 4) in object-image pixels
             part_size = (h // 2, w // 2)
             part_images = crop_resize(object_images, windows, part_size).flatten(0, 1)
             _, _, part_logits = self._branch(part_images.detach())

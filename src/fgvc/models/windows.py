@@ -43,6 +43,17 @@ class WindowPreset:
     def num_parts(self) -> int:
         return sum(self.picks)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> WindowPreset:
+        """A user-defined preset, e.g. from YAML: ``{"groups": [[[4, 4], [3, 5]], ...], "picks": [2, ...],
+        "iou_thresholds": [0.25, ...]}`` (ratios as rows x columns of cells on a 14x14 map)."""
+        try:
+            groups = tuple(tuple((int(a), int(b)) for a, b in group) for group in data["groups"])
+            return cls(groups, tuple(int(n) for n in data["picks"]),
+                       tuple(float(t) for t in data["iou_thresholds"]), int(data.get("reference_map", 14)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"a window preset needs groups, picks and iou_thresholds: {e}") from None
+
 
 _CUB = WindowPreset(
     groups=(((4, 4), (3, 5), (5, 3)),
@@ -121,6 +132,14 @@ class WindowGeometry:
         s = self.stride
         top, left = s * r - 1, s * c - 1
         return torch.stack([left.clamp(min=0), top.clamp(min=0), left + s * b, top + s * a], 1)
+
+    def on(self, device: torch.device) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """(cells, boxes, suppression) on ``device``, copied there once."""
+        cache = self.__dict__.setdefault("_on_device", {})
+        if device not in cache:
+            cache[device] = (self.cells.to(device), self.boxes.to(device),
+                             tuple(t.to(device) for t in self.suppression))
+        return cache[device]
 
     @cached_property
     def suppression(self) -> tuple[Tensor, ...]:
