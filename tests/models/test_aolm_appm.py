@@ -46,7 +46,8 @@ def test_largest_component_matches_scipy_on_random_masks():
 
 @pytest.mark.parametrize(
     ("cells", "pixels"),
-    [((0, 0, 14, 14), [0, 0, 447, 447]), ((3, 2, 10, 12), [63, 95, 383, 319]), ((13, 13, 14, 14), [415, 415, 447, 447])],
+    [((0, 0, 14, 14), [0, 0, 447, 447]), ((3, 2, 10, 12), [63, 95, 383, 319]),
+     ((13, 13, 14, 14), [415, 415, 447, 447])],
 )
 def test_cell_box_to_pixels_matches_the_reference(cells, pixels):
     assert cells_to_pixels(torch.tensor([cells]), 32)[0].tolist() == pixels

@@ -18,7 +18,8 @@ def test_stage_shapes_at_strides_8_16_32(name, channels):
         feats = b(torch.randn(1, 3, 96, 128))
         penultimate, last = b.forward_last_two(torch.randn(1, 3, 96, 128))
     assert b.channels == channels
-    assert [tuple(f.shape) for f in feats] == [(1, c, 96 // s, 128 // s) for c, s in zip(channels, (8, 16, 32))]
+    expected = [(1, c, 96 // s, 128 // s) for c, s in zip(channels, (8, 16, 32), strict=True)]
+    assert [tuple(f.shape) for f in feats] == expected
     assert last.shape == feats[2].shape and penultimate.shape[-2:] == last.shape[-2:]
 
 

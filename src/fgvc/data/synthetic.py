@@ -751,8 +751,9 @@ def generate_dataset(out: str | Path, *, layout: str = "competition", num_classe
     num_test = _test_count(per_class, test_fraction)
     samples = _plan(layout, competition_ids, class_names, per_class, num_test, seed)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.{os.getpid()}-{time.monotonic_ns()}.partial"
+    target = out.resolve()  # "." and "a/.." have no usable name or parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.{os.getpid()}-{time.monotonic_ns()}.partial"
     staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stick to the finished dataset
     try:
         boxes = []
@@ -767,10 +768,13 @@ def generate_dataset(out: str | Path, *, layout: str = "competition", num_classe
             for split in ("train", "test"):  # both splits exist even when one is empty
                 (staging / split).mkdir(exist_ok=True)
         _write_annotations(staging, layout, samples, boxes, competition_ids, class_names)
-        _check_empty(out)  # someone may have written there meanwhile
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
+        _check_empty(target)  # someone may have written there meanwhile
+        if target.exists():  # keep the user's empty folder itself (its permissions, a shell inside it)
+            for entry in staging.iterdir():
+                entry.rename(target / entry.name)
+            staging.rmdir()
+        else:
+            staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
