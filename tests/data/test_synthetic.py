@@ -99,7 +99,7 @@ def test_competition_layout(tmp_path: Path) -> None:
 def test_cub_layout(tmp_path: Path) -> None:
     summary = generate_dataset(tmp_path / "cub", layout="cub", **SMALL)
     cub = tmp_path / "cub" / "CUB_200_2011"
-    assert summary.class_ids == ("1", "2", "3", "4")
+    assert summary.class_ids == ("001", "002", "003", "004")
 
     classes = read_table(cub / "classes.txt")
     assert classes == [[str(k), f"{k:03d}.{n}"] for k, n in enumerate(summary.class_names, start=1)]
@@ -147,6 +147,38 @@ def test_split_sizes(tmp_path: Path, per_class: int, fraction: float, expected_t
     assert summary.test_images == 2 * expected_test
     assert summary.train_images == 2 * (per_class - expected_test)
     assert len(list((tmp_path / "d" / "test").rglob("*.jpg"))) == summary.test_images
+
+
+@pytest.mark.parametrize("layout", ["competition", "cub", "imagefolder"])
+def test_fgvc_readers_take_the_generated_data(tmp_path: Path, layout: str) -> None:
+    """The contract with fgvc.data.formats: detected, read without problems, same labels and boxes."""
+    from fgvc.data.formats import detect_format, read_dataset
+
+    root = tmp_path / layout
+    summary = generate_dataset(root, layout=layout, **SMALL)
+    assert detect_format(root) == layout
+    index = read_dataset(root)
+    assert index.problems == [] or all(p.severity != "error" for p in index.problems)
+    assert set(index.classes.ids) == set(summary.class_ids)
+    assert Counter(s.split for s in index.samples) == {"train": 16, "test": 4}
+
+    if layout == "cub":
+        cub = root / "CUB_200_2011"
+        paths = {i: (cub / "images" / p).as_posix() for i, p in read_table(cub / "images.txt")}
+        expected = {paths[i]: tuple(float(v) for v in xywh) for i, *xywh in read_table(cub / "bounding_boxes.txt")}
+    else:
+        expected = {(root / r["file"]).as_posix(): tuple(float(r[k]) for k in ("x", "y", "width", "height"))
+                    for r in read_csv(root / "bounding_boxes.csv")[1]}
+    test_labels = {r["file"]: r["class_id"] for r in read_csv(root / "test_labels.csv")[1]} \
+        if layout == "competition" else {}
+    for sample in index.samples:
+        x, y, w, h = expected[sample.path.as_posix()]
+        assert sample.box_xyxy == (x, y, x + w, y + h)
+        class_id = index.classes.ids[sample.label]
+        if layout == "competition" and sample.split == "test":  # flat: the class is in test_labels.csv
+            assert class_id == test_labels[sample.path.name]
+        else:
+            assert class_id in sample.path.parent.name
 
 
 # ----------------------------------------------------------------------------------------------

@@ -616,8 +616,9 @@ def render_bird(rng: np.random.Generator, attributes: BirdAttributes, size: int,
 class SynthSummary:
     """What :func:`generate_dataset` wrote.
 
-    ``class_ids`` are spelled as in the files: competition "04615", cub "1".."N" (classes.txt),
-    imagefolder the folder name. ``class_names`` use underscores ("Sooty_Albatross").
+    ``class_ids`` are spelled as in the files: competition "04615", cub the folder prefix "001"
+    (classes.txt numbers classes 1..N), imagefolder the folder name. ``class_names`` use underscores
+    ("Sooty_Albatross"); readers show them with spaces.
     """
 
     root: Path
@@ -688,7 +689,7 @@ def _plan(layout: str, class_ids: Sequence[str], class_names: Sequence[str], per
             elif layout == "competition":
                 path = f"train/{class_id}_{name}/{class_id}_{stem}.jpg"
             elif layout == "cub":
-                path = f"{CUB_FOLDER}/images/{c + 1:03d}.{name}/{name}_{stem}.jpg"
+                path = f"{CUB_FOLDER}/images/{c + 1:03d}.{name}/{name}_{stem}.jpg"  # NNN = class ID
             else:
                 path = f"{'test' if is_test else 'train'}/{name}/{name}_{stem}.jpg"
             samples.append(_Sample(c, number, is_test, path))
@@ -745,7 +746,7 @@ def generate_dataset(out: str | Path, *, layout: str = "competition", num_classe
     competition_ids = _class_ids(rng, num_classes)
     class_ids = {
         "competition": competition_ids,
-        "cub": tuple(str(k) for k in range(1, num_classes + 1)),
+        "cub": tuple(f"{k:03d}" for k in range(1, num_classes + 1)),
         "imagefolder": class_names,
     }[layout]
     num_test = _test_count(per_class, test_fraction)

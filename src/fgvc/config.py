@@ -1,0 +1,216 @@
+"""Typed run configuration: dataclasses with defaults, YAML presets, dotted overrides.
+
+Every field has a default; a preset (``configs/<name>.yaml`` or any YAML file) changes some of
+them; ``--set section.key=value`` changes any one. Unknown keys are errors that suggest the
+closest known key. The resolved config is saved in the run directory and inside checkpoints as
+plain dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "config_from_dict",
+    "find_preset",
+    "load_config",
+    "preset_names",
+    "CONFIG_DIR",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # also reachable as configs/ at the repository root
+
+
+class ConfigError(ValueError):
+    """A preset, key or value that cannot be used; the message suggests the fix."""
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None
+    format: str = "auto"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    num_workers: int = 2
+    skip_unreadable: bool = False
+    aircraft_level: str = "variant"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "baseline"
+    backbone: str = "resnet18"
+    pretrained: bool | str = False
+    input_size: int = 224
+    transform: str = "plain"  # fbsd | mmal | plain
+    options: dict[str, Any] = field(default_factory=dict)  # model constructor keywords (dropout, windows, ...)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01
+    backbone_lr: float | None = None  # FBSD's second parameter group; None = lr
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # cosine | multistep | constant
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    reference_per_batch: bool = False  # FBSD F1: cosine with T_max=epochs stepped every batch
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    accumulate: int = 1
+    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    seed: int = 0
+    device: str = "auto"
+    save_every: int = 0  # also keep epoch checkpoints every N epochs (0: only last and best)
+    keep: int = 3  # at most this many periodic checkpoints
+    drop_last: bool = True
+
+
+@dataclass
+class TrackConfig:
+    wandb: bool = False
+    wandb_mode: str = "offline"
+    project: str = "fgvc"
+    tensorboard: bool = False
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else f" Known: {', '.join(known)}."
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a YAML value against the field's type hint (ints are accepted where floats are)."""
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{where} may not be empty")
+    if hint is bool or text == "bool":
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float or text.startswith("float"):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str or text.startswith("str"):
+        if isinstance(value, str):
+            return value
+    elif "bool | str" in text:
+        if isinstance(value, bool | str):
+            return value
+    elif text.startswith("list"):
+        if isinstance(value, list):
+            return value
+    elif text.startswith("dict"):
+        if isinstance(value, dict):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{where} should be {text.replace('typing.', '')}, got {value!r}")
+
+
+def _fill(instance: Any, data: dict[str, Any], prefix: str) -> None:
+    hints = get_type_hints(type(instance))
+    names = [f.name for f in dataclasses.fields(instance)]
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{where}'.{_suggest(key, names)}")
+        current = getattr(instance, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{where}' is a section; give it as a mapping of keys")
+            _fill(current, value, f"{where}.")
+        elif key == "options" and isinstance(current, dict) and isinstance(value, dict):
+            current.update(value)
+        else:
+            setattr(instance, key, _coerce(value, hints[key], f"'{where}'"))
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    config = Config()
+    _fill(config, data or {}, "")
+    return config
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a preset in ``configs/`` (with or without ``.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = CONFIG_DIR / f"{path.stem}.yaml"
+    if candidate.is_file() and path.parent == Path("."):
+        return candidate
+    names = preset_names()
+    raise ConfigError(f"no config file or preset named '{name_or_path}'.{_suggest(path.stem, names)}")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    data: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = find_preset(name_or_path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    config = config_from_dict(data)
+    apply_overrides(config, overrides or [])
+    return config
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """``["optim.lr=0.01", "model.options.dropout=0.2"]``; values are parsed as YAML scalars."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} should look like section.key=value")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        nested: Any = value
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        _fill(config, nested, "")
+    return config
