@@ -46,6 +46,7 @@ class CheckReport:
     conversions: Counter
     ignored: Counter
     problems: list[Problem] = field(default_factory=list)
+    with_boxes: int = 0  # images with a true object box
 
     @property
     def errors(self) -> list[Problem]:
@@ -72,6 +73,7 @@ class CheckReport:
             "images_per_class_summary": _summary(counts),
             "image_sizes": self.sizes,
             "converted_to_rgb": dict(self.conversions),
+            "images_with_boxes": self.with_boxes,
             "ignored": dict(self.ignored),
             "problems": [
                 {"severity": p.severity, "kind": p.kind, "path": str(p.path), "message": p.message}
@@ -93,6 +95,8 @@ class CheckReport:
         if self.sizes:
             w, h = self.sizes["width"], self.sizes["height"]
             lines.append(f"image size (w x h): min {w[0]}x{h[0]}, median {w[1]}x{h[1]}, max {w[2]}x{h[2]}")
+        total = sum(self.split_counts.values())
+        lines.append(f"boxes:    {self.with_boxes} of {total} images" if self.with_boxes else "boxes:    none")
         if self.conversions:
             lines.append("converted to RGB at load time: "
                          + ", ".join(f"{n} {kind}" for kind, n in sorted(self.conversions.items())))
@@ -164,6 +168,7 @@ def check_index(index: DatasetIndex, min_side: int = DEFAULT_MIN_SIDE, workers: 
         conversions=conversions,
         ignored=Counter(index.ignored),
         problems=problems,
+        with_boxes=sum(s.box_xyxy is not None for s in index.samples),
     )
 
 
