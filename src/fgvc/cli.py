@@ -8,11 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .errors import UserError
+
 __all__ = ["main", "build_parser"]
-
-
-class UserError(Exception):
-    """An error whose message is the whole story: printed without a traceback."""
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -33,6 +31,83 @@ def _data_synth(args: argparse.Namespace) -> int:
                                size=args.size, seed=args.seed, test_fraction=args.test_fraction)
     print(f"wrote {summary.num_classes} classes, {summary.train_images} train and {summary.test_images} test "
           f"images ({summary.layout} layout) to {summary.root}")
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    from .config import load_config
+
+    config = load_config(args.config, args.set or [])
+    if getattr(args, "data", None):
+        config.data.root = str(args.data)
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .engine.trainer import train
+
+    if args.resume is not None:
+        from .config import Config
+
+        run_dir = args.resume
+        config = Config()  # replaced by the checkpoint's resolved config
+        if args.data:
+            config.data.root = str(args.data)
+        train(config, run_dir, resume=True, progress=not args.no_progress)
+        return 0
+    config = _config(args)
+    run_dir = args.out or Path("runs") / config.name
+    if (run_dir / "last.pt").exists():
+        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    train(config, run_dir, init_from=args.init_from, progress=not args.no_progress)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .engine.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir=args.out,
+                                 batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    print(report.to_text())
+    print(f"metrics written to {report.json_path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .engine.predict import predict, test_images, write_predictions
+    from .engine.runtime import load_model, resolve_device
+
+    device = resolve_device(args.device)
+    loaded = load_model(args.checkpoint, device)
+    index = test_images(args.data, loaded)
+    rows = predict(loaded, index, device, batch_size=args.batch_size, progress=not args.no_progress)
+    csv_path, json_path = write_predictions(args.out, rows, args.group)
+    print(f"predicted {len(rows)} images with {loaded.path}")
+    print(f"wrote {csv_path}")
+    print(f"wrote {json_path}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .submission import submit_submission
+
+    result = submit_submission(args.submission, args.url, retries=args.retries)
+    print(f"accuracy is {result.accuracy} (server reply after {result.attempts} attempt(s))")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from .submission import load_submission, read_labels_csv, score_submission
+
+    submission = load_submission(args.submission)
+    labels = read_labels_csv(args.labels)
+    class_ids = None
+    if args.classes:
+        from .data.classes import ClassTable
+
+        class_ids = ClassTable.load(args.classes).ids
+    report = score_submission(submission, labels, class_ids=class_ids)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.to_text())
     return 0
 
 
@@ -63,6 +138,50 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--test-fraction", type=float, default=0.2)
     synth.set_defaults(func=_data_synth)
+
+    train = commands.add_parser("train", help="train a model; validation is carved from the training split")
+    train.add_argument("--config", default="demo", help="preset name (see configs/) or YAML file")
+    train.add_argument("--data", type=Path, default=None, help="dataset root (overrides data.root)")
+    train.add_argument("--out", type=Path, default=None, help="run directory (default runs/<name>)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. optim.lr=0.01")
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run exactly")
+    train.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
+                       help="start from another run's weights (heads re-initialised when classes differ)")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on the validation or test split")
+    evaluate.add_argument("checkpoint", type=Path, help="checkpoint file or run directory")
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--split", choices=["val", "test"], default="val")
+    evaluate.add_argument("--out", type=Path, default=None)
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(func=_evaluate)
+
+    pred = commands.add_parser("predict", help="predict test images; writes predictions.csv and submission.json")
+    pred.add_argument("checkpoint", type=Path)
+    pred.add_argument("--data", type=Path, required=True, help="dataset with test/ or a folder of images")
+    pred.add_argument("--out", type=Path, required=True)
+    pred.add_argument("--group", required=True, help="group name in the submission JSON")
+    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument("--device", default="auto")
+    pred.add_argument("--no-progress", action="store_true")
+    pred.set_defaults(func=_predict)
+
+    submit = commands.add_parser("submit", help="POST a submission JSON to the scoring server")
+    submit.add_argument("submission", type=Path)
+    submit.add_argument("--url", required=True)
+    submit.add_argument("--retries", type=int, default=3)
+    submit.set_defaults(func=_submit)
+
+    score = commands.add_parser("score", help="score a submission locally against a labels CSV")
+    score.add_argument("submission", type=Path)
+    score.add_argument("--labels", type=Path, required=True, help="CSV with file,class_id")
+    score.add_argument("--classes", type=Path, default=None, help="classes.json of the run (all known IDs)")
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(func=_score)
     return parser
 
 
@@ -71,9 +190,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .data.dataset import LabelError
     from .data.decode import ImageDecodeError
     from .data.index import DatasetLayoutError
+    from .engine.checkpoint import CheckpointError
+    from .models.backbones import PretrainedWeightsError
 
-    return (UserError, DatasetLayoutError, ClassTableError, LabelError, ImageDecodeError, FileExistsError,
-            FileNotFoundError, ValueError, KeyError)
+    return (UserError, DatasetLayoutError, ClassTableError, LabelError, ImageDecodeError,
+            CheckpointError, PretrainedWeightsError, FileExistsError, FileNotFoundError, ValueError, KeyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

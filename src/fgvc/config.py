@@ -57,6 +57,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
     lr: float = 0.01
     backbone_lr: float | None = None  # FBSD's second parameter group; None = lr
     momentum: float = 0.9
@@ -144,7 +145,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     else:
         return value
-    raise ConfigError(f"{where} should be {text.replace('typing.', '')}, got {value!r}")
+    name = getattr(hint, "__name__", text).replace("typing.", "")
+    raise ConfigError(f"{where} should be {name}, got {value!r}")
 
 
 def _fill(instance: Any, data: dict[str, Any], prefix: str) -> None:

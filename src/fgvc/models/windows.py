@@ -21,7 +21,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-__all__ = ["WindowPreset", "WindowGeometry", "WINDOW_PRESETS", "box_iou_inclusive"]
+__all__ = ["WindowPreset", "WindowGeometry", "WINDOW_PRESETS", "box_iou_inclusive", "paired_iou_inclusive"]
 
 Ratio = tuple[int, int]
 
@@ -80,6 +80,15 @@ def box_iou_inclusive(a: Tensor, b: Tensor) -> Tensor:
     area_a = (a[:, 2:] - a[:, :2] + 1).prod(dim=1)
     area_b = (b[:, 2:] - b[:, :2] + 1).prod(dim=1)
     return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def paired_iou_inclusive(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of ``a[i]`` with ``b[i]`` for (N, 4) boxes, inclusive pixels."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt + 1).clamp(min=0).prod(dim=1)
+    area = lambda t: (t[:, 2:] - t[:, :2] + 1).prod(dim=1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
 
 
 def _scale(cells: int, size: int, reference: int) -> int:

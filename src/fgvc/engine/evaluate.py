@@ -1,0 +1,230 @@
+"""Batched inference and the metrics a fine-grained practitioner reads.
+
+``infer`` runs a model over a loader (sharded exactly under DDP, gathered on every rank) and
+keeps logits per branch, labels and AOLM boxes; ``compute_metrics`` turns that into top-1/top-5,
+per-class accuracy, the confusion matrix and its most-confused pairs, per-branch accuracy and,
+for models that localise on data with true boxes, the localisation accuracy (IoU >= 0.5,
+inclusive pixels — REFERENCE M11).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.classes import ClassTable
+from ..data.index import Sample
+from ..models.windows import paired_iou_inclusive
+from .distributed import all_gather_objects
+
+__all__ = ["Inference", "infer", "compute_metrics", "autocast_context"]
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class Inference:
+    """Everything ``infer`` saw, in dataset order (``indices`` sorted)."""
+
+    indices: Tensor  # (N,) positions in the dataset
+    labels: Tensor  # (N,) -1 where unlabelled
+    logits: Tensor  # (N, C) what prediction uses
+    branch_logits: dict[str, Tensor] = field(default_factory=dict)
+    object_boxes: Tensor | None = None  # (N, 4) input pixels, inclusive
+    orig_sizes: Tensor | None = None  # (N, 2) (height, width) of the decoded image
+    input_size: tuple[int, int] = (0, 0)
+    loss_sum: float = 0.0
+
+    @property
+    def predictions(self) -> Tensor:
+        return self.logits.argmax(dim=1)
+
+
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        if isinstance(parts[0][key], dict):
+            out[key] = {k: torch.cat([p[key][k] for p in parts]) for k in parts[0][key]}
+        elif isinstance(parts[0][key], Tensor):
+            out[key] = torch.cat([p[key] for p in parts])
+        else:
+            out[key] = parts[0][key]
+    return out
+
+
+@torch.no_grad()
+def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
+          progress: bool = False, desc: str = "eval", with_loss: bool = True) -> Inference:
+    was_training = model.training
+    model.eval()
+    chunks: list[dict[str, Any]] = []
+    loss_sum = 0.0
+    input_size = (0, 0)
+    base = getattr(model, "module", model)  # DDP wrapper -> the model with .loss
+    try:
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            if batch is None:
+                continue
+            x = batch["image"].to(device, non_blocking=True)
+            y = batch["label"].to(device, non_blocking=True)
+            input_size = tuple(x.shape[-2:])
+            with autocast_context(device, amp_dtype):
+                out = model(x)
+            if with_loss and bool((y >= 0).all()):
+                loss_sum += float(base.loss(out, y, epoch=1 << 30)[0]) * len(y)
+            chunk = {"indices": batch["index"].cpu(), "labels": y.cpu(), "logits": out.logits.float().cpu(),
+                     "orig_sizes": batch["orig_size"].cpu(),
+                     "branch_logits": {k: v.float().cpu() for k, v in out.branch_logits.items() if v.dim() == 2}}
+            if out.object_boxes is not None:
+                chunk["object_boxes"] = out.object_boxes.float().cpu()
+            chunks.append(chunk)
+    finally:
+        model.train(was_training)
+    gathered = [c for rank_chunks in all_gather_objects(chunks) for c in rank_chunks]
+    total_loss = sum(all_gather_objects(loss_sum))
+    if not gathered:
+        return Inference(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), torch.empty(0, 0))
+    merged = _concat(gathered)
+    order = merged["indices"].argsort()
+    return Inference(
+        indices=merged["indices"][order],
+        labels=merged["labels"][order],
+        logits=merged["logits"][order],
+        branch_logits={k: v[order] for k, v in merged["branch_logits"].items()},
+        object_boxes=merged["object_boxes"][order] if "object_boxes" in merged else None,
+        orig_sizes=merged["orig_sizes"][order],
+        input_size=input_size,
+        loss_sum=total_loss,
+    )
+
+
+def _true_boxes_in_input(samples: list[Sample], result: Inference) -> Tensor:
+    """True boxes (original pixels, exclusive ends) scaled to the resized input, inclusive ends.
+    Valid for transforms that resize the whole image without cropping (mmal, plain)."""
+    h_in, w_in = result.input_size
+    boxes = torch.tensor([samples[i].box_xyxy for i in result.indices.tolist()], dtype=torch.float64)
+    sy = h_in / result.orig_sizes[:, 0].double()
+    sx = w_in / result.orig_sizes[:, 1].double()
+    x0, y0, x1, y1 = boxes.unbind(1)
+    return torch.stack([x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1], dim=1)
+
+
+def compute_metrics(result: Inference, classes: ClassTable, samples: list[Sample] | None = None,
+                    topk: int = 5, pairs: int = 20, localisation: bool = True) -> dict[str, Any]:
+    """Metrics over the labelled part of ``result``."""
+    labelled = result.labels >= 0
+    y = result.labels[labelled]
+    n, c = int(labelled.sum()), len(classes)
+    metrics: dict[str, Any] = {"images": n}
+    if n == 0:
+        return metrics
+    logits = result.logits[labelled]
+    pred = logits.argmax(dim=1)
+    k = min(topk, c)
+    metrics["top1"] = float((pred == y).float().mean())
+    metrics[f"top{k}"] = float((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).float().mean())
+    metrics["loss"] = result.loss_sum / n if result.loss_sum else None
+    for name, branch in result.branch_logits.items():
+        metrics[f"acc_{name}"] = float((branch[labelled].argmax(dim=1) == y).float().mean())
+    confusion = torch.zeros(c, c, dtype=torch.long)
+    confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
+    per_class_total = confusion.sum(dim=1)
+    per_class = {classes.id_of(i): (int(confusion[i, i]), int(per_class_total[i])) for i in range(c)
+                 if per_class_total[i] > 0}
+    metrics["per_class"] = {cid: {"correct": a, "total": t, "accuracy": a / t} for cid, (a, t) in per_class.items()}
+    metrics["mean_class_accuracy"] = sum(a / t for a, t in per_class.values()) / len(per_class)
+    off = confusion.clone()
+    off.fill_diagonal_(0)
+    values, flat = off.flatten().topk(min(pairs, off.numel()))
+    metrics["most_confused"] = [
+        {"true": classes.id_of(int(i) // c), "predicted": classes.id_of(int(i) % c), "count": int(v)}
+        for v, i in zip(values.tolist(), flat.tolist(), strict=True) if v > 0
+    ]
+    metrics["confusion"] = confusion.tolist()
+    if (localisation and result.object_boxes is not None and samples is not None
+            and all(samples[i].box_xyxy is not None for i in result.indices.tolist())):
+        truth = _true_boxes_in_input(samples, result)
+        iou = paired_iou_inclusive(result.object_boxes.double(), truth)
+        metrics["localisation_accuracy"] = float((iou >= 0.5).float().mean())
+        metrics["mean_iou"] = float(iou.mean())
+    return metrics
+
+
+# -- fgvc evaluate ------------------------------------------------------------------------------
+
+@dataclass
+class EvaluationReport:
+    metrics: dict[str, Any]
+    classes: ClassTable
+    split: str
+    checkpoint: Path
+    json_path: Path
+
+    def to_text(self, rows: int = 10) -> str:
+        m = self.metrics
+        lines = [f"checkpoint: {self.checkpoint}", f"split:      {self.split} ({m['images']} images)"]
+        for key in ("top1", "top5", "mean_class_accuracy", "loss", "localisation_accuracy", "mean_iou"):
+            if m.get(key) is not None:
+                lines.append(f"{key + ':':<22}{m[key]:.4f}")
+        branches = {k[4:]: v for k, v in m.items() if k.startswith("acc_")}
+        if len(branches) > 1:
+            lines.append("per branch: " + ", ".join(f"{k} {v:.4f}" for k, v in branches.items()))
+        if m.get("most_confused"):
+            lines.append("most confused (true -> predicted: count):")
+            for pair in m["most_confused"][:rows]:
+                t, p = pair["true"], pair["predicted"]
+                lines.append(f"  {t} {self._name(t)} -> {p} {self._name(p)}: {pair['count']}")
+        if m.get("per_class"):
+            worst = sorted(m["per_class"].items(), key=lambda kv: kv[1]["accuracy"])[:rows]
+            lines.append("lowest per-class accuracy:")
+            lines += [f"  {cid} {self._name(cid)}: {v['correct']}/{v['total']} = {v['accuracy']:.3f}"
+                      for cid, v in worst]
+        return "\n".join(lines)
+
+    def _name(self, class_id: str) -> str:
+        return self.classes.name_of(self.classes.index_of(class_id))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "val",
+                        out_dir: str | Path | None = None, batch_size: int = 32, device: str = "auto",
+                        progress: bool = True) -> EvaluationReport:
+    """Metrics of a checkpoint on the run's validation split or a labelled test split, written as JSON."""
+    from ..data.split import apply_split
+    from ..errors import UserError
+    from ..fileio import atomic_write_json
+    from .runtime import load_data, load_model, make_loader, resolve_amp, resolve_device
+
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev)
+    index = load_data(loaded.config, data)
+    try:
+        loaded.classes.require_same(index.classes, f"the data in {data}")
+    except ValueError as e:
+        raise UserError(f"checkpoint {loaded.path} was trained on other classes: {e}") from None
+    if split == "val":
+        _, part = apply_split(index.split("train"), list(loaded.checkpoint["val_ids"]))
+        if not len(part):
+            raise UserError(f"{loaded.path} was trained without a validation split; use --split test")
+    else:
+        part = index.split("test")
+        if not part.has_labels:
+            raise UserError(f"the test split of {data} has no labels: use `fgvc predict` and `fgvc score`, "
+                            "or `fgvc submit` to the competition server")
+    loader = make_loader(part, loaded.config, False, len(loaded.classes), batch_size=batch_size)
+    result = infer(loaded.model, loader, dev, resolve_amp(loaded.config.train.amp, dev), progress=progress)
+    metrics = compute_metrics(result, loaded.classes, part.samples)
+    out = Path(out_dir) if out_dir is not None else loaded.path.parent / f"eval_{split}"
+    json_path = out / "metrics.json"
+    atomic_write_json(json_path, {"checkpoint": str(loaded.path), "split": split, "data": str(data), **metrics})
+    return EvaluationReport(metrics, loaded.classes, split, loaded.path, json_path)

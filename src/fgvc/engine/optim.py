@@ -1,0 +1,74 @@
+"""Optimiser and learning-rate schedule from the config.
+
+One ``LambdaLR`` stepped after every optimiser step expresses all schedules, so resuming and
+gradient accumulation need no special cases:
+
+* ``cosine`` — annealed over the whole run (``epochs x steps_per_epoch``), with optional linear
+  warm-up: the fix of REFERENCE F1.
+* ``cosine`` + ``reference_per_batch`` — the authors' FBSD behaviour, kept for parity: cosine
+  with ``T_max = epochs`` advanced every batch *before* the optimiser step, which makes the rate
+  periodic with period ``2 x epochs`` batches.
+* ``multistep`` — MMAL's ``MultiStepLR(milestones, gamma)`` at epoch granularity (epochs count
+  from 0 here, so milestone 60 starts at the 61st epoch, as in the reference).
+* ``constant``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig, ScheduleConfig
+
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (the papers') or AdamW; models with ``param_groups()`` (FBSD) get a separate backbone
+    rate when ``backbone_lr`` is set."""
+    groups_fn = getattr(model, "param_groups", None)
+    if cfg.backbone_lr is not None and callable(groups_fn):
+        groups = groups_fn()
+        params = [{"params": groups["new"], "lr": cfg.lr, "name": "new"},
+                  {"params": groups["backbone"], "lr": cfg.backbone_lr, "name": "backbone"}]
+    else:
+        params = [{"params": list(model.parameters()), "lr": cfg.lr, "name": "all"}]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adamw")
+
+
+def lr_factor(cfg: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the base rate for the optimiser step with index ``it`` (0-based)."""
+    total = max(epochs * steps_per_epoch, 1)
+    warmup = cfg.warmup_epochs * steps_per_epoch
+
+    def warm(it: int) -> float:
+        return (it + 1) / warmup if it < warmup else 1.0
+
+    if cfg.name == "cosine" and cfg.reference_per_batch:
+        return lambda it: 0.5 * (1 + math.cos(math.pi * (it + 1) / epochs))
+    if cfg.name == "cosine":
+        def cosine(it: int) -> float:
+            if it < warmup:
+                return warm(it)
+            progress = (it - warmup) / max(total - warmup, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return cosine
+    if cfg.name == "multistep":
+        milestones = sorted(cfg.milestones)
+        return lambda it: warm(it) * cfg.gamma ** sum(it // steps_per_epoch >= m for m in milestones)
+    if cfg.name == "constant":
+        return warm
+    raise ValueError(f"unknown schedule {cfg.name!r}; known: cosine, multistep, constant")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, epochs, steps_per_epoch))

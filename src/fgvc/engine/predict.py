@@ -1,0 +1,94 @@
+"""Batched inference over test images -> ``predictions.csv`` and the competition's ``submission.json``.
+
+Both files are written atomically before anything is sent anywhere. Class IDs come from the
+checkpoint's ClassTable, spelled exactly as the training folders spell them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.classes import ClassTableError
+from ..data.formats import read_dataset
+from ..data.index import DatasetIndex, DatasetLayoutError, Sample, is_hidden, is_image_file, list_dir
+from ..fileio import atomic_write_text
+from ..submission import write_submission
+from .evaluate import infer
+from .runtime import LoadedModel, UserError, make_loader
+
+__all__ = ["PredictionRow", "test_images", "predict", "write_predictions"]
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    file: str
+    class_id: str
+    class_name: str
+    confidence: float
+    top5: tuple[tuple[str, float], ...]
+
+
+def test_images(root: str | Path, loaded: LoadedModel) -> DatasetIndex:
+    """The test split of a dataset folder, or every image of a flat folder."""
+    root = Path(root)
+    try:
+        index = read_dataset(root)
+    except DatasetLayoutError:
+        index = None
+    if index is not None and "test" in index.splits:
+        if "train" in index.splits:
+            try:
+                loaded.classes.require_same(index.classes, f"the data in {root}")
+            except ClassTableError as e:
+                raise UserError(f"checkpoint {loaded.path} does not fit this dataset: {e}") from None
+        return index.split("test")
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder of test images")
+    files = [p for p in list_dir(root) if p.is_file() and not is_hidden(p) and is_image_file(p)]
+    if not files:
+        raise UserError(f"no test images in {root}: expected a dataset with a test/ folder or a flat folder of images")
+    return DatasetIndex(root, "folder", loaded.classes, [Sample(p, None, "test", p.name) for p in files])
+
+
+def predict(loaded: LoadedModel, index: DatasetIndex, device: torch.device, batch_size: int = 32,
+            progress: bool = True, amp_dtype: torch.dtype | None = None) -> list[PredictionRow]:
+    config = loaded.config
+    loader = make_loader(index, config, False, len(loaded.classes), batch_size=batch_size)
+    result = infer(loaded.model, loader, device, amp_dtype, progress=progress, desc="predict", with_loss=False)
+    probs = result.logits.softmax(dim=1)
+    k = min(5, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    classes = loaded.classes
+    rows = []
+    for pos, ps, ids in zip(result.indices.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
+        sample = index.samples[pos]
+        rows.append(PredictionRow(sample.image_id, classes.id_of(ids[0]), classes.name_of(ids[0]), ps[0],
+                                  tuple((classes.id_of(i), p) for i, p in zip(ids, ps, strict=True))))
+    skipped = len(index) - len(rows)
+    if skipped:
+        raise UserError(f"{skipped} test image(s) could not be decoded; run `fgvc data check` on the data")
+    return rows
+
+
+def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname: str) -> tuple[Path, Path]:
+    """``predictions.csv`` (file, class_id, class_name, confidence, top5) and ``submission.json``."""
+    out_dir = Path(out_dir)
+    duplicates = [f for f, n in Counter(r.file for r in rows).items() if n > 1]
+    if duplicates:
+        raise UserError(f"test image names must be unique for a submission; repeated: {', '.join(duplicates[:5])}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "class_id", "class_name", "confidence", "top5"])
+    for r in rows:
+        writer.writerow([r.file, r.class_id, r.class_name, f"{r.confidence:.6f}",
+                         " ".join(f"{cid}:{p:.4f}" for cid, p in r.top5)])
+    csv_path, json_path = out_dir / "predictions.csv", out_dir / "submission.json"
+    atomic_write_text(csv_path, buffer.getvalue())
+    write_submission(json_path, {r.file: r.class_id for r in rows}, groupname)
+    return csv_path, json_path

@@ -1,0 +1,338 @@
+"""The fit loop, model-agnostic: every model brings ``forward -> ModelOutput`` and ``loss``.
+
+Reproducible and resumable: the training order and all random augmentation of epoch ``e``
+derive from ``seed + e``, so two epochs straight and one epoch + resume + one epoch give the
+same weights. ``last.pt`` is written atomically after every epoch (a killed run resumes from
+it) and on SIGINT/SIGTERM mid-epoch together with the position in the epoch.
+Validation is carved from the training split (saved as ``split.json``); the test split is never
+used for model selection (REFERENCE F2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from ..config import Config, config_from_dict
+from ..data.classes import ClassTableError
+from ..data.split import apply_split, load_split, save_split, stratified_split
+from ..fileio import atomic_write_text
+from ..models import HEAD_PREFIXES
+from .checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng,
+    save_checkpoint,
+    transfer_weights,
+)
+from .distributed import DistInfo, ShardSampler, barrier, init_distributed
+from .evaluate import autocast_context, compute_metrics, infer
+from .optim import build_optimizer, build_scheduler
+from .runtime import UserError, build_model, load_data, make_loader, resolve_amp, resolve_device
+
+__all__ = ["Trainer", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler (also for one process) that can start part-way into an epoch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.skip:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+class Trainer:
+    def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False,
+                 init_from: str | Path | None = None, progress: bool = True) -> None:
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.device = resolve_device(config.train.device)
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.amp_dtype = resolve_amp(config.train.amp, self.device)
+        self._stop_requested = False
+
+        resume_state = self._read_resume_state() if resume else None
+        if resume_state is not None:
+            self.config = config = config_from_dict(resume_state["config"])
+        self.index = load_data(config)
+        self.classes = self.index.classes
+        if resume_state is not None:
+            self._require_same_classes(resume_state, "the checkpoint being resumed")
+        self.train_index, self.val_index = self._split()
+
+        self.model = build_model(config, len(self.classes)).to(self.device)
+        self.transfer_report = None
+        if init_from is not None and resume_state is None:
+            self.transfer_report = self._transfer(init_from)
+        self.train_loader = make_loader(self.train_index, config, True, len(self.classes),
+                                        sampler=self._train_sampler())
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / config.train.accumulate))
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.schedule, config.train.epochs, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.step_in_epoch, self.best_top1, self.history = 0, 0, -1.0, []
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.ddp_model = (DistributedDataParallel(self.model, device_ids=[self.device.index]
+                                                  if self.device.type == "cuda" else None)
+                          if self.dist.enabled else self.model)
+        self.val_loader = (make_loader(self.val_index, config, False, len(self.classes),
+                                       sampler=ShardSampler(len(self.val_index), self.dist.rank,
+                                                            self.dist.world_size))
+                           if len(self.val_index) else None)
+        self.tracker = self._tracker()
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _read_resume_state(self) -> dict[str, Any] | None:
+        path = self.run_dir / "last.pt"
+        if not path.is_file():
+            raise UserError(f"cannot resume: {path} does not exist (no epoch finished in {self.run_dir} yet?)")
+        return load_checkpoint(path)
+
+    def _require_same_classes(self, state: dict[str, Any], what: str) -> None:
+        from ..data.classes import ClassTable
+
+        try:
+            ClassTable.from_dict(state["classes"]).require_same(self.classes, "the data")
+        except ClassTableError as e:
+            raise UserError(f"{what} was trained on other classes: {e}") from None
+
+    def _split(self):
+        train_all = self.index.split("train")
+        path = self.run_dir / "split.json"
+        if path.is_file():
+            val_ids = load_split(path)
+        else:
+            _, val_ids = stratified_split(train_all, self.config.data.val_fraction, self.config.data.split_seed)
+            if self.dist.is_main:
+                save_split(path, val_ids, self.config.data.split_seed, self.config.data.val_fraction)
+            barrier()
+        return apply_split(train_all, val_ids)
+
+    def _train_sampler(self) -> EpochSampler:
+        return EpochSampler(range(len(self.train_index)), num_replicas=self.dist.world_size, rank=self.dist.rank,
+                            shuffle=True, seed=self.config.train.seed, drop_last=False)
+
+    def _transfer(self, path: str | Path):
+        from ..data.classes import ClassTable
+        from .checkpoint import resolve_checkpoint
+
+        state = load_checkpoint(resolve_checkpoint(path))
+        source_cfg = config_from_dict(state["config"])
+        if source_cfg.model.name != self.config.model.name:
+            raise UserError(f"--init-from {path} holds a {source_cfg.model.name} model; this run trains "
+                            f"{self.config.model.name}")
+        same = not ClassTable.from_dict(state["classes"]).diff(self.classes)
+        report = transfer_weights(self.model, state["model"], HEAD_PREFIXES[self.config.model.name],
+                                  reinit_heads=not same, origin=f"checkpoint {path}")
+        if self.dist.is_main:
+            print(f"init from {path}: {report.describe()}")
+        return report
+
+    def _tracker(self):
+        from ..tracking import create_tracker
+
+        t = self.config.track
+        return create_tracker(self.run_dir, self.config.to_dict(), wandb=t.wandb, wandb_mode=t.wandb_mode,
+                              project=t.project, run_name=self.config.name, tensorboard=t.tensorboard,
+                              enabled=self.dist.is_main)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _state(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "best_top1": self.best_top1,
+            "rng": capture_rng(),
+            "config": self.config.to_dict(),
+            "classes": self.classes.to_dict(),
+            "val_ids": [s.image_id for s in self.val_index],
+            "metrics": metrics or {},
+            "history": self.history,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.best_top1, self.history = state["best_top1"], list(state["history"])
+        self._resume_rng = state["rng"] if self.step_in_epoch else None
+
+    def _save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / name, self._state(metrics))
+
+    # -- loop -----------------------------------------------------------------------------------
+    @contextmanager
+    def _graceful_stop(self) -> Iterator[None]:
+        """SIGINT/SIGTERM finish the current step, save ``last.pt`` mid-epoch, then stop."""
+        def request(signum, frame):  # noqa: ARG001
+            if self._stop_requested:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.config
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            self.classes.save(self.run_dir / "classes.json")
+            print(f"run {self.run_dir}: {cfg.model.name}/{cfg.model.backbone} on {len(self.train_index)} train, "
+                  f"{len(self.val_index)} val images, {len(self.classes)} classes, device {self.device}"
+                  + (f" x{self.dist.world_size}" if self.dist.enabled else ""))
+        last_metrics: dict[str, Any] = {}
+        with self._graceful_stop():
+            while self.epoch < cfg.train.epochs:
+                train_stats = self._train_epoch()
+                if self._stop_requested:
+                    self._save("last.pt")
+                    if self.dist.is_main:
+                        print(f"stopped in epoch {self.epoch + 1} at step {self.step_in_epoch}; "
+                              f"saved {self.run_dir / 'last.pt'} (resume with --resume {self.run_dir})")
+                    break
+                last_metrics = self._end_epoch(train_stats)
+        self.tracker.close()
+        return last_metrics
+
+    def _train_epoch(self) -> dict[str, float]:
+        cfg, model = self.config, self.ddp_model
+        base = self.model
+        sampler: EpochSampler = self.train_loader.sampler  # type: ignore[assignment]
+        sampler.set_epoch(self.epoch)
+        sampler.skip = self.step_in_epoch * cfg.train.batch_size
+        if self.step_in_epoch and getattr(self, "_resume_rng", None) is not None:
+            restore_rng(self._resume_rng)
+        else:
+            seed_everything(cfg.train.seed + self.epoch + 1000 * self.dist.rank)
+        model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        fallbacks = torch.zeros((), device=self.device, dtype=torch.long)
+        seen, start, has_fallback = 0, time.perf_counter(), False
+        batches_in_epoch = self.step_in_epoch + len(self.train_loader)
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
+                   disable=not (self.progress and self.dist.is_main), leave=False)
+        accumulate = cfg.train.accumulate
+        for batch in bar:
+            if batch is None:
+                continue
+            x = batch["image"].to(self.device, non_blocking=True)
+            y = batch["label"].to(self.device, non_blocking=True)
+            try:
+                with autocast_context(self.device, self.amp_dtype):
+                    out = model(x)
+                    loss, _ = base.loss(out, y, epoch=self.epoch)
+                self.scaler.scale(loss / accumulate).backward()
+            except torch.OutOfMemoryError:
+                raise UserError(
+                    f"out of memory at batch size {cfg.train.batch_size}, input {cfg.model.input_size} px: lower "
+                    "train.batch_size (and raise train.accumulate to keep the effective batch), lower "
+                    "model.input_size, or use train.amp=bf16"
+                ) from None
+            self.step_in_epoch += 1
+            if self.step_in_epoch % accumulate == 0 or self.step_in_epoch == batches_in_epoch:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.logits.argmax(dim=1) == y).sum()
+            if "aolm_fallback" in out.extras:
+                fallbacks += out.extras["aolm_fallback"].sum()
+                has_fallback = True
+            seen += len(y)
+            if self.step_in_epoch % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{float(correct) / seen:.3f}",
+                                img_s=f"{seen / (time.perf_counter() - start):.1f}")
+            if self._stop_requested:
+                break
+        elapsed = time.perf_counter() - start
+        stats = {"train/loss": float(loss_sum) / max(seen, 1), "train/acc": float(correct) / max(seen, 1),
+                 "throughput/images_per_s": seen / max(elapsed, 1e-9) * self.dist.world_size}
+        if has_fallback:
+            stats["train/aolm_fallbacks"] = float(fallbacks)
+        return stats
+
+    def _end_epoch(self, stats: dict[str, float]) -> dict[str, Any]:
+        cfg = self.config
+        self.epoch += 1
+        self.step_in_epoch = 0
+        metrics: dict[str, Any] = dict(stats)
+        for group in self.optimizer.param_groups:
+            metrics[f"lr/{group.get('name', 'all')}"] = group["lr"]
+        if self.val_loader is not None:
+            result = infer(self.model, self.val_loader, self.device, self.amp_dtype, progress=False)
+            val = compute_metrics(result, self.classes, self.val_index.samples)
+            metrics.update({f"val/{k}": v for k, v in val.items()
+                            if isinstance(v, int | float) and v is not None and k != "images"})
+        top1 = metrics.get("val/top1", metrics["train/acc"])
+        improved = top1 > self.best_top1
+        if improved:
+            self.best_top1 = top1
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        self.history.append({"epoch": self.epoch, **scalars})
+        self.tracker.log(scalars, step=self.epoch)
+        self._save("last.pt", scalars)
+        if improved:
+            self._save("best.pt", scalars)
+        if cfg.train.save_every and self.epoch % cfg.train.save_every == 0:
+            self._save(f"epoch_{self.epoch:04d}.pt", scalars)
+            if self.dist.is_main:
+                prune_checkpoints(self.run_dir, cfg.train.keep)
+        barrier()
+        if self.dist.is_main:
+            val_text = (f"val loss {metrics.get('val/loss') or float('nan'):.3f} top1 {metrics['val/top1']:.3f}"
+                        if "val/top1" in metrics else "no validation split")
+            print(f"epoch {self.epoch}/{cfg.train.epochs}: train loss {metrics['train/loss']:.3f} "
+                  f"acc {metrics['train/acc']:.3f} | {val_text} | {metrics['throughput/images_per_s']:.1f} img/s"
+                  + (" | best" if improved else ""))
+        return metrics
+
+
+def train(config: Config, run_dir: str | Path, *, resume: bool = False, init_from: str | Path | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    return Trainer(config, run_dir, resume=resume, init_from=init_from, progress=progress).fit()

@@ -1,0 +1,409 @@
+"""Competition submission files: write, check, score locally, upload.
+
+A submission is the JSON the scoring server takes::
+
+    {"images": {"0742e155-1759-4f20-8d18-36f87d36a194.jpg": "04654", ...}, "groupname": "my-team"}
+
+Keys are bare test file names, values are class IDs spelled exactly as the training folders spell
+them (strings, leading zeros kept). The server answers ``{"accuracy": <float>}`` on success and an
+HTML page on failure.
+
+Why this module is strict: the team this toolkit replaces lost predictions to a failed upload and
+scored 1.5% by pairing predictions with a differently-ordered file list. So the file is always
+written (atomically) before any upload, every test image must appear exactly once, every problem
+is reported at once, and an upload never deletes or rewrites the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import http.client
+import json
+import logging
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .data.classes import class_sort_key
+from .fileio import atomic_write_json
+
+__all__ = [
+    "ScoreReport",
+    "SubmissionError",
+    "SubmitResult",
+    "load_submission",
+    "read_labels_csv",
+    "score_submission",
+    "submit_submission",
+    "validate_submission",
+    "write_submission",
+]
+
+log = logging.getLogger(__name__)
+
+_LIMIT = 10  # items shown per problem; the count is always given in full
+_REPLY_QUOTE_CHARS = 300
+_EXAMPLE = '{"images": {"<test file name>": "<class ID>", ...}, "groupname": "<group>"}'
+
+
+class SubmissionError(ValueError):
+    """A submission (or labels file) is unusable, or the server did not score it. Says how to fix it."""
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _head(items: Sequence[Any], limit: int = _LIMIT) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _bullets(problems: Sequence[str]) -> str:
+    return "\n".join(f"  - {p}" for p in problems)
+
+
+def _structure_problems(images: Any, groupname: Any) -> list[str]:
+    """Everything wrong with the shape of a submission, without reference to the test set."""
+    problems = []
+    if not isinstance(groupname, str) or not groupname.strip():
+        problems.append(f"'groupname' must be a non-empty string (your group's name), got {groupname!r}")
+    if not isinstance(images, Mapping):
+        problems.append(f"'images' must map test file name -> class ID, got {type(images).__name__}")
+        return problems
+    if not images:
+        problems.append("'images' is empty: it must hold one prediction per test image")
+    bad_keys = [repr(k) for k in images if not isinstance(k, str) or not k or "/" in k or "\\" in k]
+    if bad_keys:
+        problems.append(
+            f"{len(bad_keys)} key(s) are not bare file names: {_head(bad_keys)}; "
+            "use the test image's file name only (no folders), e.g. '0742e155.jpg'"
+        )
+    bad_values = [f"{k!r}: {v!r}" for k, v in images.items() if not isinstance(v, str) or not v]
+    if bad_values:
+        problems.append(
+            f"{len(bad_values)} value(s) are not class-ID strings: {_head(bad_values)}; write each class ID "
+            "as a string spelled exactly as its training folder, e.g. \"04654\" (never the number 4654)"
+        )
+    return problems
+
+
+def _respelling_hint(value: str, known: set[str]) -> str:
+    """A known ID that ``value`` probably meant: same number, case or surrounding spaces."""
+    stripped = value.strip()
+    for cid in known:
+        if stripped.isdigit() and cid.isdigit() and int(stripped) == int(cid):
+            return cid
+        if stripped.casefold() == cid.casefold():
+            return cid
+    return ""
+
+
+# -- files --------------------------------------------------------------------------------------------
+def write_submission(path: str | os.PathLike, predictions: Mapping[str, str], groupname: str) -> dict:
+    """Validate and atomically write a submission; keys are sorted so two runs diff cleanly."""
+    problems = _structure_problems(predictions, groupname)
+    if problems:
+        raise SubmissionError(f"not writing submission {path}:\n{_bullets(problems)}")
+    submission = {"images": {k: predictions[k] for k in sorted(predictions)}, "groupname": groupname}
+    atomic_write_json(path, submission)
+    return submission
+
+
+def _parse_submission(text: str, path: Path) -> dict:
+    duplicates: list[str] = []
+
+    def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+        counts = Counter(k for k, _ in pairs)
+        duplicates.extend(repr(k) for k, n in counts.items() if n > 1)
+        return dict(pairs)
+
+    try:
+        data = json.loads(text, object_pairs_hook=no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise SubmissionError(f"{path} is not JSON ({e}); a submission looks like {_EXAMPLE}") from None
+    if not isinstance(data, dict):
+        raise SubmissionError(f"{path} holds a JSON {type(data).__name__}; a submission looks like {_EXAMPLE}")
+    problems = [f"missing key {key!r}" for key in ("images", "groupname") if key not in data]
+    if not problems:
+        problems = _structure_problems(data["images"], data["groupname"])
+    if duplicates:
+        problems.append(f"{len(duplicates)} key(s) appear more than once: {_head(duplicates)}")
+    if problems:
+        raise SubmissionError(f"{path} is not a valid submission:\n{_bullets(problems)}\nExpected {_EXAMPLE}")
+    return data
+
+
+def load_submission(path: str | os.PathLike) -> dict:
+    """Read a submission file and check its shape; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SubmissionError(f"cannot read submission {path}: {e}") from None
+    return _parse_submission(text, path)
+
+
+def validate_submission(submission: dict, expected_files: Iterable[str], class_ids: Iterable[str]) -> None:
+    """Check a submission against the test set and class list, reporting every problem in one error."""
+    if not isinstance(submission, Mapping):
+        raise SubmissionError(f"a submission is a dict like {_EXAMPLE}, got {type(submission).__name__}")
+    images = submission.get("images")
+    problems = _structure_problems(images, submission.get("groupname"))
+    if problems:
+        raise SubmissionError(f"submission is malformed:\n{_bullets(problems)}")
+    expected, known = set(expected_files), set(class_ids)
+    missing = sorted(expected - images.keys())
+    extra = sorted(images.keys() - expected)
+    if missing:
+        problems.append(
+            f"{len(missing)} of {len(expected)} test file(s) have no prediction: {_head(missing)}; "
+            "predict every test image exactly once"
+        )
+    if extra:
+        problems.append(
+            f"{len(extra)} key(s) are not test files: {_head(extra)}; keys must be the test images' file names"
+        )
+    unknown = Counter(v for v in images.values() if v not in known)
+    if unknown:
+        shown = []
+        for value, n in sorted(unknown.items(), key=lambda item: (-item[1], item[0])):
+            hint = _respelling_hint(value, known)
+            shown.append(f"{value!r} ({n} image(s)" + (f"; did you mean {hint!r}?)" if hint else ")"))
+        problems.append(
+            f"{sum(unknown.values())} prediction(s) use {len(unknown)} unknown class ID(s): {_head(shown)}; "
+            "class IDs must be spelled exactly as the training folders spell them (\"04654\", not \"4654\")"
+        )
+    if problems:
+        raise SubmissionError("submission does not match the test set:\n" + _bullets(problems))
+
+
+def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
+    """Read ``file,class_id`` ground truth; class IDs stay strings exactly as written (spaces trimmed)."""
+    path = Path(path)
+    labels: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    columns: tuple[int, int] | None = None
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                line = reader.line_num
+                cells = [c.strip() for c in row]
+                if not any(cells):
+                    continue
+                if columns is None:
+                    header = [c.casefold() for c in cells]
+                    if "file" not in header or "class_id" not in header:
+                        raise SubmissionError(
+                            f"{path}: line {line}: expected the header 'file,class_id', found {','.join(row)!r}; "
+                            "add that header as the first line"
+                        )
+                    columns = (header.index("file"), header.index("class_id"))
+                    continue
+                if len(cells) <= max(columns) or not cells[columns[0]] or not cells[columns[1]]:
+                    raise SubmissionError(f"{path}: line {line}: need a file name and a class ID, got {row!r}")
+                name, class_id = cells[columns[0]], cells[columns[1]]
+                if name in labels:
+                    raise SubmissionError(
+                        f"{path}: line {line}: file {name!r} is already labelled on line {first_line[name]}; "
+                        "each test file needs exactly one label"
+                    )
+                labels[name], first_line[name] = class_id, line
+    except (OSError, UnicodeDecodeError) as e:
+        raise SubmissionError(f"cannot read labels {path}: {e}") from None
+    except csv.Error as e:
+        raise SubmissionError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from None
+    if columns is None:
+        raise SubmissionError(f"{path} is empty; expected a 'file,class_id' header and one row per test image")
+    if not labels:
+        raise SubmissionError(f"{path} has a header but no label rows")
+    return labels
+
+
+# -- local scoring ------------------------------------------------------------------------------------
+@dataclass
+class ScoreReport:
+    """The server's metric (top-1 accuracy over all test images) plus a per-class breakdown."""
+
+    accuracy: float
+    correct: int
+    total: int
+    per_class: dict[str, tuple[int, int]]  # true class ID -> (correct, total)
+
+    def to_text(self, class_names: Mapping[str, str] | None = None) -> str:
+        names = class_names or {}
+        ids = sorted(self.per_class, key=class_sort_key)
+        id_width = max([len("class"), *(len(i) for i in ids)])
+        name_width = max([len("name"), *(len(names.get(i, "")) for i in ids)]) if names else 0
+        lines = [f"accuracy {self.accuracy:.2%} ({self.correct} of {self.total} correct)", ""]
+        title = f"{'class':<{id_width}}  " + (f"{'name':<{name_width}}  " if names else "")
+        lines.append(f"{title}{'correct':>9}  accuracy")
+        for cid in ids:
+            right, total = self.per_class[cid]
+            name = f"{names.get(cid, ''):<{name_width}}  " if names else ""
+            lines.append(f"{cid:<{id_width}}  {name}{f'{right}/{total}':>9}  {right / total:8.2%}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data."""
+        return {
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "total": self.total,
+            "per_class": {cid: {"correct": c, "total": t} for cid, (c, t) in self.per_class.items()},
+        }
+
+
+def score_submission(
+    submission: dict, labels: Mapping[str, str], *, class_ids: Iterable[str] | None = None
+) -> ScoreReport:
+    """Score locally as the server does, after the same checks (an invalid file scores nothing).
+
+    ``class_ids`` defaults to the classes present in ``labels``; pass the full class list when a
+    prediction may be a real class that simply has no test image.
+    """
+    if not labels:
+        raise SubmissionError("no labels to score against")
+    try:
+        validate_submission(submission, labels.keys(), set(labels.values()) if class_ids is None else class_ids)
+    except SubmissionError as e:
+        if class_ids is None and "unknown class ID" in str(e):
+            raise SubmissionError(
+                f"{e}\n(the known class IDs were taken from the labels; pass class_ids= with every "
+                "training class if a prediction is a real class without test images)"
+            ) from None
+        raise
+    counts: dict[str, list[int]] = {}
+    for name, true_id in labels.items():
+        tally = counts.setdefault(true_id, [0, 0])
+        tally[0] += submission["images"][name] == true_id
+        tally[1] += 1
+    correct = sum(c for c, _ in counts.values())
+    return ScoreReport(
+        accuracy=correct / len(labels),
+        correct=correct,
+        total=len(labels),
+        per_class={cid: (c, t) for cid, (c, t) in counts.items()},
+    )
+
+
+# -- upload -------------------------------------------------------------------------------------------
+@dataclass
+class SubmitResult:
+    """What the server said: its accuracy, the full JSON reply, and how many POSTs it took."""
+
+    accuracy: float
+    attempts: int
+    reply: dict
+
+
+def _quote_reply(raw: bytes, charset: str | None) -> str:
+    """The first few hundred characters of a reply, HTML tags stripped, for an error message."""
+    try:
+        text = raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        text = raw.decode("utf-8", errors="replace")
+    text = " ".join(html.unescape(re.sub(r"<[^>]*>", " ", text)).split())
+    if not text:
+        return "(empty reply)"
+    return repr(text if len(text) <= _REPLY_QUOTE_CHARS else text[:_REPLY_QUOTE_CHARS] + "...")
+
+
+def _accuracy_reply(raw: bytes, charset: str | None) -> dict | None:
+    """The reply as a dict if it is JSON with a numeric 'accuracy', else None."""
+    try:
+        reply = json.loads(raw.decode(charset or "utf-8"))
+    except (ValueError, LookupError):
+        return None
+    accuracy = reply.get("accuracy") if isinstance(reply, dict) else None
+    ok = isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+    return reply if ok else None
+
+
+def _connection_failure(error: BaseException, timeout: float) -> str:
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, TimeoutError):
+        return f"no reply within {timeout:g}s"
+    return f"{type(reason).__name__}: {reason}"
+
+
+def submit_submission(
+    path: str | os.PathLike,
+    url: str,
+    *,
+    retries: int = 3,
+    backoff: float = 1.0,
+    timeout: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SubmitResult:
+    """POST a saved submission file to the scoring server, exactly as it is on disk.
+
+    Connection errors, timeouts and HTTP 5xx are retried ``retries`` times, waiting
+    ``backoff * 2**i`` seconds after the i-th failure; 4xx and non-JSON replies are not (the same
+    request would fail the same way). The file is never modified, so it can always be resent.
+    """
+    path = Path(path)
+    try:
+        body = path.read_bytes()
+    except OSError as e:
+        raise SubmissionError(f"cannot read submission {path}: {e}; write it with write_submission first") from None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SubmissionError(f"{path} is not UTF-8 text ({e}); a submission looks like {_EXAMPLE}") from None
+    _parse_submission(text, path)
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise SubmissionError(f"submission URL must start with http:// or https://, got {url!r}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+
+    still_there = f"The submission is unchanged at {path}; send it again once the problem is fixed."
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", "Accept": "application/json"}
+    )
+    opener = urllib.request.build_opener()  # built per call so proxy settings are read now, not at import
+    attempts = retries + 1
+    failure = ""
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            delay = backoff * 2 ** (attempt - 2)
+            log.warning("submission attempt %d/%d failed (%s); retrying in %gs", attempt - 1, attempts, failure, delay)
+            sleep(delay)
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                status, raw = response.status, response.read()
+                charset, final_url = response.headers.get_content_charset(), response.geturl()
+        except urllib.error.HTTPError as e:
+            quoted = _quote_reply(e.read() if e.fp else b"", e.headers.get_content_charset() if e.headers else None)
+            if 500 <= e.code < 600:
+                failure = f"HTTP {e.code} {e.reason}: {quoted}"
+                continue
+            raise SubmissionError(
+                f"{url} rejected the submission with HTTP {e.code} {e.reason}: {quoted}. Not retried: a 4xx "
+                f"reply means the request itself is wrong (check the URL). {still_there}"
+            ) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            failure = _connection_failure(e, timeout)
+            continue
+        reply = _accuracy_reply(raw, charset)
+        if reply is None:
+            redirected = (
+                f" The request was redirected to {final_url}, which turns a POST into a GET; use that URL."
+                if final_url != url
+                else ""
+            )
+            raise SubmissionError(
+                f"{url} answered HTTP {status} without a JSON {{\"accuracy\": <number>}}, so the submission was "
+                f"not scored. The reply was: {_quote_reply(raw, charset)}.{redirected} {still_there}"
+            )
+        return SubmitResult(accuracy=float(reply["accuracy"]), attempts=attempt, reply=reply)
+    raise SubmissionError(
+        f"gave up after {attempts} attempt(s) to POST to {url}; last failure: {failure}. {still_there}"
+    )

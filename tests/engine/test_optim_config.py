@@ -1,0 +1,63 @@
+import math
+
+import pytest
+
+from fgvc.config import ConfigError, ScheduleConfig, load_config
+from fgvc.engine.optim import build_optimizer, lr_factor
+from fgvc.models import create_model
+
+
+def test_reference_fbsd_schedule_is_periodic_as_measured():
+    """REFERENCE §1.5 table: lr_new after n scheduler steps (stepped before each optimizer step)."""
+    f = lr_factor(ScheduleConfig(name="cosine", reference_per_batch=True), epochs=200, steps_per_epoch=300)
+    table = {1: 0.00199988, 100: 0.001, 200: 0.0, 300: 0.001, 400: 0.002, 600: 0.0, 800: 0.002, 1200: 0.002}
+    for n, lr in table.items():
+        assert 0.002 * f(n - 1) == pytest.approx(lr, abs=1e-8), n
+
+
+def test_cosine_anneals_over_the_whole_run_with_warmup():
+    f = lr_factor(ScheduleConfig(name="cosine", warmup_epochs=1), epochs=10, steps_per_epoch=5)
+    values = [f(i) for i in range(50)]
+    assert values[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert all(a >= b for a, b in zip(values[4:], values[5:], strict=False))
+    assert values[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 44 / 45)))
+
+
+def test_multistep_at_epoch_granularity_like_mmal():
+    f = lr_factor(ScheduleConfig(name="multistep", milestones=[60, 100], gamma=0.1), epochs=200, steps_per_epoch=7)
+    assert f(59 * 7 + 6) == 1.0 and f(60 * 7) == pytest.approx(0.1) and f(100 * 7) == pytest.approx(0.01)
+
+
+def test_fbsd_gets_two_parameter_groups():
+    model = create_model("fbsd", 3, backbone="resnet18")
+    config = load_config("fbsd_resnet50_cub")
+    opt = build_optimizer(model, config.optim)
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"new": 0.002, "backbone": 0.0002}
+    assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 0.0005
+
+
+def test_presets_load_and_overrides_apply():
+    config = load_config("mmal_resnet50_competition", ["optim.lr=0.01", "model.options.windows=cub",
+                                                        "schedule.milestones=[10, 20]"])
+    assert config.optim.lr == 0.01 and config.model.options["windows"] == "cub"
+    assert config.schedule.milestones == [10, 20] and config.train.batch_size == 6
+    assert config.model.options["dropout"] == 0.5  # untouched options stay
+
+
+def test_unknown_keys_and_presets_suggest_the_closest():
+    with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'. Did you mean 'lr'"):
+        load_config("demo", ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match="Did you mean 'mmal_resnet50_cub'"):
+        load_config("mmal_resnet50_cbu")
+    with pytest.raises(ConfigError, match="'train.epochs' should be int"):
+        load_config("demo", ["train.epochs=ten"])
+    with pytest.raises(ConfigError, match="should look like section.key=value"):
+        load_config("demo", ["train.epochs"])
+
+
+def test_yaml_file_path_works(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  name: fbsd\ntrain:\n  epochs: 3\n")
+    config = load_config(path)
+    assert config.model.name == "fbsd" and config.train.epochs == 3 and config.optim.lr == 0.01
