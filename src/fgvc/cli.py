@@ -29,7 +29,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
     summary = generate_dataset(args.out, layout=args.layout, num_classes=args.classes, per_class=args.per_class,
                                size=args.size, seed=args.seed, test_fraction=args.test_fraction)
-    print(f"wrote {summary.num_classes} classes, {summary.train_images} train and {summary.test_images} test "
+    print(f"wrote {summary.num_classes} classes, {summary.train_images} train and {summary.collect_test_images} test "
           f"images ({summary.layout} layout) to {summary.root}")
     return 0
 
@@ -64,22 +64,25 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import os
+
     from .engine.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir=args.out,
                                  batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
-    print(report.to_text())
-    print(f"metrics written to {report.json_path}")
+    if os.environ.get("RANK", "0") == "0":
+        print(report.to_text())
+        print(f"metrics written to {report.json_path}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine.predict import predict, test_images, write_predictions
+    from .engine.predict import collect_test_images, predict, write_predictions
     from .engine.runtime import load_model, resolve_device
 
     device = resolve_device(args.device)
     loaded = load_model(args.checkpoint, device)
-    index = test_images(args.data, loaded)
+    index = collect_test_images(args.data, loaded)
     rows = predict(loaded, index, device, batch_size=args.batch_size, progress=not args.no_progress)
     csv_path, json_path = write_predictions(args.out, rows, args.group)
     print(f"predicted {len(rows)} images with {loaded.path}")

@@ -203,9 +203,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     from ..data.split import apply_split
     from ..errors import UserError
     from ..fileio import atomic_write_json
+    from .distributed import ShardSampler, init_distributed
     from .runtime import load_data, load_model, make_loader, resolve_amp, resolve_device
 
     dev = resolve_device(device)
+    dist_info = init_distributed(dev.type)  # under torchrun: every rank scores its own shard
+    if dist_info.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist_info.local_rank)
     loaded = load_model(checkpoint, dev)
     index = load_data(loaded.config, data)
     try:
@@ -221,10 +225,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         if not part.has_labels:
             raise UserError(f"the test split of {data} has no labels: use `fgvc predict` and `fgvc score`, "
                             "or `fgvc submit` to the competition server")
-    loader = make_loader(part, loaded.config, False, len(loaded.classes), batch_size=batch_size)
-    result = infer(loaded.model, loader, dev, resolve_amp(loaded.config.train.amp, dev), progress=progress)
+    loader = make_loader(part, loaded.config, False, len(loaded.classes), batch_size=batch_size,
+                         sampler=ShardSampler(len(part), dist_info.rank, dist_info.world_size))
+    result = infer(loaded.model, loader, dev, resolve_amp(loaded.config.train.amp, dev),
+                   progress=progress and dist_info.is_main)
     metrics = compute_metrics(result, loaded.classes, part.samples)
     out = Path(out_dir) if out_dir is not None else loaded.path.parent / f"eval_{split}"
     json_path = out / "metrics.json"
-    atomic_write_json(json_path, {"checkpoint": str(loaded.path), "split": split, "data": str(data), **metrics})
+    if dist_info.is_main:
+        atomic_write_json(json_path, {"checkpoint": str(loaded.path), "split": split, "data": str(data),
+                                      "processes": dist_info.world_size, **metrics})
     return EvaluationReport(metrics, loaded.classes, split, loaded.path, json_path)

@@ -22,7 +22,7 @@ from ..submission import write_submission
 from .evaluate import infer
 from .runtime import LoadedModel, UserError, make_loader
 
-__all__ = ["PredictionRow", "test_images", "predict", "write_predictions"]
+__all__ = ["PredictionRow", "collect_test_images", "predict", "write_predictions"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class PredictionRow:
     top5: tuple[tuple[str, float], ...]
 
 
-def test_images(root: str | Path, loaded: LoadedModel) -> DatasetIndex:
+def collect_test_images(root: str | Path, loaded: LoadedModel) -> DatasetIndex:
     """The test split of a dataset folder, or every image of a flat folder."""
     root = Path(root)
     try:

@@ -91,6 +91,7 @@ class Trainer:
             self._require_same_classes(resume_state, "the checkpoint being resumed")
         self.train_index, self.val_index = self._split()
 
+        seed_everything(config.train.seed)  # the same initial weights for the same seed
         self.model = build_model(config, len(self.classes)).to(self.device)
         self.transfer_report = None
         if init_from is not None and resume_state is None:
@@ -215,8 +216,10 @@ class Trainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, max_epochs: int | None = None) -> dict[str, Any]:
+        """Train until ``train.epochs`` (or ``max_epochs`` more epochs, to time-box a session)."""
         cfg = self.config
+        stop_at = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, self.epoch + max_epochs)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -226,7 +229,7 @@ class Trainer:
                   + (f" x{self.dist.world_size}" if self.dist.enabled else ""))
         last_metrics: dict[str, Any] = {}
         with self._graceful_stop():
-            while self.epoch < cfg.train.epochs:
+            while self.epoch < stop_at:
                 train_stats = self._train_epoch()
                 if self._stop_requested:
                     self._save("last.pt")

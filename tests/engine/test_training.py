@@ -1,0 +1,164 @@
+"""Training, resuming, transferring, evaluating and predicting on tiny synthetic data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fgvc.data.classes import ClassTable
+from fgvc.engine.checkpoint import CheckpointError, load_checkpoint
+from fgvc.engine.evaluate import evaluate_checkpoint
+from fgvc.engine.predict import collect_test_images, predict, write_predictions
+from fgvc.engine.runtime import load_model
+from fgvc.engine.trainer import Trainer, train
+from fgvc.errors import UserError
+from fgvc.submission import load_submission, read_labels_csv, score_submission
+from fgvc.tracking import read_metrics_csv
+from tests.engine.conftest import tiny_config
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_two_epochs_equal_one_plus_resume_plus_one(tiny_data, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(tiny_config(tiny_data), straight, progress=False)
+    Trainer(tiny_config(tiny_data), split, progress=False).fit(max_epochs=1)
+    assert load_checkpoint(split / "last.pt")["epoch"] == 1
+    Trainer(tiny_config(tiny_data), split, resume=True, progress=False).fit()
+    a, b = _weights(straight / "last.pt"), _weights(split / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = read_metrics_csv(split / "metrics.csv")
+    assert [r["step"] for r in rows] == [1.0, 2.0]
+
+
+def test_run_directory_contents_and_checkpoint_content(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, **{"train.save_every": 1, "train.keep": 1}), run, progress=False)
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "classes.json", "split.json", "metrics.csv",
+                                               "last.pt", "best.pt", "epoch_0002.pt"}
+    assert not (run / "epoch_0001.pt").exists()  # keep=1
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["classes"]["ids"] == ClassTable.load(run / "classes.json").to_dict()["ids"]
+    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "rng", "config", "val_ids", "metrics"}
+    assert json.loads((run / "split.json").read_text())["val"] == sorted(state["val_ids"])
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match="damaged or not a checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_transfer_to_a_dataset_with_other_classes(tiny_data, other_data, tmp_path, capsys):
+    source = tmp_path / "source"
+    train(tiny_config(tiny_data, **{"train.epochs": 1}), source, progress=False)
+    target = tmp_path / "target"
+    trainer = Trainer(tiny_config(other_data, **{"train.epochs": 1}), target, init_from=source / "last.pt",
+                      progress=False)
+    report = trainer.transfer_report
+    assert "init from" in capsys.readouterr().out
+    assert report.reinitialised == ["classifier.bias", "classifier.weight"] or set(report.reinitialised) == {
+        "classifier.weight", "classifier.bias"}
+    src = _weights(source / "last.pt")
+    assert torch.equal(trainer.model.state_dict()["backbone.body.layer4.1.conv2.weight"],
+                       src["backbone.body.layer4.1.conv2.weight"])
+    assert trainer.model.classifier.out_features == 4
+    trainer.fit()
+    assert load_checkpoint(target / "last.pt")["classes"]["ids"] == list(trainer.classes.ids)
+
+
+def test_transfer_from_another_backbone_is_refused(tiny_data, tmp_path):
+    source = tmp_path / "source"
+    train(tiny_config(tiny_data, **{"train.epochs": 1}), source, progress=False)
+    with pytest.raises(CheckpointError, match="does not fit this model outside the classifier heads"):
+        Trainer(tiny_config(tiny_data, **{"model.backbone": "resnet34"}), tmp_path / "t", init_from=source,
+                progress=False)
+
+
+def test_evaluate_predict_and_score(tiny_data, other_data, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data), run, progress=False)
+    report = evaluate_checkpoint(run, tiny_data, "val", progress=False, device="cpu")
+    m = report.metrics
+    assert m["images"] == len(load_checkpoint(run / "best.pt")["val_ids"])
+    assert 0.0 <= m["top1"] <= 1.0 and sum(sum(r) for r in m["confusion"]) == m["images"]
+    assert json.loads(report.json_path.read_text())["top1"] == m["top1"]
+    test = evaluate_checkpoint(run, tiny_data, "test", progress=False, device="cpu")
+    assert test.metrics["images"] == 6
+
+    loaded = load_model(run, "cpu")
+    rows = predict(loaded, collect_test_images(tiny_data, loaded), torch.device("cpu"), batch_size=4, progress=False)
+    csv_path, json_path = write_predictions(tmp_path / "pred", rows, "duck_duck_goose")
+    submission = load_submission(json_path)
+    assert submission["groupname"] == "duck_duck_goose"
+    assert set(submission["images"]) == {p.name for p in (tiny_data / "test").iterdir()}
+    assert set(submission["images"].values()) <= set(loaded.classes.ids)
+    assert all(v.startswith("0") for v in submission["images"].values())  # IDs as spelled
+    score = score_submission(submission, read_labels_csv(tiny_data / "test_labels.csv"),
+                             class_ids=loaded.classes.ids)
+    assert score.accuracy == pytest.approx(test.metrics["top1"])
+    assert csv_path.read_text().splitlines()[0] == "file,class_id,class_name,confidence,top5"
+
+    with pytest.raises(UserError, match="trained on other classes"):
+        evaluate_checkpoint(run, other_data, "val", progress=False, device="cpu")
+
+
+def test_missing_cuda_is_a_clear_error(tiny_data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match="CUDA is not available"):
+        Trainer(tiny_config(tiny_data, **{"train.device": "cuda"}), tmp_path / "r", progress=False)
+
+
+def _train_cli(data, out, extra=()):
+    args = [sys.executable, "-m", "fgvc", "train", "--config", "demo", "--data", str(data), "--out", str(out),
+            "--no-progress", "--set", "data.num_workers=0", "--set", "model.input_size=64",
+            "--set", "train.batch_size=2", "--set", "train.epochs=3", "--set", "optim.name=sgd", *extra]
+    return args
+
+
+def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cli(tiny_data, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert (run / "last.pt").exists(), proc.communicate()[0].decode()[-2000:]
+    time.sleep(0.3)  # well inside epoch 2 (each epoch is several batches)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert load_checkpoint(run / "last.pt")["epoch"] >= 1  # the file is whole: atomic writes
+    result = subprocess.run([sys.executable, "-m", "fgvc", "train", "--resume", str(run), "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    assert [r["step"] for r in read_metrics_csv(run / "metrics.csv")] == [1.0, 2.0, 3.0]
+
+
+def test_sigint_saves_mid_epoch_and_exits_cleanly(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_train_cli(tiny_data, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 240
+    while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    state = load_checkpoint(run / "last.pt")
+    assert "stopped in epoch" in out and "--resume" in out  # interrupted mid-epoch: position saved
+    assert state["step_in_epoch"] > 0
+    result = subprocess.run([sys.executable, "-m", "fgvc", "train", "--resume", str(run), "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
