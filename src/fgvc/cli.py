@@ -29,7 +29,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
     summary = generate_dataset(args.out, layout=args.layout, num_classes=args.classes, per_class=args.per_class,
                                size=args.size, seed=args.seed, test_fraction=args.test_fraction)
-    print(f"wrote {summary.num_classes} classes, {summary.train_images} train and {summary.collect_test_images} test "
+    print(f"wrote {summary.num_classes} classes, {summary.train_images} train and {summary.test_images} test "
           f"images ({summary.layout} layout) to {summary.root}")
     return 0
 
