@@ -162,3 +162,22 @@ def test_sigint_saves_mid_epoch_and_exits_cleanly(tiny_data, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
+
+
+@pytest.mark.parametrize("model", ["mmal", "fbsd"])
+def test_fgvc_models_train_and_evaluate_through_the_workflow(tiny_data, tmp_path, model):
+    run = tmp_path / model
+    overrides = {"model.name": model, "train.epochs": 2, "model.transform": "mmal" if model == "mmal" else "fbsd"}
+    if model == "fbsd":
+        overrides["optim.backbone_lr"] = 0.001
+    train(tiny_config(tiny_data, **overrides), run, progress=False)
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert len(rows) == 2
+    report = evaluate_checkpoint(run, tiny_data, "test", progress=False, device="cpu")
+    m = report.metrics
+    if model == "mmal":
+        assert {"acc_raw", "acc_object"} <= set(m) and 0 <= m["localisation_accuracy"] <= 1
+        assert "train/aolm_fallbacks" in rows[0]
+    else:
+        assert {"acc_part1", "acc_part2", "acc_part3", "acc_concat"} <= set(m)
+        assert "lr/backbone" in rows[0] and rows[0]["lr/backbone"] < rows[0]["lr/new"]
