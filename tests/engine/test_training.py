@@ -181,3 +181,24 @@ def test_fgvc_models_train_and_evaluate_through_the_workflow(tiny_data, tmp_path
     else:
         assert {"acc_part1", "acc_part2", "acc_part3", "acc_concat"} <= set(m)
         assert "lr/backbone" in rows[0] and rows[0]["lr/backbone"] < rows[0]["lr/new"]
+
+
+def test_gradient_accumulation_steps_the_optimiser_every_k_batches(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(tiny_data, **{"train.accumulate": 3, "train.epochs": 1, "train.drop_last": False}),
+                      tmp_path / "acc", progress=False)
+    batches = len(trainer.train_loader)
+    trainer.fit()
+    assert trainer.steps_per_epoch == -(-batches // 3)
+    assert trainer.scheduler.last_epoch == trainer.steps_per_epoch  # one scheduler step per optimiser step
+
+
+def test_out_of_memory_says_which_knob_to_turn(tiny_data, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tiny_data, **{"train.epochs": 1}), tmp_path / "oom", progress=False)
+
+    def explode(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer.model, "forward", explode)
+    with pytest.raises(UserError) as e:
+        trainer.fit()
+    assert "train.batch_size" in str(e.value) and "train.accumulate" in str(e.value)
