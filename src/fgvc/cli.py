@@ -212,5 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the story
+            message = [line for line in message.splitlines() if line.strip()][-1].split(": ", 1)[-1]
         print(f"fgvc: error: {message}", file=sys.stderr)
         return 2

@@ -202,3 +202,18 @@ def test_out_of_memory_says_which_knob_to_turn(tiny_data, tmp_path, monkeypatch)
     with pytest.raises(UserError) as e:
         trainer.fit()
     assert "train.batch_size" in str(e.value) and "train.accumulate" in str(e.value)
+
+
+def test_unreadable_training_image_names_the_file_or_is_skipped_and_counted(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    victim = sorted((data / "train").rglob("*.jpg"))[0]
+    victim.write_bytes(b"")
+    with pytest.raises(OSError, match=str(victim.name)):
+        train(tiny_config(data, **{"train.epochs": 1, "data.val_fraction": 0.0}), tmp_path / "strict",
+              progress=False)
+    train(tiny_config(data, **{"train.epochs": 1, "data.val_fraction": 0.0, "data.skip_unreadable": True}),
+          tmp_path / "skip", progress=False)
+    assert read_metrics_csv(tmp_path / "skip" / "metrics.csv")[0]["train/skipped_images"] == 1.0

@@ -27,7 +27,11 @@ _BACKGROUND = (255, 255, 255)  # what transparent pixels become
 class ImageDecodeError(OSError):
     """An image file could not be decoded. ``kind`` is a short tag used by reports."""
 
-    def __init__(self, path: Path, kind: str, reason: str, fix: str) -> None:
+    def __init__(self, path: Path | str, kind: str | None = None, reason: str = "", fix: str = "") -> None:
+        if kind is None:  # re-raised by a DataLoader worker, which passes the formatted message only
+            super().__init__(str(path))
+            self.path, self.kind, self.reason, self.fix = None, "corrupt", str(path), ""
+            return
         super().__init__(f"{path}: {reason}. {fix}")
         self.path, self.kind, self.reason, self.fix = Path(path), kind, reason, fix
 

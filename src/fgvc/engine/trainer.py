@@ -255,14 +255,16 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         fallbacks = torch.zeros((), device=self.device, dtype=torch.long)
-        seen, start, has_fallback = 0, time.perf_counter(), False
+        seen, skipped, start, has_fallback = 0, 0, time.perf_counter(), False
         batches_in_epoch = self.step_in_epoch + len(self.train_loader)
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
                    disable=not (self.progress and self.dist.is_main), leave=False)
         accumulate = cfg.train.accumulate
         for batch in bar:
-            if batch is None:
+            if batch is None:  # every image of the batch was unreadable (data.skip_unreadable)
+                skipped += cfg.train.batch_size
                 continue
+            skipped += batch.get("skipped", 0)
             x = batch["image"].to(self.device, non_blocking=True)
             y = batch["label"].to(self.device, non_blocking=True)
             try:
@@ -298,6 +300,10 @@ class Trainer:
                  "throughput/images_per_s": seen / max(elapsed, 1e-9) * self.dist.world_size}
         if has_fallback:
             stats["train/aolm_fallbacks"] = float(fallbacks)
+        if skipped:
+            stats["train/skipped_images"] = float(skipped)
+            log.warning("epoch %d: skipped %d unreadable image(s); see the warnings above for their paths",
+                        self.epoch + 1, skipped)
         return stats
 
     def _end_epoch(self, stats: dict[str, float]) -> dict[str, Any]:
