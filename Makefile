@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/fgvc data synth $(DEMO_DIR)/data --layout competition --classes 10 --per-class 40 --size 224
+	$(BIN)/fgvc data synth $(DEMO_DIR)/data --layout competition --classes 10 --per-class 60 --size 224
 	$(BIN)/fgvc data check $(DEMO_DIR)/data
 	$(BIN)/fgvc train --config demo --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run
 	$(BIN)/fgvc evaluate $(DEMO_DIR)/run --data $(DEMO_DIR)/data --split val
