@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..index import DatasetLayoutError, Problem, is_hidden, is_image_file, list_dir
 
-__all__ = ["image_files", "missing_files", "read_csv_rows", "read_boxes_csv"]
+__all__ = ["annotation_lines", "image_files", "missing_files", "read_csv_rows", "read_boxes_csv"]
 
 
 def image_files(folder: Path, problems: list[Problem], ignored: Counter) -> list[Path]:
@@ -85,3 +85,19 @@ def missing_files(paths: Iterable[Path]) -> list[Path]:
         if path.name not in names and not path.is_file():
             missing.append(path)
     return missing
+
+
+def annotation_lines(base: Path, name: str, tree: str, fix: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) of each non-blank line of ``base/name``: CRLF, a BOM and a
+    missing final newline are all fine (REFERENCE T11); a missing or unreadable file is a layout error."""
+    path = base / name
+    if not path.is_file():
+        raise DatasetLayoutError(base, f"missing {name} (expected at {path})", tree, fix)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetLayoutError(base, f"cannot read {name}: {e}", tree, fix) from None
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line:
+            yield line_no, line

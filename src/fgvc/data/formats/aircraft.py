@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Sample
+from ._files import annotation_lines
 
 __all__ = ["AIRCRAFT_TREE", "BANNER_PX", "LEVELS", "looks_like_aircraft", "read_aircraft"]
 
@@ -122,18 +123,7 @@ def _find_data_dir(root: Path) -> Path | None:
 
 
 def _lines(data: Path, name: str) -> Iterator[tuple[int, str]]:
-    """(line number, stripped line) per non-blank line: CRLF, a BOM and no final newline are all fine."""
-    path = data / name
-    if not path.is_file():
-        raise DatasetLayoutError(data, f"missing {name} (expected at {path})", AIRCRAFT_TREE, _FIX)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetLayoutError(data, f"cannot read {name}: {e}", AIRCRAFT_TREE, _FIX) from None
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line:
-            yield line_no, line
+    return annotation_lines(data, name, AIRCRAFT_TREE, _FIX)
 
 
 def _records(data: Path, name: str, form: str) -> Iterator[tuple[int, str, str, str]]:

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Sample
-from ._files import missing_files
+from ._files import annotation_lines, missing_files
 
 __all__ = ["CUB_TREE", "looks_like_cub", "read_cub"]
 
@@ -112,18 +112,8 @@ def _read_table(base: Path, name: str, form: str, convert: Callable[[str], T] = 
     spaces included). ``convert`` raises ValueError with what is wrong. Lines are stripped, so CRLF,
     a BOM and a missing final newline are all fine; blank lines are skipped.
     """
-    path = base / name
-    if not path.is_file():
-        raise DatasetLayoutError(base, f"missing {name} (expected at {path})", CUB_TREE, _FIX)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetLayoutError(base, f"cannot read {name}: {e}", CUB_TREE, _FIX) from None
     table: dict[str, T] = {}
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
+    for line_no, line in annotation_lines(base, name, CUB_TREE, _FIX):
         key, rest = (line.split(maxsplit=1) + [""])[:2]
         try:
             if not rest or (n_values is not None and len(rest.split()) != n_values):
