@@ -1,0 +1,242 @@
+"""fgvc benchmark: model steps against a plain ResNet-50 step measured in the same run, operator and
+host-synchronisation counts, the data pipeline, and batched prediction.
+
+    python benchmarks/run.py [--device cpu|cuda] [--iters 5] [--amp bf16] [--channels-last] [--quick]
+
+Ratios to the plain torchvision ResNet-50 step are what survive a noisy machine; absolute times
+depend on it. Results print as Markdown tables (paste into BENCHMARKS.md with the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.profiler import ProfilerActivity, profile
+
+from fgvc.data.classes import ClassTable
+from fgvc.data.dataset import FGVCDataset
+from fgvc.data.index import DatasetIndex, Sample
+from fgvc.data.transforms import build_transform
+from fgvc.models import create_model
+
+SYNC_OPS = ("aten::_local_scalar_dense", "aten::item", "Memcpy DtoH", "aten::numpy_T")
+
+
+def timed(fn: Callable[[], object], iters: int, warmup: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class Case:
+    """One model at one batch size: a train-step closure and an eval-forward closure."""
+
+    def __init__(self, name: str, model: torch.nn.Module, batch: int, size: int, device: torch.device,
+                 amp: torch.dtype | None, channels_last: bool, plain: bool = False) -> None:
+        self.name, self.model, self.device, self.amp = name, model.to(device), device, amp
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+        self.y = torch.arange(batch, device=device) % 200
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        self.plain = plain
+
+    def train_step(self) -> None:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp):
+            if self.plain:
+                loss = torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+            else:
+                loss = self.model.loss(self.model(self.x), self.y, epoch=1)[0]
+        loss.backward()
+        self.opt.step()
+
+    @torch.no_grad()
+    def eval_forward(self) -> None:
+        self.model.eval()
+        with autocast(self.device, self.amp):
+            self.model(self.x)
+
+
+def profile_counts(fn: Callable[[], None], device: torch.device) -> tuple[int, int]:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    with profile(activities=activities) as prof:
+        fn()
+    events = prof.key_averages()
+    ops = sum(e.count for e in events if e.key.startswith("aten::"))
+    syncs = sum(e.count for e in events if any(e.key.startswith(s) for s in SYNC_OPS))
+    return ops, syncs
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def models_table(args: argparse.Namespace, device: torch.device) -> str:
+    size, iters = args.size, args.iters
+    plain = torchvision.models.resnet50(num_classes=200)
+    specs = [
+        ("baseline", dict(name="baseline")),
+        ("fbsd", dict(name="fbsd", dropout=0.2)),
+        ("mmal (cub, N=7)", dict(name="mmal", windows="cub")),
+        ("mmal (cars, N=6)", dict(name="mmal", windows="cars")),
+    ]
+    rows = []
+    ref_train = statistics.median(timed(Case("plain", plain, 2, size, device, args.amp_dtype, args.channels_last,
+                                             plain=True).train_step, iters, 2, device))
+    ref_eval = statistics.median(timed(Case("plain", plain, 8, size, device, args.amp_dtype, args.channels_last,
+                                            plain=True).eval_forward, iters, 1, device))
+    rows.append(("resnet50 (torchvision, plain)", ref_train, 1.0, "1", ref_eval, 1.0, "1", "", "", ""))
+    for label, spec in specs:
+        name = spec.pop("name")
+        model = create_model(name, 200, backbone="resnet50", **spec)
+        case = Case(label, model, 2, size, device, args.amp_dtype, args.channels_last)
+        train_times = timed(case.train_step, iters, 2, device)
+        mem = peak_memory(case.train_step, device)
+        ops2, syncs = profile_counts(case.train_step, device) if not args.quick else (0, 0)
+        eval_case = Case(label, model, 8, size, device, args.amp_dtype, args.channels_last)
+        eval_times = timed(eval_case.eval_forward, iters, 1, device)
+        ops8 = profile_counts(Case(label, model, 8, size, device, args.amp_dtype, args.channels_last).train_step,
+                              device)[0] if not args.quick else 0
+        n = getattr(model, "preset", None)
+        floor_train = {"baseline": "1", "fbsd": "-"}.get(name, f"{1 + 1 + n.num_parts / 4:g}" if n else "-")
+        floor_eval = "2" if name == "mmal" else "1" if name == "baseline" else "-"
+        med = statistics.median(train_times)
+        rows.append((label, med, med / ref_train, floor_train, statistics.median(eval_times),
+                     statistics.median(eval_times) / ref_eval, floor_eval,
+                     f"{min(train_times):.3f}/{max(train_times):.3f}",
+                     f"{ops2}/{ops8} ({(ops8 - ops2) / max(ops2, 1):+.1%})" if ops2 else "",
+                     f"{syncs}" + (f", {mem:.2f} GiB" if mem is not None else "")))
+    head = ("| model | train step b2 (s, median) | x plain | floor | eval b8 (s) | x plain | floor | "
+            "train min/max (s) | aten ops b2/b8 | host syncs per step, peak mem |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(
+        f"| {r[0]} | {r[1]:.3f} | {r[2]:.2f} | {r[3]} | {r[4]:.3f} | {r[5]:.2f} | {r[6]} | {r[7]} | {r[8]} | {r[9]} |"
+        for r in rows)
+
+
+def _jpegs(folder: Path, n: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        cls = folder / f"c{i % 4}"
+        cls.mkdir(parents=True, exist_ok=True)
+        arr = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+        arr = (arr // 32 * 32).astype(np.uint8)  # compressible, photo-like size
+        p = cls / f"{i:04d}.jpg"
+        Image.fromarray(arr).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def pipeline_table(args: argparse.Namespace) -> str:
+    n = 48 if args.quick else 160
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = _jpegs(Path(tmp), n)
+        classes = ClassTable(("c0", "c1", "c2", "c3"), ("c0", "c1", "c2", "c3"))
+        index = DatasetIndex(Path(tmp), "imagefolder", classes,
+                             [Sample(p, int(p.parent.name[1]), "train", p.name) for p in paths])
+        for recipe in ("fbsd", "mmal"):
+            transform = build_transform(recipe, 448, train=True)
+            ours = FGVCDataset(index, transform)
+            ref = torchvision.datasets.ImageFolder(tmp, transform=transform)
+
+            def run(ds) -> float:
+                t = time.perf_counter()
+                for i in range(len(ds)):
+                    ds[i]
+                return len(ds) / (time.perf_counter() - t)
+
+            ref_rate, our_rate = run(ref), run(ours)
+            rows.append(f"| {recipe} train transform, 500x375 JPEG -> 448 | {ref_rate:.1f} | {our_rate:.1f} | "
+                        f"{our_rate / ref_rate:.2f} |")
+    return ("| pipeline (one worker) | ImageFolder + PIL (img/s) | fgvc (img/s) | ratio |\n|---|---|---|---|\n"
+            + "\n".join(rows))
+
+
+def predict_table(args: argparse.Namespace, device: torch.device) -> str:
+    model = create_model("mmal", 200, backbone="resnet50", windows="cars").to(device).eval()
+    n = 32 if args.quick else 64
+    x = torch.randn(n, 3, args.size, args.size, device=device)
+
+    @torch.no_grad()
+    def batched(bs: int) -> float:
+        t = time.perf_counter()
+        for i in range(0, n, bs):
+            model(x[i:i + bs])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return n / (time.perf_counter() - t)
+
+    batched(8)
+    b1, b32 = batched(1), batched(32)
+    return ("| predict (MMAL-R50, 448) | batch 1 (img/s) | batch 32 (img/s) | ratio |\n|---|---|---|---|\n"
+            f"| {device.type} | {b1:.2f} | {b32:.2f} | {b32 / b1:.2f} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="fewer images, no profiler (smoke run)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["models", "pipeline", "predict"])
+    args = parser.parse_args()
+    args.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    out = io.StringIO()
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f", amp {args.amp}, channels_last {args.channels_last}, {args.size} px, {args.iters} iters", file=out)
+    print(out.getvalue(), flush=True)
+    if "models" not in args.skip:
+        print(models_table(args, device), flush=True)
+        print(flush=True)
+    if "pipeline" not in args.skip:
+        print(pipeline_table(args), flush=True)
+        print(flush=True)
+    if "predict" not in args.skip:
+        print(predict_table(args, device), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,519 @@
+"""Pictures of what a model looks at, and the plots of a run report. No model code lives here.
+
+Two kinds of drawing:
+
+* on images (PIL): boxes, numbered windows, strip-importance overlays, heatmaps, crop strips,
+  top-k panels, captioned grids, panels stacked into one picture;
+* plots (matplotlib on an Agg canvas, no pyplot state, so a user's backend is never touched):
+  the confusion matrix, training curves, per-class accuracy. Plot functions return PNG bytes.
+
+Boxes are ``(x0, y0, x1, y1)``, x = column. Unless a function says otherwise they are
+**inclusive** pixel indices (ModelOutput's convention). A box is drawn *inside* its coordinates:
+its outermost coloured pixels are exactly columns x0 and x1 and rows y0 and y1, so a test can
+read the box back from the picture. :func:`scale_box` maps boxes onto enlarged pictures and
+also accepts exclusive boxes (``Sample.box_xyxy``).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "OBJECT_COLOUR",
+    "TRUE_BOX_COLOUR",
+    "GROUP_COLOURS",
+    "SUPPRESSED_COLOUR",
+    "group_colour",
+    "font",
+    "scale_box",
+    "draw_box",
+    "draw_windows",
+    "draw_strips",
+    "heatmap_overlay",
+    "fit_image",
+    "framed_tile",
+    "crop_strip",
+    "topk_panel",
+    "legend_panel",
+    "titled",
+    "hstack",
+    "vstack",
+    "image_grid",
+    "png_bytes",
+    "confusion_order",
+    "plot_confusion",
+    "plot_training_curves",
+    "plot_per_class_accuracy",
+]
+
+RGB = tuple[int, int, int]
+Box = Sequence[float]
+
+OBJECT_COLOUR: RGB = (255, 0, 255)  # AOLM object box: magenta, rare in photographs
+TRUE_BOX_COLOUR: RGB = (0, 230, 0)  # annotated box
+GROUP_COLOURS: tuple[RGB, ...] = ((255, 150, 0), (0, 190, 255), (255, 240, 0), (255, 70, 70), (170, 130, 255))
+SUPPRESSED_COLOUR: RGB = (255, 30, 30)
+BOOST_COLOUR: RGB = (255, 170, 0)
+BACKGROUND: RGB = (255, 255, 255)
+INK: RGB = (20, 20, 20)
+MUTED: RGB = (110, 110, 110)
+
+
+def group_colour(group: int) -> RGB:
+    """Colour of APPM scale group ``group`` (0-based)."""
+    return GROUP_COLOURS[group % len(GROUP_COLOURS)]
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=32)
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans (shipped with matplotlib) at ``size`` px; Pillow's own font if it is missing."""
+    try:
+        import matplotlib
+
+        name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default(size)
+
+
+def _text_size(text: str, face) -> tuple[int, int]:
+    left, top, right, bottom = face.getbbox(text)
+    return right - left, bottom - top
+
+
+def _fit_text(text: str, face, width: int) -> str:
+    """``text`` shortened with an ellipsis so that it fits ``width`` px."""
+    if _text_size(text, face)[0] <= width:
+        return text
+    while text and _text_size(text + "…", face)[0] > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _contrast_ink(colour: RGB) -> RGB:
+    r, g, b = colour
+    return INK if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+def _tag(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, colour: RGB, size: int = 13) -> tuple[int, ...]:
+    """A filled label with its top-left corner at ``xy``; returns its inclusive rectangle."""
+    face = font(size, bold=True)
+    w, h = _text_size(text, face)
+    x, y = xy
+    rect = (x, y, x + w + 5, y + h + 5)
+    draw.rectangle(rect, fill=colour)
+    left, top, _, _ = face.getbbox(text)
+    draw.text((x + 3 - left, y + 3 - top), text, fill=_contrast_ink(colour), font=face)
+    return rect
+
+
+# -- boxes --------------------------------------------------------------------------------------
+
+def scale_box(box: Box, sx: float, sy: float | None = None, *, inclusive: bool = True,
+              offset: tuple[int, int] = (0, 0)) -> tuple[int, int, int, int]:
+    """``box`` on a picture ``sx`` x ``sy`` times the size of its own, as an inclusive integer box
+    shifted by ``offset`` (the picture's origin inside a larger canvas).
+
+    Pixel i of the source covers ``[i, i + 1)``, so an inclusive end x1 becomes
+    ``round((x1 + 1)·sx) − 1``; with ``inclusive=False`` (ends exclusive, as ``Sample.box_xyxy``)
+    it becomes ``round(x1·sx) − 1``.
+    """
+    sy = sx if sy is None else sy
+    x0, y0, x1, y1 = (float(v) for v in box)
+    end = 1.0 if inclusive else 0.0
+    ox, oy = offset
+    return (round(x0 * sx) + ox, round(y0 * sy) + oy, round((x1 + end) * sx) - 1 + ox,
+            round((y1 + end) * sy) - 1 + oy)
+
+
+def _clip(box: Box, width: int, height: int) -> tuple[int, int, int, int] | None:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
+    return (x0, y0, x1, y1) if x0 <= x1 and y0 <= y1 else None
+
+
+def draw_box(image: Image.Image, box: Box, colour: RGB, width: int = 3, halo: bool = True) -> None:
+    """Outline the inclusive ``box`` in place, ``width`` px thick inside it; ``halo`` adds a 1 px
+    dark line just inside the outline so that it reads on light and dark backgrounds alike."""
+    clipped = _clip(box, *image.size)
+    if clipped is None:
+        return
+    draw = ImageDraw.Draw(image)
+    draw.rectangle(clipped, outline=colour, width=width)
+    x0, y0, x1, y1 = clipped
+    if halo and x1 - x0 > 2 * width + 1 and y1 - y0 > 2 * width + 1:
+        draw.rectangle((x0 + width, y0 + width, x1 - width, y1 - width), outline=(0, 0, 0), width=1)
+
+
+def _overlaps(a: Sequence[int], b: Sequence[int]) -> bool:
+    return not (a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1])
+
+
+def draw_windows(image: Image.Image, boxes: Sequence[Box], group_sizes: Sequence[int], width: int = 2) -> None:
+    """Draw windows (inclusive boxes, in selection order) in place, coloured by scale group and
+    numbered 1..N. Numbers sit inside their window's corners and avoid each other's tags."""
+    if sum(group_sizes) != len(boxes):
+        raise ValueError(f"{len(boxes)} windows but the groups hold {sum(group_sizes)} ({list(group_sizes)})")
+    groups = [g for g, size in enumerate(group_sizes) for _ in range(size)]
+    clipped = [_clip(b, *image.size) for b in boxes]
+    for box, g in zip(clipped, groups, strict=True):
+        if box is not None:
+            draw_box(image, box, group_colour(g), width=width, halo=False)
+    draw = ImageDraw.Draw(image)
+    face = font(13, bold=True)
+    placed: list[tuple[int, ...]] = []
+    for number, (box, g) in enumerate(zip(clipped, groups, strict=True), start=1):
+        if box is None:
+            continue
+        w, h = _text_size(str(number), face)
+        w, h = w + 5, h + 5
+        x0, y0, x1, y1 = box
+        candidates = [(x0 + width + dx, y0 + width) for dx in range(0, max(x1 - x0 - w, 1), w + 2)]
+        candidates += [(x0 + width, y1 - width - h), (x1 - width - w, y1 - width - h)]
+        xy = next((c for c in candidates if not any(_overlaps((*c, c[0] + w, c[1] + h), p) for p in placed)),
+                  candidates[0])
+        placed.append(_tag(draw, xy, str(number), group_colour(g)))
+
+
+# -- overlays -----------------------------------------------------------------------------------
+
+def draw_strips(image: Image.Image, importance: Sequence[float], row_edges: Sequence[int],
+                suppressed: Sequence[int] = ()) -> Image.Image:
+    """FBSM strips as a translucent overlay: strip j spans picture rows ``row_edges[j]`` to
+    ``row_edges[j + 1] - 1``, its opacity grows with its importance (softmax b), its value is
+    printed at the right; suppressed strips get a red outline and a "suppressed" tag."""
+    k = len(importance)
+    if len(row_edges) != k + 1:
+        raise ValueError(f"{k} strips need {k + 1} row edges, got {len(row_edges)}")
+    top = max(max(importance), 1e-12)
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for j, b in enumerate(importance):
+        alpha = int(25 + 165 * b / top)
+        draw.rectangle((0, row_edges[j], image.width - 1, row_edges[j + 1] - 1), fill=(*BOOST_COLOUR, alpha))
+        if j:
+            draw.line((0, row_edges[j], image.width - 1, row_edges[j]), fill=(255, 255, 255, 200), width=1)
+    out = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+    draw = ImageDraw.Draw(out)
+    face = font(12, bold=True)
+    for j, b in enumerate(importance):
+        y0, y1 = row_edges[j], row_edges[j + 1] - 1
+        if j in suppressed:
+            draw.rectangle((0, y0, out.width - 1, y1), outline=SUPPRESSED_COLOUR, width=3)
+        text = f"{b:.2f}" + ("  suppressed" if j in suppressed else "")
+        w, h = _text_size(text, face)
+        if y1 - y0 + 1 >= h + 4:
+            colour = SUPPRESSED_COLOUR if j in suppressed else (255, 255, 255)
+            _tag(draw, (out.width - w - 11, (y0 + y1 - h - 5) // 2), text, colour, size=12)
+    return out
+
+
+def heatmap_overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+    """``heat`` (h, w), any range, min-max scaled, upsampled bilinearly to the image and blended."""
+    from matplotlib import colormaps
+
+    heat = np.asarray(heat, dtype=np.float32)
+    span = float(heat.max() - heat.min())
+    scaled = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
+    up = np.asarray(Image.fromarray(scaled, mode="F").resize(image.size, Image.Resampling.BILINEAR))
+    colours = (colormaps[cmap](np.clip(up, 0, 1))[..., :3] * 255).astype(np.uint8)
+    return Image.blend(image.convert("RGB"), Image.fromarray(colours, "RGB"), alpha)
+
+
+# -- panels -------------------------------------------------------------------------------------
+
+def fit_image(image: Image.Image, long_side: int) -> Image.Image:
+    """``image`` resized (up or down) so that its longer side is ``long_side`` px, aspect kept."""
+    scale = long_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+
+
+def framed_tile(image: Image.Image, size: int, colour: RGB, caption: str = "", border: int = 4) -> Image.Image:
+    """``image`` squeezed to a ``size`` square inside a coloured frame, with a caption tag."""
+    tile = Image.new("RGB", (size, size), colour)
+    inner = size - 2 * border
+    tile.paste(image.convert("RGB").resize((inner, inner), Image.Resampling.BICUBIC), (border, border))
+    if caption:
+        _tag(ImageDraw.Draw(tile), (border, border), caption, colour)
+    return tile
+
+
+def crop_strip(tiles: Sequence[tuple[Image.Image, str, RGB]], size: int = 120, gap: int = 6) -> Image.Image:
+    """Crops side by side, each ``(image, caption, frame colour)``."""
+    return hstack([framed_tile(img, size, colour, caption) for img, caption, colour in tiles], gap=gap)
+
+
+def topk_panel(rows: Sequence[tuple[str, float, bool]], width: int = 420, title: str = "top-5",
+               footer: str = "") -> Image.Image:
+    """Classes with probability bars, best first; ``rows`` = (label, probability, is the true class).
+    The true class is drawn in green; ``footer`` adds a line (e.g. where the true class ranks)."""
+    face, bold = font(14), font(15, bold=True)
+    line = 26
+    height = 34 + line * 2 * len(rows) + (line if footer else 0) + 6
+    panel = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(panel)
+    draw.text((8, 6), title, fill=INK, font=bold)
+    y = 34
+    bar_width = width - 90
+    for rank, (label, p, is_true) in enumerate(rows, start=1):
+        colour = (0, 150, 0) if is_true else INK
+        text = _fit_text(f"{rank}. {label}" + ("  (true)" if is_true else ""), face, width - 16)
+        draw.text((8, y), text, fill=colour, font=face)
+        y += line - 6
+        draw.rectangle((8, y, 8 + bar_width, y + 14), fill=(235, 235, 235))
+        if p > 0:
+            draw.rectangle((8, y, 8 + max(1, round(bar_width * p)), y + 14),
+                           fill=(60, 170, 60) if is_true else (70, 110, 200))
+        draw.text((16 + bar_width, y - 1), f"{100 * p:5.1f}%", fill=INK, font=face)
+        y += line + 6
+    if footer:
+        draw.text((8, y), _fit_text(footer, face, width - 16), fill=MUTED, font=face)
+    return panel
+
+
+def legend_panel(entries: Sequence[tuple[RGB, str]], width: int = 420) -> Image.Image:
+    """Colour swatches with their meaning, one per line."""
+    face = font(13)
+    panel = Image.new("RGB", (width, 10 + 22 * len(entries)), BACKGROUND)
+    draw = ImageDraw.Draw(panel)
+    for i, (colour, text) in enumerate(entries):
+        y = 6 + 22 * i
+        draw.rectangle((8, y + 2, 26, y + 16), fill=colour, outline=INK)
+        draw.text((34, y), _fit_text(text, face, width - 40), fill=INK, font=face)
+    return panel
+
+
+def titled(image: Image.Image, title: str, size: int = 15, bold: bool = True) -> Image.Image:
+    """``image`` with a caption line above it."""
+    face = font(size, bold=bold)
+    height = _text_size("Ag", face)[1] + 10
+    out = Image.new("RGB", (image.width, image.height + height), BACKGROUND)
+    ImageDraw.Draw(out).text((2, 4), _fit_text(title, face, image.width - 4), fill=INK, font=face)
+    out.paste(image, (0, height))
+    return out
+
+
+def hstack(images: Sequence[Image.Image], gap: int = 8, background: RGB = BACKGROUND) -> Image.Image:
+    """Side by side, top-aligned."""
+    width = sum(i.width for i in images) + gap * max(len(images) - 1, 0)
+    out = Image.new("RGB", (max(width, 1), max((i.height for i in images), default=1)), background)
+    x = 0
+    for img in images:
+        out.paste(img.convert("RGB"), (x, 0))
+        x += img.width + gap
+    return out
+
+
+def vstack(images: Sequence[Image.Image], gap: int = 8, background: RGB = BACKGROUND) -> Image.Image:
+    """One above the other, left-aligned."""
+    height = sum(i.height for i in images) + gap * max(len(images) - 1, 0)
+    out = Image.new("RGB", (max((i.width for i in images), default=1), max(height, 1)), background)
+    y = 0
+    for img in images:
+        out.paste(img.convert("RGB"), (0, y))
+        y += img.height + gap
+    return out
+
+
+def image_grid(items: Sequence[tuple[Image.Image, str]], columns: int = 6, tile: int = 160,
+               gap: int = 8) -> Image.Image:
+    """Images (fitted into ``tile`` squares, centred) in rows of ``columns``, each captioned below;
+    a caption may hold several lines."""
+    face = font(12)
+    lines = max((caption.count("\n") + 1 for _, caption in items), default=1)
+    cell_h = tile + 4 + 16 * lines
+    rows = math.ceil(len(items) / columns) if items else 1
+    out = Image.new("RGB", (columns * tile + (columns - 1) * gap, rows * cell_h + (rows - 1) * gap), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    for i, (img, caption) in enumerate(items):
+        x, y = (i % columns) * (tile + gap), (i // columns) * (cell_h + gap)
+        fitted = fit_image(img, tile)
+        out.paste(fitted, (x + (tile - fitted.width) // 2, y + (tile - fitted.height) // 2))
+        for j, text in enumerate(caption.split("\n")):
+            draw.text((x, y + tile + 4 + 16 * j), _fit_text(text, face, tile), fill=INK, font=face)
+    return out
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+# -- plots --------------------------------------------------------------------------------------
+
+def _figure(width_in: float, height_in: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _figure_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", facecolor="white")
+    return buffer.getvalue()
+
+
+def confusion_order(confusion: np.ndarray | Sequence[Sequence[int]]) -> list[int]:
+    """A class order in which classes that are confused with each other sit next to each other.
+
+    Single-linkage chaining: the symmetrised, row-normalised off-diagonal confusion is visited
+    pair by pair from the most confused; each pair joins the two chains its classes belong to,
+    oriented so that the pair ends up as close as possible. Chains holding confusions come
+    first (most confusion first), never-confused classes follow in index order. O(n²) for n
+    classes, deterministic (ties by index).
+    """
+    c = np.asarray(confusion, dtype=np.float64)
+    n = c.shape[0]
+    totals = c.sum(axis=1, keepdims=True)
+    rates = np.divide(c, totals, out=np.zeros_like(c), where=totals > 0)
+    similarity = rates + rates.T
+    np.fill_diagonal(similarity, 0.0)
+    chains: dict[int, list[int]] = {i: [i] for i in range(n)}
+    chain_of = list(range(n))
+    weight = dict.fromkeys(range(n), 0.0)
+    rows, cols = np.triu_indices(n, k=1)
+    values = similarity[rows, cols]
+    for e in np.lexsort((cols, rows, -values)):
+        if values[e] <= 0:
+            break
+        i, j = int(rows[e]), int(cols[e])
+        a, b = chain_of[i], chain_of[j]
+        if a == b:
+            weight[a] += values[e]
+            continue
+        chain_a, chain_b = chains.pop(a), chains.pop(b)
+        best = None
+        for first in (chain_a, chain_a[::-1]):
+            for second in (chain_b, chain_b[::-1]):
+                gap = (len(first) - 1 - first.index(i)) + second.index(j)
+                if best is None or gap < best[0]:
+                    best = (gap, first + second)
+        merged = best[1]
+        chains[a] = merged
+        weight[a] += weight.pop(b) + values[e]
+        for k in chain_b:
+            chain_of[k] = a
+    ordered = sorted(chains, key=lambda key: (len(chains[key]) == 1, -weight[key], min(chains[key])))
+    return [k for key in ordered for k in chains[key]]
+
+
+def _thinned_ticks(axis_set_ticks, axis_set_labels, labels: Sequence[str], max_labels: int) -> None:
+    step = max(1, math.ceil(len(labels) / max_labels))
+    positions = list(range(0, len(labels), step))
+    axis_set_ticks(positions)
+    axis_set_labels([labels[p] for p in positions])
+
+
+def plot_confusion(confusion: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str],
+                   order: Sequence[int] | None = None, max_labels: int = 50, annotate_up_to: int = 25) -> bytes:
+    """The confusion matrix (rows: true class, columns: predicted) as a PNG, each row divided by
+    its class's image count, in ``order`` (default :func:`confusion_order`). A square-root colour
+    scale keeps rare confusions visible next to the diagonal; counts are written into the cells
+    only up to ``annotate_up_to`` classes and at most ``max_labels`` tick labels are shown."""
+    from matplotlib.colors import PowerNorm
+
+    c = np.asarray(confusion, dtype=np.float64)
+    n = c.shape[0]
+    if len(labels) != n:
+        raise ValueError(f"{n} x {n} confusion matrix but {len(labels)} labels")
+    order = list(confusion_order(c) if order is None else order)
+    c = c[np.ix_(order, order)]
+    names = [labels[i] for i in order]
+    totals = c.sum(axis=1, keepdims=True)
+    rates = np.divide(c, totals, out=np.zeros_like(c), where=totals > 0)
+    side = float(np.clip(3.5 + 0.05 * n, 6.0, 14.0))
+    fig = _figure(side + 1.4, side)
+    ax = fig.add_subplot()
+    shown = ax.imshow(rates, cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="fraction of the true class's images")
+    size = 8 if n <= 15 else 6
+    _thinned_ticks(ax.set_xticks, lambda t: ax.set_xticklabels(t, rotation=90, fontsize=size), names, max_labels)
+    _thinned_ticks(ax.set_yticks, lambda t: ax.set_yticklabels(t, fontsize=size), names, max_labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix, {n} classes (ordered so that confused classes sit together)", fontsize=10)
+    if n <= annotate_up_to:
+        for r, q in zip(*np.nonzero(c), strict=True):
+            ax.text(q, r, str(int(c[r, q])), ha="center", va="center", fontsize=7,
+                    color="white" if rates[r, q] > 0.45 else "black")
+    return _figure_png(fig)
+
+
+def _series(rows: Sequence[Mapping[str, float | None]], key: str) -> tuple[list[float], list[float]]:
+    points = [(r["step"], r[key]) for r in rows if r.get(key) is not None and r.get("step") is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training_curves(rows: Sequence[Mapping[str, float | None]]) -> bytes | None:
+    """Loss, accuracy (train, validation and each branch), learning rate per parameter group and,
+    when logged, localisation per epoch, from ``read_metrics_csv`` rows. None when there are none."""
+    if not rows:
+        return None
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    branches = [k for k in keys if k.startswith("val/acc_")]
+    panels = [
+        ("loss", [("train/loss", "train", "-"), ("val/loss", "validation", "-")]),
+        ("accuracy", [("train/acc", "train", "-"), ("val/top1", "validation top-1", "-"),
+                      ("val/mean_class_accuracy", "validation mean class", ":")]
+         + [(k, f"val {k[8:]} branch", "--") for k in branches]),
+        ("learning rate", [(k, k[3:], "-") for k in keys if k.startswith("lr/")]),
+        ("localisation (val)", [("val/localisation_accuracy", "accuracy (IoU ≥ 0.5)", "-"),
+                                ("val/mean_iou", "mean IoU", "--")]),
+    ]
+    panels = [(title, [s for s in series if s[0] in keys]) for title, series in panels]
+    panels = [p for p in panels if p[1]]
+    if not panels:
+        return None
+    fig = _figure(4.2 * len(panels), 3.4)
+    for i, (title, series) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for key, label, style in series:
+            x, y = _series(rows, key)
+            ax.plot(x, y, style, marker="o" if len(x) < 30 else None, markersize=3, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if title.startswith(("accuracy", "localisation")):
+            ax.set_ylim(-0.02, 1.02)
+        if title == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        ax.legend(fontsize=7)
+    return _figure_png(fig)
+
+
+def plot_per_class_accuracy(labels: Sequence[str], accuracies: Sequence[float], max_labels: int = 60) -> bytes:
+    """Per-class accuracy as bars, worst first, with the mean as a dashed line."""
+    from matplotlib import colormaps
+
+    order = sorted(range(len(labels)), key=lambda i: (accuracies[i], labels[i]))
+    values = [accuracies[i] for i in order]
+    names = [labels[i] for i in order]
+    n = len(values)
+    fig = _figure(float(np.clip(2.5 + 0.12 * n, 6.0, 14.0)), 3.8)
+    ax = fig.add_subplot()
+    ax.bar(range(n), values, width=0.85, color=colormaps["RdYlGn"](np.asarray(values)))
+    if n:
+        mean = float(np.mean(values))
+        ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
+        ax.legend(fontsize=8, loc="lower right")
+    _thinned_ticks(ax.set_xticks, lambda t: ax.set_xticklabels(t, rotation=90, fontsize=6), names, max_labels)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(-0.7, max(n, 1) - 0.3)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"per-class accuracy, {n} classes, worst first", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _figure_png(fig)
