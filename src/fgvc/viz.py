@@ -33,6 +33,7 @@ __all__ = [
     "group_colour",
     "font",
     "scale_box",
+    "true_boxes_in_input",
     "draw_box",
     "draw_windows",
     "draw_strips",
@@ -135,6 +136,19 @@ def scale_box(box: Box, sx: float, sy: float | None = None, *, inclusive: bool =
             round((y1 + end) * sy) - 1 + oy)
 
 
+def true_boxes_in_input(boxes_xyxy, orig_sizes, input_size: tuple[int, int]):
+    """Annotated boxes (N, 4) in original pixels with exclusive ends (``Sample.box_xyxy``) on the
+    model input of ``input_size`` = (h, w), inclusive ends: valid for the resize-only recipes.
+    ``orig_sizes`` (N, 2) holds each image's (height, width). Returns a float64 tensor."""
+    import torch
+
+    boxes = torch.as_tensor(boxes_xyxy, dtype=torch.float64).reshape(-1, 4)
+    sizes = torch.as_tensor(orig_sizes, dtype=torch.float64).reshape(-1, 2)
+    sy, sx = input_size[0] / sizes[:, 0], input_size[1] / sizes[:, 1]
+    x0, y0, x1, y1 = boxes.unbind(1)
+    return torch.stack([x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1], dim=1)
+
+
 def _clip(box: Box, width: int, height: int) -> tuple[int, int, int, int] | None:
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
@@ -165,23 +179,26 @@ def draw_windows(image: Image.Image, boxes: Sequence[Box], group_sizes: Sequence
         raise ValueError(f"{len(boxes)} windows but the groups hold {sum(group_sizes)} ({list(group_sizes)})")
     groups = [g for g, size in enumerate(group_sizes) for _ in range(size)]
     clipped = [_clip(b, *image.size) for b in boxes]
-    for box, g in zip(clipped, groups, strict=True):
+    for box, g in reversed(list(zip(clipped, groups, strict=True))):  # the first picks end up on top
         if box is not None:
             draw_box(image, box, group_colour(g), width=width, halo=False)
-    draw = ImageDraw.Draw(image)
-    face = font(13, bold=True)
     placed: list[tuple[int, ...]] = []
     for number, (box, g) in enumerate(zip(clipped, groups, strict=True), start=1):
         if box is None:
             continue
-        w, h = _text_size(str(number), face)
-        w, h = w + 5, h + 5
+        tag = Image.new("RGB", (60, 30), group_colour(g))
+        w, h = (v + 1 for v in _tag(ImageDraw.Draw(tag), (0, 0), str(number), group_colour(g))[2:])
         x0, y0, x1, y1 = box
         candidates = [(x0 + width + dx, y0 + width) for dx in range(0, max(x1 - x0 - w, 1), w + 2)]
-        candidates += [(x0 + width, y1 - width - h), (x1 - width - w, y1 - width - h)]
-        xy = next((c for c in candidates if not any(_overlaps((*c, c[0] + w, c[1] + h), p) for p in placed)),
-                  candidates[0])
-        placed.append(_tag(draw, xy, str(number), group_colour(g)))
+        candidates += [(x0 + width, y1 - width - h + 1), (x1 - width - w + 1, y1 - width - h + 1)]
+        x, y = next((c for c in candidates if not any(_overlaps((*c, c[0] + w - 1, c[1] + h - 1), p) for p in placed)),
+                    candidates[0])
+        # the tag stays inside its window, so a window's colour never leaves the window
+        left, top = max(x, x0), max(y, y0)
+        right, bottom = min(x + w - 1, x1), min(y + h - 1, y1)
+        if left <= right and top <= bottom:
+            image.paste(tag.crop((left - x, top - y, right - x + 1, bottom - y + 1)), (left, top))
+            placed.append((x, y, x + w - 1, y + h - 1))
 
 
 # -- overlays -----------------------------------------------------------------------------------
@@ -189,16 +206,16 @@ def draw_windows(image: Image.Image, boxes: Sequence[Box], group_sizes: Sequence
 def draw_strips(image: Image.Image, importance: Sequence[float], row_edges: Sequence[int],
                 suppressed: Sequence[int] = ()) -> Image.Image:
     """FBSM strips as a translucent overlay: strip j spans picture rows ``row_edges[j]`` to
-    ``row_edges[j + 1] - 1``, its opacity grows with its importance (softmax b), its value is
-    printed at the right; suppressed strips get a red outline and a "suppressed" tag."""
+    ``row_edges[j + 1] - 1``, its opacity grows with its importance (softmax b: a uniform strip
+    is faint, one holding three times its share or more is strong), its value is printed at the
+    right; suppressed strips get a red outline and a "suppressed" tag."""
     k = len(importance)
     if len(row_edges) != k + 1:
         raise ValueError(f"{k} strips need {k + 1} row edges, got {len(row_edges)}")
-    top = max(max(importance), 1e-12)
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     for j, b in enumerate(importance):
-        alpha = int(25 + 165 * b / top)
+        alpha = int(10 + 180 * min(1.0, b * k / 3))
         draw.rectangle((0, row_edges[j], image.width - 1, row_edges[j + 1] - 1), fill=(*BOOST_COLOUR, alpha))
         if j:
             draw.line((0, row_edges[j], image.width - 1, row_edges[j]), fill=(255, 255, 255, 200), width=1)
@@ -209,7 +226,7 @@ def draw_strips(image: Image.Image, importance: Sequence[float], row_edges: Sequ
         y0, y1 = row_edges[j], row_edges[j + 1] - 1
         if j in suppressed:
             draw.rectangle((0, y0, out.width - 1, y1), outline=SUPPRESSED_COLOUR, width=3)
-        text = f"{b:.2f}" + ("  suppressed" if j in suppressed else "")
+        text = f"{b:.3f}" + ("  suppressed" if j in suppressed else "")
         w, h = _text_size(text, face)
         if y1 - y0 + 1 >= h + 4:
             colour = SUPPRESSED_COLOUR if j in suppressed else (255, 255, 255)
@@ -281,15 +298,17 @@ def topk_panel(rows: Sequence[tuple[str, float, bool]], width: int = 420, title:
     return panel
 
 
-def legend_panel(entries: Sequence[tuple[RGB, str]], width: int = 420) -> Image.Image:
-    """Colour swatches with their meaning, one per line."""
+def legend_panel(entries: Sequence[tuple[RGB | None, str]], width: int = 420) -> Image.Image:
+    """Colour swatches with their meaning, one per line; an entry without colour is a note."""
     face = font(13)
     panel = Image.new("RGB", (width, 10 + 22 * len(entries)), BACKGROUND)
     draw = ImageDraw.Draw(panel)
     for i, (colour, text) in enumerate(entries):
         y = 6 + 22 * i
-        draw.rectangle((8, y + 2, 26, y + 16), fill=colour, outline=INK)
-        draw.text((34, y), _fit_text(text, face, width - 40), fill=INK, font=face)
+        if colour is not None:
+            draw.rectangle((8, y + 2, 26, y + 16), fill=colour, outline=INK)
+        draw.text((34 if colour is not None else 8, y), _fit_text(text, face, width - 40),
+                  fill=INK if colour is not None else MUTED, font=face)
     return panel
 
 
@@ -463,6 +482,8 @@ def plot_training_curves(rows: Sequence[Mapping[str, float | None]]) -> bytes | 
     when logged, localisation per epoch, from ``read_metrics_csv`` rows. None when there are none."""
     if not rows:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     keys = list(dict.fromkeys(k for r in rows for k in r))
     branches = [k for k in keys if k.startswith("val/acc_")]
     panels = [
@@ -486,6 +507,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, float | None]]) -> bytes | 
             ax.plot(x, y, style, marker="o" if len(x) < 30 else None, markersize=3, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if title.startswith(("accuracy", "localisation")):
             ax.set_ylim(-0.02, 1.02)
@@ -510,7 +532,8 @@ def plot_per_class_accuracy(labels: Sequence[str], accuracies: Sequence[float], 
         mean = float(np.mean(values))
         ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
         ax.legend(fontsize=8, loc="lower right")
-    _thinned_ticks(ax.set_xticks, lambda t: ax.set_xticklabels(t, rotation=90, fontsize=6), names, max_labels)
+    size = 8 if n <= 30 else 6
+    _thinned_ticks(ax.set_xticks, lambda t: ax.set_xticklabels(t, rotation=90, fontsize=size), names, max_labels)
     ax.set_ylim(0, 1.02)
     ax.set_xlim(-0.7, max(n, 1) - 0.3)
     ax.set_ylabel("accuracy")

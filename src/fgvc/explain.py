@@ -1,0 +1,337 @@
+"""``fgvc explain``: one picture per image of what a trained model looked at.
+
+Every picture has a header (file, model, prediction, true class when known) and the top-5
+classes with their probabilities and names. Then, by model:
+
+* MMAL-Net: the image with the AOLM object box, the APPM part windows numbered in selection
+  order and coloured by scale group, the annotated box in another colour when the image belongs
+  to a dataset with boxes; below, the object crop and the part crops as a strip.
+* FBSD: per stage, the model's input with the FBSM strip importances (softmax b) as a
+  translucent overlay, the suppressed strip outlined in red; below, each stage's activation
+  (channel mean of the stage's feature map, the map FBSM scores) as a heatmap.
+* other models: the image.
+
+Boxes come from ``ModelOutput`` (inclusive input pixels) and are mapped onto the displayed
+image with :func:`fgvc.viz.scale_box`; for the resize-only recipes (``mmal``, ``plain``) the
+displayed image is the original file, aspect kept, for ``fbsd`` it is the centre crop the
+model saw.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import v2
+
+from . import viz
+from .data.classes import ClassTable
+from .data.decode import ImageDecodeError, load_rgb
+from .data.index import Sample, is_hidden, is_image_file
+from .data.transforms import build_transform
+from .engine.runtime import LoadedModel, load_model, resolve_device
+from .errors import UserError
+from .models.fbsd import FBSD, strip_sizes
+from .models.mmal import MMALNet
+from .models.output import ModelOutput
+from .models.windows import paired_iou_inclusive
+
+__all__ = ["Explanation", "explain", "explain_images", "collect_images", "DISPLAY_SIZE"]
+
+DISPLAY_SIZE = 448  # px, longer side of the annotated image (MMAL and plain models)
+STAGE_SIZE = 300  # px, side of each FBSD stage panel
+TILE_SIZE = 120  # px, side of each crop in the MMAL crop strip
+GAP = 10
+
+
+@dataclass
+class Explanation:
+    """One picture and where things were drawn on it (picture pixels, inclusive boxes)."""
+
+    path: Path
+    picture: Image.Image
+    top5: list[tuple[str, float]]  # (class id, probability), best first
+    true_class: str | None = None
+    image_origin: tuple[int, int] = (0, 0)  # top-left corner of the annotated image in the picture
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the annotated image
+    boxes: dict[str, list[tuple[int, int, int, int]]] = field(default_factory=dict)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+def collect_images(images: Sequence[str | Path] | str | Path) -> list[tuple[Path, str, bool]]:
+    """``(image path, output file name, given explicitly)`` for files and folders (searched
+    recursively, hidden files skipped, sorted). Output names are unique: a file inside a folder is
+    named after its path below that folder (``class_a__img_001.png``)."""
+    if isinstance(images, str | Path):
+        images = [images]
+    found: list[tuple[Path, str, bool]] = []
+    for item in map(Path, images):
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p)
+                           and not any(is_hidden(Path(part)) for part in p.relative_to(item).parts))
+            if not files:
+                raise UserError(f"{item}: no image files found (looked for {', '.join(sorted({'.jpg', '.png'}))} "
+                                "and the other usual suffixes, in sub-folders too)")
+            found += [(p, "__".join(p.relative_to(item).with_suffix("").parts), False) for p in files]
+        elif item.is_file():
+            found.append((item, item.stem, True))
+        else:
+            raise UserError(f"{item}: no such image file or folder")
+    taken: dict[str, int] = {}
+    named = []
+    for path, stem, explicit in found:
+        taken[stem] = taken.get(stem, 0) + 1
+        suffix = f"-{taken[stem]}" if taken[stem] > 1 else ""
+        named.append((path, f"{stem}{suffix}.png", explicit))
+    return named
+
+
+def _dataset_lookup(loaded: LoadedModel, data_root: str | Path | None,
+                    paths: Sequence[Path]) -> tuple[dict[Path, Sample], int]:
+    """Samples of the dataset at ``data_root`` (default: the run's data root when the images lie
+    inside it) by resolved path, and the rows its images lose at load time (Aircraft's banner)."""
+    root = data_root
+    if root is None and loaded.config.data.root:
+        candidate = Path(loaded.config.data.root).resolve()
+        if any(candidate in p.resolve().parents for p in paths):
+            root = candidate
+    if root is None or not Path(root).is_dir():
+        if data_root is not None:
+            raise UserError(f"--data {data_root}: no such dataset folder")
+        return {}, 0
+    from .data.formats import read_dataset
+
+    fmt = loaded.config.data.format
+    options = {"level": loaded.config.data.aircraft_level} if fmt == "aircraft" else {}
+    index = read_dataset(root, None if fmt == "auto" else fmt, **options)
+    return {s.path.resolve(): s for s in index.samples}, index.crop_bottom_px
+
+
+def _normalisation(transform) -> tuple[Tensor, Tensor]:
+    for step in getattr(transform, "transforms", []):
+        if isinstance(step, v2.Normalize):
+            return torch.tensor(step.mean).view(3, 1, 1), torch.tensor(step.std).view(3, 1, 1)
+    return torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
+
+
+def _to_pil(x: Tensor, mean: Tensor, std: Tensor) -> Image.Image:
+    """A normalised (3, H, W) input tensor back to the RGB image the model saw."""
+    rgb = (x.detach().float().cpu() * std + mean).clamp(0, 1)
+    return Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), "RGB")
+
+
+# -- the pictures -------------------------------------------------------------------------------
+
+def _label(classes: ClassTable, index: int) -> str:
+    cid, name = classes.id_of(index), classes.name_of(index)
+    return cid if name == cid else f"{cid} {name}"
+
+
+def _header(path: Path, loaded: LoadedModel, probs: Tensor, true_index: int | None, width: int) -> Image.Image:
+    m = loaded.config.model
+    pred = int(probs.argmax())
+    line = f"{m.name}/{m.backbone}  ·  predicted {_label(loaded.classes, pred)} ({100 * float(probs[pred]):.1f}%)"
+    if true_index is not None:
+        line += f"  ·  true {_label(loaded.classes, true_index)}" + ("  ✓" if pred == true_index else "  ✗")
+    lines = viz.titled(viz.titled(Image.new("RGB", (width, 4), viz.BACKGROUND), line, size=14, bold=False),
+                       path.name, size=17)
+    return lines
+
+
+def _topk(loaded: LoadedModel, probs: Tensor, true_index: int | None, width: int) -> tuple[Image.Image, list]:
+    k = min(5, probs.numel())
+    values, indices = probs.topk(k)
+    rows = [(_label(loaded.classes, int(i)), float(v), int(i) == true_index) for v, i in zip(values, indices,
+                                                                                              strict=True)]
+    footer = ""
+    if true_index is not None and true_index not in indices.tolist():
+        rank = int((probs > probs[true_index]).sum()) + 1
+        footer = f"true class ranks {rank}: {100 * float(probs[true_index]):.2f}%"
+    panel = viz.topk_panel(rows, width=width, title=f"top-{k}", footer=footer)
+    return panel, [(loaded.classes.id_of(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
+
+
+def _assemble(header: Image.Image, body: Image.Image, image_offset: tuple[int, int]) -> tuple[Image.Image, tuple]:
+    picture = viz.vstack([header, body], gap=GAP)
+    return picture, (image_offset[0], image_offset[1] + header.height + GAP)
+
+
+def _mmal_picture(loaded, path, original, x, out, b, probs, sample, true_index) -> Explanation:
+    model: MMALNet = loaded.model  # type: ignore[assignment]
+    h_in, w_in = x.shape[-2:]
+    display = viz.fit_image(original, DISPLAY_SIZE)
+    sx, sy = display.width / w_in, display.height / h_in
+    drawn: dict[str, list] = {}
+    legend = [(viz.OBJECT_COLOUR, "object box (AOLM)")]
+    notes = []
+    if sample is not None and sample.box_xyxy is not None:
+        true_box = viz.scale_box(sample.box_xyxy, display.width / original.width, display.height / original.height,
+                                 inclusive=False)
+        viz.draw_box(display, true_box, viz.TRUE_BOX_COLOUR, width=3)
+        drawn["true"] = [true_box]
+        legend.append((viz.TRUE_BOX_COLOUR, "true box (dataset annotation)"))
+        truth_in = viz.true_boxes_in_input(sample.box_xyxy, (original.height, original.width), (h_in, w_in))
+        iou = float(paired_iou_inclusive(out.object_boxes[b:b + 1].double().cpu(), truth_in)[0])
+        notes.append(f"IoU of object box with true box: {iou:.2f}")
+    picks = list(model.preset.picks)
+    windows = [viz.scale_box(w, sx, sy) for w in out.part_boxes[b].tolist()]
+    viz.draw_windows(display, windows, picks)
+    drawn["windows"] = windows
+    object_box = viz.scale_box(out.object_boxes[b].tolist(), sx, sy)
+    viz.draw_box(display, object_box, viz.OBJECT_COLOUR, width=4)
+    drawn["object"] = [object_box]
+    for g, n in enumerate(picks):
+        size = "smallest" if g == 0 else "largest" if g == len(picks) - 1 else "middle"
+        legend.append((viz.group_colour(g), f"part windows, scale group {g + 1} ({size}): {n} picked"))
+    if bool(out.extras["aolm_fallback"][b]):
+        notes.append("AOLM found no object: the whole image was used")
+    notes.append("window numbers: APPM selection order")
+
+    ox, oy = original.width / w_in, original.height / h_in
+
+    def crop(box: Sequence[float]) -> Image.Image:
+        x0, y0, x1, y1 = box
+        region = (x0 * ox, y0 * oy, (x1 + 1) * ox, (y1 + 1) * oy)
+        return original.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BICUBIC, box=region)
+
+    groups = [g for g, n in enumerate(picks) for _ in range(n)]
+    tiles = [(crop(out.object_boxes[b].tolist()), "object", viz.OBJECT_COLOUR)]
+    tiles += [(crop(w), str(i + 1), viz.group_colour(g)) for i, (w, g) in enumerate(zip(out.part_boxes[b].tolist(),
+                                                                                        groups, strict=True))]
+    side_width = 420
+    topk, top5 = _topk(loaded, probs, true_index, side_width)
+    side = viz.vstack([topk, viz.legend_panel(legend + [(None, t) for t in notes], width=side_width)])
+    left = viz.titled(display, "input with object box and part windows")
+    top = viz.hstack([left, side], gap=2 * GAP)
+    strip = viz.titled(viz.crop_strip(tiles, TILE_SIZE), "object crop and part crops (what the branches see)")
+    body = viz.vstack([top, strip], gap=2 * GAP)
+    header = _header(path, loaded, probs, true_index, body.width)
+    picture, origin = _assemble(header, body, (0, left.height - display.height))
+    shifted = {k: [tuple(v + origin[i % 2] for i, v in enumerate(box)) for box in boxes] for k, boxes in drawn.items()}
+    return Explanation(path, picture, top5, _true_id(loaded, true_index), origin, display.size, shifted)
+
+
+def _fbsd_picture(loaded, path, x, out, b, stage_maps, probs, true_index, mean, std) -> Explanation:
+    model: FBSD = loaded.model  # type: ignore[assignment]
+    view = _to_pil(x[b], mean, std).resize((STAGE_SIZE, STAGE_SIZE), Image.Resampling.BICUBIC)
+    strips_row = [viz.titled(view, "model input (centre crop)")]
+    heat_row = []
+    for i, fmap in enumerate(stage_maps):
+        importance = out.extras[f"strip_importance{i + 1}"][b].float().cpu()
+        k, rows = importance.numel(), fmap.shape[-2]
+        edges = np.concatenate([[0], np.cumsum(strip_sizes(rows, k))])
+        edges = [round(e * STAGE_SIZE / rows) for e in edges]
+        suppressed = torch.nonzero(importance == importance.max()).flatten().tolist()
+        stride = model.backbone.strides[i]
+        overlay = viz.draw_strips(view, importance.tolist(), edges, suppressed)
+        strips_row.append(viz.titled(overlay, f"stage {i + 1}: {k} strips, b (stride {stride})"))
+        heat = fmap[b].float().mean(dim=0).cpu().numpy()
+        heat_row.append(viz.titled(viz.heatmap_overlay(view, heat), f"stage {i + 1} activation "
+                                   f"({heat.shape[0]}×{heat.shape[1]})"))
+    topk, top5 = _topk(loaded, probs, true_index, STAGE_SIZE)
+    legend = viz.legend_panel([(viz.BOOST_COLOUR, "strip importance b (opacity)"),
+                               (viz.SUPPRESSED_COLOUR, "suppressed strip (max b)")], width=STAGE_SIZE)
+    body = viz.vstack([viz.hstack(strips_row, gap=GAP),
+                       viz.hstack([viz.vstack([topk, legend]), *heat_row], gap=GAP)], gap=2 * GAP)
+    header = _header(path, loaded, probs, true_index, body.width)
+    picture, origin = _assemble(header, body, (0, strips_row[0].height - STAGE_SIZE))
+    return Explanation(path, picture, top5, _true_id(loaded, true_index), origin, view.size)
+
+
+def _plain_picture(loaded, path, original, probs, true_index) -> Explanation:
+    display = viz.fit_image(original, DISPLAY_SIZE)
+    left = viz.titled(display, "input")
+    topk, top5 = _topk(loaded, probs, true_index, 420)
+    body = viz.hstack([left, topk], gap=2 * GAP)
+    header = _header(path, loaded, probs, true_index, body.width)
+    picture, origin = _assemble(header, body, (0, left.height - display.height))
+    return Explanation(path, picture, top5, _true_id(loaded, true_index), origin, display.size)
+
+
+def _true_id(loaded: LoadedModel, true_index: int | None) -> str | None:
+    return None if true_index is None else loaded.classes.id_of(true_index)
+
+
+# -- running ------------------------------------------------------------------------------------
+
+def _forward(model: torch.nn.Module, x: Tensor) -> tuple[ModelOutput, list[Tensor]]:
+    """The model's output on ``x`` (MMAL with its part windows) and, for FBSD, each stage's map."""
+    if isinstance(model, MMALNet):
+        return model(x, parts=True), []
+    if not isinstance(model, FBSD):
+        return model(x), []
+    maps: list[Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, inputs, _o: maps.append(inputs[0].detach())) for m in model.fbsm]
+    try:
+        return model(x), maps
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def explain_images(loaded: LoadedModel, paths: Sequence[Path], device: torch.device | str = "cpu",
+                   data_root: str | Path | None = None, batch_size: int = 8,
+                   skip_unreadable: Sequence[bool] | None = None) -> Iterator[Explanation]:
+    """Explanations of ``paths`` in order; images are run through the model ``batch_size`` at a
+    time. An unreadable file raises, unless its ``skip_unreadable`` entry is True (then it is
+    skipped with a warning)."""
+    device = torch.device(device)
+    model = loaded.model.to(device).eval()
+    cfg = loaded.config.model
+    transform = build_transform(cfg.transform, cfg.input_size, train=False)
+    mean, std = _normalisation(transform)
+    samples, crop_bottom = _dataset_lookup(loaded, data_root, paths)
+    skip = list(skip_unreadable) if skip_unreadable is not None else [False] * len(paths)
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for path, may_skip in zip(paths[start:start + batch_size], skip[start:start + batch_size], strict=True):
+            sample = samples.get(path.resolve())
+            try:
+                original = load_rgb(path, crop_bottom if sample is not None else 0)
+            except ImageDecodeError as e:
+                if not may_skip:
+                    raise
+                warnings.warn(f"skipped {e}", stacklevel=2)
+                continue
+            batch.append((path, original, sample))
+        if not batch:
+            continue
+        x = torch.stack([transform(original) for _, original, _ in batch]).to(device)
+        out, stage_maps = _forward(model, x)
+        probs = torch.softmax(out.logits.float(), dim=1).cpu()
+        for b, (path, original, sample) in enumerate(batch):
+            true_index = sample.label if sample is not None else None
+            if isinstance(model, MMALNet):
+                yield _mmal_picture(loaded, path, original, x, out, b, probs[b], sample, true_index)
+            elif isinstance(model, FBSD):
+                yield _fbsd_picture(loaded, path, x.cpu(), out, b, stage_maps, probs[b], true_index, mean, std)
+            else:
+                yield _plain_picture(loaded, path, original, probs[b], true_index)
+
+
+def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, out_dir: str | Path,
+            device: str = "cpu", data_root: str | Path | None = None, batch_size: int = 8) -> list[Path]:
+    """Write one PNG per input image (files, or folders searched recursively) into ``out_dir``
+    and return their paths in input order. ``checkpoint`` is a checkpoint file or a run folder;
+    ``data_root`` is the dataset the images come from, for their true class and box (default:
+    the run's dataset when the images lie inside it)."""
+    found = collect_images(images)
+    loaded = load_model(checkpoint, "cpu")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = {path: name for path, name, _ in found}
+    written = []
+    for e in explain_images(loaded, [p for p, _, _ in found], resolve_device(device), data_root, batch_size,
+                            skip_unreadable=[not explicit for _, _, explicit in found]):
+        target = out_dir / names[e.path]
+        e.picture.save(target, format="PNG", optimize=True)
+        written.append(target)
+    return written

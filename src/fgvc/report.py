@@ -1,0 +1,432 @@
+"""``fgvc report``: one self-contained HTML page about a run, for a person to read instead of logs.
+
+``write_report(run_dir)`` writes ``run_dir/report.html`` with the resolved config, the training
+curves (``metrics.csv``), the final metrics table (the newest ``eval_*/metrics.json`` of the run;
+when there is none the validation split is evaluated first, which writes ``eval_val/metrics.json``),
+the confusion matrix as a picture with the most-confused pairs and example images, per-class
+accuracy, for models that localise the localisation accuracy with the best and worst boxes, and
+the misclassified images.
+
+The page opens offline: every picture is a ``data:`` URI, there is no script, no external style
+sheet or font, and a Content-Security-Policy forbids the browser any other fetch. Stable element
+ids: ``metrics`` (the metrics table), ``confusion`` (the confusion-matrix image), ``curves``,
+``confused-pairs``, ``per-class``, ``localisation``, ``misclassified``, ``config``.
+
+Example images need the evaluated images: the report runs the checkpoint once more over the split
+its metrics describe (the validation split unless ``fgvc evaluate --split test`` was newer), on
+the data recorded in ``metrics.json``. Without that data the page still has everything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from PIL import Image
+
+from . import viz
+from .data.classes import ClassTable
+from .data.decode import ImageDecodeError, load_rgb
+from .data.index import DatasetIndex, DatasetLayoutError, Sample
+from .errors import UserError
+from .fileio import atomic_write_text
+
+__all__ = ["write_report", "REPORT_FILE", "find_metrics"]
+
+REPORT_FILE = "report.html"
+PAIRS = 20  # most-confused pairs shown
+MISCLASSIFIED = 24  # misclassified images shown
+LOCALISATION_EXAMPLES = 8  # best and worst IoU images shown, each
+THUMB = 160  # px, longer side of example thumbnails
+
+_ACCURACY_KEYS = ("top1", "mean_class_accuracy", "localisation_accuracy")
+_LABELS = {"images": "images", "top1": "top-1 accuracy", "mean_class_accuracy": "mean class accuracy",
+           "loss": "loss", "localisation_accuracy": "localisation accuracy (IoU ≥ 0.5)", "mean_iou": "mean IoU"}
+_NOT_METRICS = {"checkpoint", "split", "data", "processes", "per_class", "most_confused", "confusion"}
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1b1b1b;
+background:#fafafa;line-height:1.4}
+main{max-width:1240px;margin:0 auto;padding:12px 24px 48px}
+header{background:#1f3b5a;color:#fff;padding:14px 24px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;font-size:13px;color:#d5e2f0}
+nav{font-size:13px;margin:10px 0}nav a{margin-right:14px;color:#1f5b99}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:12px 18px;margin:14px 0}
+h2{font-size:18px;margin:4px 0 10px}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}
+thead th{background:#1f3b5a;color:#fff}
+#metrics{min-width:360px}#metrics th{background:#1f3b5a;color:#fff;font-weight:600}
+#metrics td{font-variant-numeric:tabular-nums;text-align:right}
+img{max-width:100%;height:auto}
+.grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;width:170px;font-size:12px}figure img{display:block;border:1px solid #ccc}
+figcaption{margin-top:3px;word-wrap:break-word}
+.wrong{color:#b00020}.right{color:#007a33}.note{color:#666;font-size:13px}
+.pairs td{vertical-align:top}.pairs img{height:96px;width:auto;margin:0 4px 4px 0}
+pre{background:#f4f4f4;padding:10px;font-size:12px;overflow:auto;max-height:520px}
+"""
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+def find_metrics(run_dir: Path) -> Path | None:
+    """The newest ``eval_*/metrics.json`` in the run folder."""
+    found = [p for p in Path(run_dir).glob("eval_*/metrics.json") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], str, ClassTable]:
+    """(config as a dict, config text, classes) from the run folder, else from its checkpoint."""
+    config_file, classes_file = run_dir / "config.yaml", run_dir / "classes.json"
+    if config_file.is_file() and classes_file.is_file():
+        text = config_file.read_text(encoding="utf-8")
+        return yaml.safe_load(text) or {}, text, ClassTable.load(classes_file)
+    from .engine.checkpoint import load_checkpoint, resolve_checkpoint
+
+    state = load_checkpoint(resolve_checkpoint(run_dir))
+    return state["config"], yaml.safe_dump(state["config"], sort_keys=False), ClassTable.from_dict(state["classes"])
+
+
+def _evaluate_validation(run_dir: Path, config: dict[str, Any], device: str, progress: bool) -> Path:
+    from .engine.evaluate import evaluate_checkpoint
+
+    data = (config.get("data") or {}).get("root")
+    if not data or not Path(data).exists():
+        raise UserError(f"no evaluation in {run_dir} (eval_*/metrics.json) and the training data "
+                        f"({data or 'data.root not set'}) is not there to evaluate the validation split; "
+                        f"run `fgvc evaluate {run_dir} --data ROOT`, then `fgvc report {run_dir}`")
+    return evaluate_checkpoint(run_dir, data, "val", device=device, progress=progress).json_path
+
+
+@dataclass
+class _Examples:
+    """The evaluated split, run through the model once more, for example images."""
+
+    index: DatasetIndex
+    labels: torch.Tensor  # (N,) class index
+    predictions: torch.Tensor  # (N,)
+    confidence: torch.Tensor  # (N,) probability of the predicted class
+    samples: list[Sample]  # (N,) in result order
+    orig_sizes: torch.Tensor  # (N, 2) height, width
+    object_boxes: torch.Tensor | None  # (N, 4) inclusive input pixels
+    input_size: tuple[int, int]
+
+
+def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool) -> _Examples:
+    from .data.split import apply_split
+    from .engine.checkpoint import resolve_checkpoint
+    from .engine.evaluate import infer
+    from .engine.runtime import load_data, load_model, make_loader, resolve_amp, resolve_device
+
+    checkpoint = Path(metrics.get("checkpoint") or "")
+    loaded = load_model(checkpoint if checkpoint.is_file() else resolve_checkpoint(run_dir), resolve_device(device))
+    data = metrics.get("data") or loaded.config.data.root
+    if not data or not Path(data).exists():
+        raise UserError(f"the evaluated data ({data}) is not there; example images are left out")
+    index = load_data(loaded.config, data)
+    if metrics.get("split", "val") == "val":
+        _, part = apply_split(index.split("train"), list(loaded.checkpoint["val_ids"]))
+    else:
+        part = index.split("test")
+    dev = resolve_device(device)
+    loader = make_loader(part, loaded.config, False, len(loaded.classes))
+    result = infer(loaded.model, loader, dev, resolve_amp(loaded.config.train.amp, dev), progress=progress,
+                   desc="report", with_loss=False)
+    keep = result.labels >= 0
+    probs = torch.softmax(result.logits[keep].float(), dim=1)
+    confidence, predictions = probs.max(dim=1)
+    rows = result.indices[keep].tolist()
+    return _Examples(part, result.labels[keep], predictions, confidence, [part.samples[i] for i in rows],
+                     result.orig_sizes[keep], None if result.object_boxes is None else result.object_boxes[keep],
+                     result.input_size)
+
+
+# -- html pieces --------------------------------------------------------------------------------
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _img(data: bytes, alt: str, mime: str = "image/png", element_id: str | None = None) -> str:
+    ident = f' id="{element_id}"' if element_id else ""
+    return f'<img{ident} src="{_data_uri(data, mime)}" alt="{_esc(alt)}">'
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _label(classes: ClassTable, class_id: str) -> str:
+    name = classes.name_of(classes.index_of(class_id))
+    return class_id if name == class_id else f"{class_id} {name}"
+
+
+def _format(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if key in _ACCURACY_KEYS or key.startswith(("top", "acc_")):
+        return f"{100 * value:.2f}%"
+    return f"{value:.4f}"
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    order = ["images", "top1", *sorted(k for k in metrics if k.startswith("top") and k != "top1"),
+             "mean_class_accuracy", "loss", *sorted(k for k in metrics if k.startswith("acc_")),
+             "localisation_accuracy", "mean_iou"]
+    order += [k for k in metrics if k not in order and k not in _NOT_METRICS]
+    rows = []
+    for key in dict.fromkeys(order):
+        value = metrics.get(key)
+        if key not in metrics or not (value is None or isinstance(value, int | float)):
+            continue
+        label = _LABELS.get(key) or (f"top-{key[3:]} accuracy" if key.startswith("top") else
+                                     f"{key[4:]} branch accuracy" if key.startswith("acc_") else key)
+        rows.append(f'<tr><th scope="row">{_esc(label)}</th><td data-key="{_esc(key)}" '
+                    f'data-value="{_esc(json.dumps(value))}">{_esc(_format(key, value))}</td></tr>')
+    return f'<table id="metrics">{"".join(rows)}</table>'
+
+
+def _thumb(ex: _Examples, row: int, boxes: Sequence[tuple[Sequence[float], viz.RGB, bool]] = ()) -> Image.Image | None:
+    """Row ``row`` of the examples fitted to THUMB px, with boxes ``(box, colour, is input-pixel
+    inclusive)``: input-pixel boxes are scaled from the model input, others are exclusive
+    original-pixel boxes (the dataset's)."""
+    sample = ex.samples[row]
+    try:
+        original = load_rgb(sample.path, ex.index.crop_bottom_px)
+    except ImageDecodeError:
+        return None
+    image = viz.fit_image(original, THUMB)
+    for box, colour, in_input in boxes:
+        if in_input:
+            h_in, w_in = ex.input_size
+            scaled = viz.scale_box(box, image.width / w_in, image.height / h_in)
+        else:
+            scaled = viz.scale_box(box, image.width / original.width, image.height / original.height,
+                                   inclusive=False)
+        viz.draw_box(image, scaled, colour, width=2, halo=False)
+    return image
+
+
+def _figure(ex: _Examples, row: int, caption_html: str) -> str:
+    image = _thumb(ex, row)
+    if image is None:
+        return ""
+    return f'<figure>{_img(_jpeg(image), ex.samples[row].path.name, "image/jpeg")}<figcaption>{caption_html}' \
+           f'</figcaption></figure>'
+
+
+def _section(element_id: str, title: str, body: str) -> str:
+    return f'<section id="{element_id}"><h2>{_esc(title)}</h2>{body}</section>'
+
+
+def _curves_section(rows: list[dict[str, float | None]]) -> str:
+    png = viz.plot_training_curves(rows)
+    if png is None:
+        return _section("curves", "Training curves", '<p class="note">no metrics.csv rows in this run</p>')
+    last = rows[-1]
+    tops = [(r["val/top1"], int(r["step"])) for r in rows if r.get("val/top1") is not None]
+    summary = f"{len(rows)} epoch(s) logged"
+    if tops:
+        best, epoch = max(tops)
+        summary += f"; best validation top-1 {100 * best:.2f}% at epoch {epoch}"
+    if last.get("train/loss") is not None:
+        summary += f"; last train loss {last['train/loss']:.4f}"
+    return _section("curves", "Training curves", f'<p class="note">{_esc(summary)}</p>'
+                    + _img(png, "training curves: loss, accuracy, learning rate per epoch"))
+
+
+def _confusion_section(metrics: dict[str, Any], classes: ClassTable) -> str:
+    confusion = metrics.get("confusion")
+    if not confusion:
+        return _section("confusion-matrix", "Confusion matrix", '<p class="note">no confusion matrix</p>')
+    png = viz.plot_confusion(confusion, [_label(classes, cid) if len(classes) <= 40 else cid for cid in classes.ids])
+    return _section("confusion-matrix", "Confusion matrix",
+                    '<p class="note">Rows: true class, columns: predicted class, each row as a fraction of its '
+                    'images (square-root colour scale). Classes are ordered so that classes confused with each '
+                    'other sit together.</p>' + _img(png, "confusion matrix", element_id="confusion"))
+
+
+def _pairs_section(metrics: dict[str, Any], classes: ClassTable, ex: _Examples | None) -> str:
+    pairs = (metrics.get("most_confused") or [])[:PAIRS]
+    if not pairs:
+        return _section("confused-pairs", "Most-confused pairs", '<p class="note">no confusions</p>')
+    rows = []
+    for rank, pair in enumerate(pairs, start=1):
+        t, p = classes.index_of(pair["true"]), classes.index_of(pair["predicted"])
+        wrong = right = ""
+        if ex is not None:
+            hits = torch.nonzero((ex.labels == t) & (ex.predictions == p)).flatten().tolist()[:3]
+            wrong = "".join(_pair_image(ex, r) for r in hits)
+            ref = torch.nonzero((ex.labels == p) & (ex.predictions == p)).flatten().tolist()
+            ref = ref or torch.nonzero(ex.labels == p).flatten().tolist()
+            right = _pair_image(ex, ref[0]) if ref else ""
+        rows.append(f"<tr><td>{rank}</td><td>{_esc(_label(classes, pair['true']))}</td>"
+                    f"<td>{_esc(_label(classes, pair['predicted']))}</td><td>{pair['count']}</td>"
+                    f"<td>{wrong}</td><td>{right}</td></tr>")
+    head = ("<thead><tr><th>#</th><th>true class</th><th>predicted as</th><th>images</th>"
+            "<th>misclassified examples</th><th>an image of the predicted class</th></tr></thead>")
+    note = "" if ex is not None else '<p class="note">example images need the evaluated data</p>'
+    return _section("confused-pairs", f"{len(pairs)} most-confused pairs",
+                    f'{note}<table class="pairs">{head}<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _pair_image(ex: _Examples, row: int) -> str:
+    image = _thumb(ex, row)
+    return "" if image is None else _img(_jpeg(image), ex.samples[row].path.name, "image/jpeg")
+
+
+def _per_class_section(metrics: dict[str, Any], classes: ClassTable) -> str:
+    per_class = metrics.get("per_class") or {}
+    if not per_class:
+        return _section("per-class", "Per-class accuracy", '<p class="note">no per-class figures</p>')
+    ids = sorted(per_class, key=lambda cid: (per_class[cid]["accuracy"], classes.index_of(cid)))
+    png = viz.plot_per_class_accuracy([_label(classes, c) if len(ids) <= 40 else c for c in ids],
+                                      [per_class[c]["accuracy"] for c in ids])
+    rows = "".join(f"<tr><td>{i}</td><td>{_esc(cid)}</td><td>{_esc(classes.name_of(classes.index_of(cid)))}</td>"
+                   f"<td>{per_class[cid]['correct']}/{per_class[cid]['total']}</td>"
+                   f"<td>{100 * per_class[cid]['accuracy']:.1f}%</td></tr>" for i, cid in enumerate(ids, start=1))
+    table = ('<table id="per-class-table"><thead><tr><th>#</th><th>class</th><th>name</th><th>correct</th>'
+             f"<th>accuracy</th></tr></thead><tbody>{rows}</tbody></table>")
+    if len(ids) > 30:
+        table = f"<details><summary>all {len(ids)} classes, worst first</summary>{table}</details>"
+    return _section("per-class", "Per-class accuracy, worst first", _img(png, "per-class accuracy") + table)
+
+
+def _localisation_section(metrics: dict[str, Any], ex: _Examples | None) -> str:
+    if metrics.get("localisation_accuracy") is None:
+        return ""
+    text = (f"<p>Localisation accuracy (object box IoU ≥ 0.5 with the annotated box): "
+            f"<b>{100 * metrics['localisation_accuracy']:.2f}%</b>, mean IoU <b>{metrics['mean_iou']:.3f}</b>. "
+            f'Boxes: <span style="color:#c000c0">object box (AOLM)</span>, '
+            f'<span style="color:#00a000">annotated box</span>.</p>')
+    if ex is None or ex.object_boxes is None or any(s.box_xyxy is None for s in ex.samples):
+        return _section("localisation", "Localisation", text)
+    from .models.windows import paired_iou_inclusive
+
+    truth_in = viz.true_boxes_in_input([s.box_xyxy for s in ex.samples], ex.orig_sizes, ex.input_size)
+    iou = paired_iou_inclusive(ex.object_boxes.double(), truth_in)
+    order = iou.argsort(descending=True).tolist()
+    n = min(LOCALISATION_EXAMPLES, (len(order) + 1) // 2)  # few images: best and worst do not overlap
+    grids = []
+    for title, rows in (("best IoU", order[:n]), ("worst IoU", order[n:][::-1][:LOCALISATION_EXAMPLES])):
+        items = []
+        for r in rows:
+            boxes = [(ex.samples[r].box_xyxy, viz.TRUE_BOX_COLOUR, False),
+                     (ex.object_boxes[r].tolist(), viz.OBJECT_COLOUR, True)]
+            image = _thumb(ex, r, boxes)
+            if image is not None:
+                items.append((image, f"IoU {float(iou[r]):.2f}\n{ex.samples[r].path.name}"))
+        if items:
+            grid = viz.image_grid(items, columns=min(len(items), 8), tile=140)
+            grids.append(f"<h3>{title}</h3>" + _img(_jpeg(grid), f"{title} examples", "image/jpeg"))
+    return _section("localisation", "Localisation (object box)", text + "".join(grids))
+
+
+def _true_vs_predicted(classes: ClassTable, ex: _Examples, row: int) -> str:
+    true, predicted = classes.id_of(int(ex.labels[row])), classes.id_of(int(ex.predictions[row]))
+    return (f'<span class="right">true: {_esc(_label(classes, true))}</span><br><span class="wrong">predicted: '
+            f'{_esc(_label(classes, predicted))} ({100 * float(ex.confidence[row]):.0f}%)</span>')
+
+
+def _misclassified_section(classes: ClassTable, ex: _Examples | None) -> str:
+    if ex is None:
+        return ""
+    wrong = torch.nonzero(ex.predictions != ex.labels).flatten()
+    if not len(wrong):
+        return _section("misclassified", "Misclassified images", "<p>none: every image was classified correctly</p>")
+    wrong = wrong[ex.confidence[wrong].argsort(descending=True)][:MISCLASSIFIED].tolist()
+    figures = "".join(_figure(ex, r, _true_vs_predicted(classes, ex, r)) for r in wrong)
+    total = int((ex.predictions != ex.labels).sum())
+    return _section("misclassified", f"Misclassified images ({len(wrong)} of {total}, most confident first)",
+                    f'<div class="grid">{figures}</div>')
+
+
+# -- the page -----------------------------------------------------------------------------------
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_path: str | Path | None = None,
+                 device: str = "auto", progress: bool = False) -> Path:
+    """Write the run's ``report.html`` (default ``run_dir/report.html``) and return its path.
+
+    ``metrics_path`` picks the ``metrics.json`` to report (default: the newest ``eval_*/metrics.json``
+    in the run; with none the validation split is evaluated first). Problems that only cost a part
+    of the page (no data for example images, no validation split) are written into the page.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder (expected the --out folder of `fgvc train`)")
+    config, config_text, classes = _read_run(run_dir)
+    notes: list[str] = []
+    from .tracking import METRICS_CSV, read_metrics_csv
+
+    rows = read_metrics_csv(run_dir / METRICS_CSV) if (run_dir / METRICS_CSV).is_file() else []
+    metrics: dict[str, Any] = {}
+    path = Path(metrics_path) if metrics_path is not None else find_metrics(run_dir)
+    try:
+        if path is None:
+            path = _evaluate_validation(run_dir, config, device, progress)
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UserError, DatasetLayoutError, ValueError, OSError) as e:
+        notes.append(f"no metrics: {e}")
+        path = None
+    ex = None
+    if metrics:
+        try:
+            ex = _examples(metrics, run_dir, device, progress)
+        except (UserError, DatasetLayoutError, ValueError, KeyError, OSError) as e:
+            notes.append(f"no example images: {e}")
+    model = config.get("model") or {}
+    subtitle = (f"{model.get('name', '?')}/{model.get('backbone', '?')} at {model.get('input_size', '?')} px · "
+                f"{len(classes)} classes · run {run_dir.resolve()}")
+    evaluated = (f"{metrics.get('split', '?')} split, {metrics.get('images', '?')} images of {metrics.get('data')}, "
+                 f"checkpoint {metrics.get('checkpoint')} ({path})") if metrics else "not evaluated"
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    summary = (f'<p class="note">Evaluated: {_esc(evaluated)}</p>' + _metrics_table(metrics)) if metrics else \
+        '<p class="note">no metrics</p>'
+    sections = [
+        _section("summary", "Final metrics", summary + "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)),
+        _confusion_section(metrics, classes) if metrics else "",
+        _curves_section(rows),
+        _pairs_section(metrics, classes, ex) if metrics else "",
+        _per_class_section(metrics, classes) if metrics else "",
+        _localisation_section(metrics, ex) if metrics else "",
+        _misclassified_section(classes, ex),
+        _section("config", "Resolved config", f"<pre>{_esc(config_text)}</pre>"),
+    ]
+    nav = " ".join(f'<a href="#{i}">{t}</a>' for i, t in (
+        ("summary", "metrics"), ("confusion-matrix", "confusion"), ("curves", "curves"),
+        ("confused-pairs", "confused pairs"), ("per-class", "per class"), ("localisation", "localisation"),
+        ("misclassified", "misclassified"), ("config", "config")) if f'id="{i}"' in "".join(sections))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>fgvc report: {_esc(config.get('name', run_dir.name))}</title>
+<style>{_STYLE}</style></head>
+<body><header><h1>fgvc report: {_esc(config.get('name', run_dir.name))}</h1>
+<p>{_esc(subtitle)} · generated {generated}</p></header>
+<main><nav>{nav}</nav>
+{"".join(s for s in sections if s)}
+</main></body></html>
+"""
+    target = Path(out) if out is not None else run_dir / REPORT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, page)
+    return target
