@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(BIN)/fgvc train --config demo --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run
 	$(BIN)/fgvc evaluate $(DEMO_DIR)/run --data $(DEMO_DIR)/data --split val
 	$(BIN)/fgvc predict $(DEMO_DIR)/run --data $(DEMO_DIR)/data --out $(DEMO_DIR)/predictions --group demo
+	$(BIN)/fgvc explain $(DEMO_DIR)/run $$(ls $(DEMO_DIR)/data/test/*.jpg | head -n 4) --data $(DEMO_DIR)/data \
+		--out $(DEMO_DIR)/explain
 	$(BIN)/fgvc score $(DEMO_DIR)/predictions/submission.json --labels $(DEMO_DIR)/data/test_labels.csv \
 		--classes $(DEMO_DIR)/run/classes.json
 	@echo
@@ -28,6 +30,9 @@ demo: $(STAMP)
 	@echo "  evaluation   $(DEMO_DIR)/run/eval_val/metrics.json"
 	@echo "  predictions  $(DEMO_DIR)/predictions/predictions.csv"
 	@echo "  submission   $(DEMO_DIR)/predictions/submission.json"
+	@echo "  pictures     $(DEMO_DIR)/explain/*.png"
+	@echo
+	@echo "report: $(abspath $(DEMO_DIR))/run/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

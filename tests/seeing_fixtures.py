@@ -12,7 +12,9 @@ import functools
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fgvc.config import load_config
 from fgvc.data.synthetic import generate_dataset
@@ -41,6 +43,17 @@ def build_run(base: Path, model: str) -> Path:
     run_dir = base / f"seeing_run_{model}"
     train(config, run_dir, progress=False)
     return run_dir
+
+
+def colour_mask(image: Image.Image, colour) -> np.ndarray:
+    """(H, W) bool: pixels of exactly ``colour``."""
+    return (np.asarray(image.convert("RGB")) == np.asarray(colour, dtype=np.uint8)).all(axis=2)
+
+
+def bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Inclusive (x0, y0, x1, y1) of the True pixels."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
 def fresh_copy(run_dir: Path, target: Path) -> Path:

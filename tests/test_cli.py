@@ -43,3 +43,21 @@ def test_synth_into_a_non_empty_folder_is_refused(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
     assert main(["data", "synth", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_train_writes_the_report_and_explain_and_report_commands(tmp_path, capsys):
+    root, run = tmp_path / "data", tmp_path / "run"
+    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "4", "--size", "64"]) == 0
+    assert main(["train", "--config", "demo", "--data", str(root), "--out", str(run), "--no-progress",
+                 "--set", "train.epochs=1", "--set", "model.input_size=64", "--set", "data.num_workers=0",
+                 "--set", "train.device=cpu"]) == 0
+    assert f"report written to {run / 'report.html'}" in capsys.readouterr().out
+    assert (run / "eval_val" / "metrics.json").is_file()
+    image = sorted((root / "test").glob("*.jpg"))[0]
+    assert main(["explain", str(run), str(image), "--out", str(tmp_path / "pics"), "--device", "cpu"]) == 0
+    assert (tmp_path / "pics" / f"{image.stem}.png").is_file()
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html"), "--device", "cpu", "--no-progress"]) == 0
+    assert (tmp_path / "r.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    capsys.readouterr()
+    assert main(["explain", str(run), str(tmp_path / "nope.jpg")]) == 2
+    assert "no such image file or folder" in capsys.readouterr().err

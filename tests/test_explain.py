@@ -15,8 +15,7 @@ from fgvc.data.transforms import build_transform
 from fgvc.engine.runtime import load_model
 from fgvc.errors import UserError
 from fgvc.explain import DISPLAY_SIZE, STAGE_SIZE, collect_images, explain, explain_images
-from tests.seeing_fixtures import baseline_run, fbsd_run, mmal_run, seeing_data  # noqa: F401
-from tests.test_viz import bounds, colour_mask
+from tests.seeing_fixtures import baseline_run, bounds, colour_mask, fbsd_run, mmal_run, seeing_data  # noqa: F401
 
 
 def first_sample(data):

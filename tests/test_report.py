@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fgvc.errors import UserError
 from fgvc.report import find_metrics, write_report
 from tests.seeing_fixtures import baseline_run, fresh_copy, mmal_run, seeing_data  # noqa: F401
 
@@ -122,12 +123,12 @@ def test_report_sections_for_mmal(mmal_report, mmal_run):  # noqa: F811
         assert text.count("<tr><td>") >= len(metrics["most_confused"])
 
 
-def test_newest_evaluation_wins_and_missing_data_costs_only_the_examples(mmal_report, tmp_path):
+def test_newest_evaluation_wins_and_missing_data_costs_only_the_examples(mmal_report, tmp_path, monkeypatch):
     run, _, _ = mmal_report
     metrics = json.loads((run / "eval_val" / "metrics.json").read_text())
     other = run / "eval_other" / "metrics.json"
     other.parent.mkdir()
-    other.write_text(json.dumps({**metrics, "top1": 0.125, "data": str(tmp_path / "gone")}))
+    other.write_text(json.dumps({**metrics, "top1": 0.125}))
     os.utime(other, (time.time() + 5, time.time() + 5))
     try:
         path = write_report(run, tmp_path / "r.html", device="cpu")
@@ -135,8 +136,19 @@ def test_newest_evaluation_wins_and_missing_data_costs_only_the_examples(mmal_re
         page = Page(path.read_text(encoding="utf-8"))
         top1 = next(c for c in page.cells if c["data-key"] == "top1")
         assert json.loads(top1["data-value"]) == 0.125 and top1["text"] == "12.50%"
-        assert "confusion" in page.ids and "misclassified" not in page.ids
-        assert "no example images" in path.read_text(encoding="utf-8")
+        assert "localisation" in page.ids and "no example images" not in path.read_text(encoding="utf-8")
+
+        def gone(*args, **kwargs):
+            raise UserError("data folder not found")
+
+        monkeypatch.setattr("fgvc.engine.runtime.load_data", gone)
+        path = write_report(run, tmp_path / "r2.html", metrics_path=run / "eval_val" / "metrics.json")
+        text = path.read_text(encoding="utf-8")
+        page = Page(text)
+        top1 = next(c for c in page.cells if c["data-key"] == "top1")
+        assert json.loads(top1["data-value"]) == metrics["top1"]  # metrics_path overrides the newest
+        assert "confusion" in page.ids and "per-class" in page.ids and "misclassified" not in page.ids
+        assert "no example images: data folder not found" in text
     finally:
         shutil.rmtree(other.parent)
 
@@ -175,13 +187,20 @@ def test_report_renders_in_headless_chromium(mmal_report, tmp_path):
     for problem in ("CONSOLE", "Refused to", "net::ERR", "Uncaught"):
         assert problem not in log, [line for line in log.splitlines() if problem in line][:5]
     assert '<table id="metrics">' in dom.stdout and 'id="confusion" src="data:image/png;base64,' in dom.stdout
+    # the check is not vacuous: with the report's policy, a page that reaches out is logged
+    text = path.read_text(encoding="utf-8")
+    policy = text[text.index("<meta http-equiv"):text.index(">", text.index("<meta http-equiv")) + 1]
+    leaky = tmp_path / "leaky.html"
+    leaky.write_text(f'<!DOCTYPE html><html><head>{policy}</head><body><img src="https://example.com/a.png">'
+                     "</body></html>")
+    assert "CONSOLE" in chromium(["--dump-dom", leaky.as_uri()], tmp_path / "profile3").stderr
 
     with Image.open(shot) as img:
         assert img.format == "PNG" and img.size == (1280, 2000)
         pixels = np.asarray(img.convert("RGB")).astype(int)
     assert pixels.std() > 20  # not blank
     near = lambda colour, tol: (np.abs(pixels - np.asarray(colour)).max(axis=2) <= tol).sum()  # noqa: E731
-    assert near((31, 59, 90), 2) > 5000  # the metrics table's row headers
+    assert near((43, 93, 138), 2) > 5000  # the metrics table's row headers (#2b5d8a, used nowhere else)
     page = Page(path.read_text(encoding="utf-8"))
     confusion = np.asarray(decoded_image(page.ids["confusion"]["src"]).convert("RGB")).astype(int)
     flat = confusion.reshape(-1, 3)

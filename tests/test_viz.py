@@ -10,18 +10,9 @@ from PIL import Image
 from fgvc import viz
 from fgvc.data.index import Sample
 from fgvc.engine.evaluate import Inference, _true_boxes_in_input
+from tests.seeing_fixtures import bounds, colour_mask
 
 RED = (255, 0, 0)
-
-
-def colour_mask(image: Image.Image, colour) -> np.ndarray:
-    return (np.asarray(image.convert("RGB")) == np.asarray(colour, dtype=np.uint8)).all(axis=2)
-
-
-def bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Inclusive (x0, y0, x1, y1) of the True pixels."""
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
 @pytest.mark.parametrize("width", [1, 3])

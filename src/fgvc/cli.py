@@ -43,8 +43,28 @@ def _config(args: argparse.Namespace):
     return config
 
 
+def _write_report(run_dir: Path, metrics_path: Path | None = None, device: str = "auto",
+                  progress: bool = True) -> None:
+    """report.html at the end of train/evaluate; a multi-process (torchrun) job leaves it to `fgvc report`."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"report: run `fgvc report {run_dir}` once this multi-process job has finished")
+        return
+    from .report import write_report
+
+    try:
+        path = write_report(run_dir, metrics_path=metrics_path, device=device, progress=progress)
+    except Exception as e:  # noqa: BLE001  the report is a by-product: the run itself succeeded
+        print(f"fgvc: warning: report not written ({type(e).__name__}: {e}); retry with `fgvc report {run_dir}`",
+              file=sys.stderr)
+        return
+    print(f"report written to {path}")
+
+
 def _train(args: argparse.Namespace) -> int:
-    from .engine.trainer import train
+    from .engine.trainer import Trainer
 
     if args.resume is not None:
         from .config import Config
@@ -53,13 +73,16 @@ def _train(args: argparse.Namespace) -> int:
         config = Config()  # replaced by the checkpoint's resolved config
         if args.data:
             config.data.root = str(args.data)
-        train(config, run_dir, resume=True, progress=not args.no_progress)
-        return 0
-    config = _config(args)
-    run_dir = args.out or Path("runs") / config.name
-    if (run_dir / "last.pt").exists():
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-    train(config, run_dir, init_from=args.init_from, progress=not args.no_progress)
+        trainer = Trainer(config, run_dir, resume=True, progress=not args.no_progress)
+    else:
+        config = _config(args)
+        run_dir = args.out or Path("runs") / config.name
+        if (run_dir / "last.pt").exists():
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+        trainer = Trainer(config, run_dir, init_from=args.init_from, progress=not args.no_progress)
+    trainer.fit()
+    if not args.no_report and not trainer.interrupted:
+        _write_report(run_dir, device=trainer.config.train.device, progress=not args.no_progress)
     return 0
 
 
@@ -73,6 +96,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         print(report.to_text())
         print(f"metrics written to {report.json_path}")
+    if not args.no_report:
+        _write_report(report.checkpoint.parent, metrics_path=report.json_path, device=args.device,
+                      progress=not args.no_progress)
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    written = explain(args.checkpoint, args.images, args.out, device=args.device, data_root=args.data,
+                      batch_size=args.batch_size)
+    for path in written:
+        print(path)
+    print(f"wrote {len(written)} picture(s) to {args.out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run_dir, args.out, device=args.device, progress=not args.no_progress)
+    print(f"report written to {path}")
     return 0
 
 
@@ -151,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
                        help="start from another run's weights (heads re-initialised when classes differ)")
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report.html at the end")
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on the validation or test split")
@@ -161,7 +207,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--no-report", action="store_true", help="do not rewrite the run's report.html")
     evaluate.set_defaults(func=_evaluate)
+
+    expl = commands.add_parser("explain", help="pictures of what a model looks at: boxes, windows, strips, top-5")
+    expl.add_argument("checkpoint", type=Path, help="checkpoint file or run directory")
+    expl.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files or folders (recursive)")
+    expl.add_argument("--out", type=Path, default=Path("explain"), help="folder for the PNGs (default ./explain)")
+    expl.add_argument("--data", type=Path, default=None,
+                      help="dataset the images come from, for true class and box (default: the run's, if inside)")
+    expl.add_argument("--batch-size", type=int, default=8)
+    expl.add_argument("--device", default="auto")
+    expl.set_defaults(func=_explain)
+
+    rep = commands.add_parser("report", help="write RUN_DIR/report.html: curves, metrics, confusions, examples")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--out", type=Path, default=None, help="HTML file (default RUN_DIR/report.html)")
+    rep.add_argument("--device", default="auto")
+    rep.add_argument("--no-progress", action="store_true")
+    rep.set_defaults(func=_report)
 
     pred = commands.add_parser("predict", help="predict test images; writes predictions.csv and submission.json")
     pred.add_argument("checkpoint", type=Path)

@@ -12,9 +12,9 @@ classes with their probabilities and names. Then, by model:
 * other models: the image.
 
 Boxes come from ``ModelOutput`` (inclusive input pixels) and are mapped onto the displayed
-image with :func:`fgvc.viz.scale_box`; for the resize-only recipes (``mmal``, ``plain``) the
-displayed image is the original file, aspect kept, for ``fbsd`` it is the centre crop the
-model saw.
+image with :func:`fgvc.viz.scale_box`. For the resize-only recipes (``mmal``, ``plain``) the
+displayed image is the original file, aspect kept, and crops are cut from it at full
+resolution; for a cropping recipe (``fbsd``) it is the centre crop the model saw.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ __all__ = ["Explanation", "explain", "explain_images", "collect_images", "DISPLA
 
 DISPLAY_SIZE = 448  # px, longer side of the annotated image (MMAL and plain models)
 STAGE_SIZE = 300  # px, side of each FBSD stage panel
+RESIZE_ONLY = ("mmal", "plain")  # recipes whose input is the whole image, resized (fgvc.data.transforms)
 TILE_SIZE = 120  # px, side of each crop in the MMAL crop strip
 GAP = 10
 
@@ -140,9 +141,7 @@ def _header(path: Path, loaded: LoadedModel, probs: Tensor, true_index: int | No
     line = f"{m.name}/{m.backbone}  ·  predicted {_label(loaded.classes, pred)} ({100 * float(probs[pred]):.1f}%)"
     if true_index is not None:
         line += f"  ·  true {_label(loaded.classes, true_index)}" + ("  ✓" if pred == true_index else "  ✗")
-    lines = viz.titled(viz.titled(Image.new("RGB", (width, 4), viz.BACKGROUND), line, size=14, bold=False),
-                       path.name, size=17)
-    return lines
+    return viz.text_block([(path.name, 17, True), (line, 14, False)], width)
 
 
 def _topk(loaded: LoadedModel, probs: Tensor, true_index: int | None, width: int) -> tuple[Image.Image, list]:
@@ -163,15 +162,22 @@ def _assemble(header: Image.Image, body: Image.Image, image_offset: tuple[int, i
     return picture, (image_offset[0], image_offset[1] + header.height + GAP)
 
 
-def _mmal_picture(loaded, path, original, x, out, b, probs, sample, true_index) -> Explanation:
+def _source(loaded: LoadedModel, original: Image.Image, x: Tensor, mean: Tensor, std: Tensor) -> Image.Image:
+    """The picture that input pixels map onto by plain scaling: the original file for the
+    resize-only recipes, else the (cropped) input itself."""
+    return original if loaded.config.model.transform in RESIZE_ONLY else _to_pil(x, mean, std)
+
+
+def _mmal_picture(loaded, path, source, x, out, b, probs, sample, true_index) -> Explanation:
     model: MMALNet = loaded.model  # type: ignore[assignment]
     h_in, w_in = x.shape[-2:]
-    display = viz.fit_image(original, DISPLAY_SIZE)
+    display = viz.fit_image(source, DISPLAY_SIZE)
     sx, sy = display.width / w_in, display.height / h_in
     drawn: dict[str, list] = {}
     legend = [(viz.OBJECT_COLOUR, "object box (AOLM)")]
     notes = []
-    if sample is not None and sample.box_xyxy is not None:
+    original = source if loaded.config.model.transform in RESIZE_ONLY else None
+    if sample is not None and sample.box_xyxy is not None and original is not None:
         true_box = viz.scale_box(sample.box_xyxy, display.width / original.width, display.height / original.height,
                                  inclusive=False)
         viz.draw_box(display, true_box, viz.TRUE_BOX_COLOUR, width=3)
@@ -194,12 +200,12 @@ def _mmal_picture(loaded, path, original, x, out, b, probs, sample, true_index) 
         notes.append("AOLM found no object: the whole image was used")
     notes.append("window numbers: APPM selection order")
 
-    ox, oy = original.width / w_in, original.height / h_in
+    ox, oy = source.width / w_in, source.height / h_in
 
     def crop(box: Sequence[float]) -> Image.Image:
         x0, y0, x1, y1 = box
         region = (x0 * ox, y0 * oy, (x1 + 1) * ox, (y1 + 1) * oy)
-        return original.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BICUBIC, box=region)
+        return source.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BICUBIC, box=region)
 
     groups = [g for g, n in enumerate(picks) for _ in range(n)]
     tiles = [(crop(out.object_boxes[b].tolist()), "object", viz.OBJECT_COLOUR)]
@@ -221,7 +227,8 @@ def _mmal_picture(loaded, path, original, x, out, b, probs, sample, true_index) 
 def _fbsd_picture(loaded, path, x, out, b, stage_maps, probs, true_index, mean, std) -> Explanation:
     model: FBSD = loaded.model  # type: ignore[assignment]
     view = _to_pil(x[b], mean, std).resize((STAGE_SIZE, STAGE_SIZE), Image.Resampling.BICUBIC)
-    strips_row = [viz.titled(view, "model input (centre crop)")]
+    cropped = " (centre crop)" if loaded.config.model.transform not in RESIZE_ONLY else ""
+    strips_row = [viz.titled(view, f"model input{cropped}")]
     heat_row = []
     for i, fmap in enumerate(stage_maps):
         importance = out.extras[f"strip_importance{i + 1}"][b].float().cpu()
@@ -245,8 +252,8 @@ def _fbsd_picture(loaded, path, x, out, b, stage_maps, probs, true_index, mean, 
     return Explanation(path, picture, top5, _true_id(loaded, true_index), origin, view.size)
 
 
-def _plain_picture(loaded, path, original, probs, true_index) -> Explanation:
-    display = viz.fit_image(original, DISPLAY_SIZE)
+def _plain_picture(loaded, path, source, probs, true_index) -> Explanation:
+    display = viz.fit_image(source, DISPLAY_SIZE)
     left = viz.titled(display, "input")
     topk, top5 = _topk(loaded, probs, true_index, 420)
     body = viz.hstack([left, topk], gap=2 * GAP)
@@ -307,14 +314,17 @@ def explain_images(loaded: LoadedModel, paths: Sequence[Path], device: torch.dev
         x = torch.stack([transform(original) for _, original, _ in batch]).to(device)
         out, stage_maps = _forward(model, x)
         probs = torch.softmax(out.logits.float(), dim=1).cpu()
+        x_cpu = x.cpu()
         for b, (path, original, sample) in enumerate(batch):
             true_index = sample.label if sample is not None else None
+            if isinstance(model, FBSD):
+                yield _fbsd_picture(loaded, path, x_cpu, out, b, stage_maps, probs[b], true_index, mean, std)
+                continue
+            source = _source(loaded, original, x_cpu[b], mean, std)
             if isinstance(model, MMALNet):
-                yield _mmal_picture(loaded, path, original, x, out, b, probs[b], sample, true_index)
-            elif isinstance(model, FBSD):
-                yield _fbsd_picture(loaded, path, x.cpu(), out, b, stage_maps, probs[b], true_index, mean, std)
+                yield _mmal_picture(loaded, path, source, x_cpu, out, b, probs[b], sample, true_index)
             else:
-                yield _plain_picture(loaded, path, original, probs[b], true_index)
+                yield _plain_picture(loaded, path, source, probs[b], true_index)
 
 
 def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, out_dir: str | Path,

@@ -37,6 +37,7 @@ from . import viz
 from .data.classes import ClassTable
 from .data.decode import ImageDecodeError, load_rgb
 from .data.index import DatasetIndex, DatasetLayoutError, Sample
+from .engine.checkpoint import CheckpointError
 from .errors import UserError
 from .fileio import atomic_write_text
 
@@ -64,7 +65,7 @@ section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:12px 18p
 h2{font-size:18px;margin:4px 0 10px}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}
 thead th{background:#1f3b5a;color:#fff}
-#metrics{min-width:360px}#metrics th{background:#1f3b5a;color:#fff;font-weight:600}
+#metrics{min-width:360px}#metrics th{background:#2b5d8a;color:#fff;font-weight:600}
 #metrics td{font-variant-numeric:tabular-nums;text-align:right}
 img{max-width:100%;height:auto}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
@@ -127,17 +128,19 @@ def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: boo
     from .engine.evaluate import infer
     from .engine.runtime import load_data, load_model, make_loader, resolve_amp, resolve_device
 
+    dev = resolve_device(device)
     checkpoint = Path(metrics.get("checkpoint") or "")
-    loaded = load_model(checkpoint if checkpoint.is_file() else resolve_checkpoint(run_dir), resolve_device(device))
-    data = metrics.get("data") or loaded.config.data.root
-    if not data or not Path(data).exists():
-        raise UserError(f"the evaluated data ({data}) is not there; example images are left out")
+    loaded = load_model(checkpoint if checkpoint.is_file() else resolve_checkpoint(run_dir), dev)
+    candidates = [d for d in (metrics.get("data"), loaded.config.data.root) if d]
+    data = next((d for d in candidates if Path(d).exists()), None)
+    if data is None:
+        raise UserError(f"the evaluated data ({' or '.join(map(str, candidates)) or 'unknown'}) is not there; "
+                        "example images are left out")
     index = load_data(loaded.config, data)
     if metrics.get("split", "val") == "val":
         _, part = apply_split(index.split("train"), list(loaded.checkpoint["val_ids"]))
     else:
         part = index.split("test")
-    dev = resolve_device(device)
     loader = make_loader(part, loaded.config, False, len(loaded.classes))
     result = infer(loaded.model, loader, dev, resolve_amp(loaded.config.train.amp, dev), progress=progress,
                    desc="report", with_loss=False)
@@ -382,15 +385,15 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         if path is None:
             path = _evaluate_validation(run_dir, config, device, progress)
         metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (UserError, DatasetLayoutError, ValueError, OSError) as e:
-        notes.append(f"no metrics: {e}")
+    except (UserError, DatasetLayoutError, CheckpointError, ValueError, KeyError, OSError) as e:
+        notes.append(f"no metrics: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
         path = None
     ex = None
     if metrics:
         try:
             ex = _examples(metrics, run_dir, device, progress)
-        except (UserError, DatasetLayoutError, ValueError, KeyError, OSError) as e:
-            notes.append(f"no example images: {e}")
+        except (UserError, DatasetLayoutError, CheckpointError, ValueError, KeyError, OSError) as e:
+            notes.append(f"no example images: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
     model = config.get("model") or {}
     subtitle = (f"{model.get('name', '?')}/{model.get('backbone', '?')} at {model.get('input_size', '?')} px · "
                 f"{len(classes)} classes · run {run_dir.resolve()}")

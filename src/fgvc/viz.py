@@ -43,6 +43,7 @@ __all__ = [
     "crop_strip",
     "topk_panel",
     "legend_panel",
+    "text_block",
     "titled",
     "hstack",
     "vstack",
@@ -312,6 +313,19 @@ def legend_panel(entries: Sequence[tuple[RGB | None, str]], width: int = 420) ->
     return panel
 
 
+def text_block(lines: Sequence[tuple[str, int, bool]], width: int) -> Image.Image:
+    """Lines of text ``(text, size px, bold)`` on a white ``width`` px band, shortened to fit."""
+    faces = [font(size, bold) for _, size, bold in lines]
+    heights = [_text_size("Ag", face)[1] + 10 for face in faces]
+    out = Image.new("RGB", (width, sum(heights) + 4), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    y = 4
+    for (text, _, _), face, height in zip(lines, faces, heights, strict=True):
+        draw.text((2, y), _fit_text(text, face, width - 4), fill=INK, font=face)
+        y += height
+    return out
+
+
 def titled(image: Image.Image, title: str, size: int = 15, bold: bool = True) -> Image.Image:
     """``image`` with a caption line above it."""
     face = font(size, bold=bold)
@@ -430,11 +444,11 @@ def confusion_order(confusion: np.ndarray | Sequence[Sequence[int]]) -> list[int
     return [k for key in ordered for k in chains[key]]
 
 
-def _thinned_ticks(axis_set_ticks, axis_set_labels, labels: Sequence[str], max_labels: int) -> None:
+def _thinned_ticks(axis, labels: Sequence[str], max_labels: int, **text) -> None:
+    """Label every k-th tick of a matplotlib ``axis`` so that at most ``max_labels`` are shown."""
     step = max(1, math.ceil(len(labels) / max_labels))
     positions = list(range(0, len(labels), step))
-    axis_set_ticks(positions)
-    axis_set_labels([labels[p] for p in positions])
+    axis.set_ticks(positions, [labels[p] for p in positions], **text)
 
 
 def plot_confusion(confusion: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str],
@@ -460,8 +474,8 @@ def plot_confusion(confusion: np.ndarray | Sequence[Sequence[int]], labels: Sequ
     shown = ax.imshow(rates, cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest")
     fig.colorbar(shown, ax=ax, shrink=0.8, label="fraction of the true class's images")
     size = 8 if n <= 15 else 6
-    _thinned_ticks(ax.set_xticks, lambda t: ax.set_xticklabels(t, rotation=90, fontsize=size), names, max_labels)
-    _thinned_ticks(ax.set_yticks, lambda t: ax.set_yticklabels(t, fontsize=size), names, max_labels)
+    _thinned_ticks(ax.xaxis, names, max_labels, rotation=90, fontsize=size)
+    _thinned_ticks(ax.yaxis, names, max_labels, fontsize=size)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"confusion matrix, {n} classes (ordered so that confused classes sit together)", fontsize=10)
@@ -533,7 +547,7 @@ def plot_per_class_accuracy(labels: Sequence[str], accuracies: Sequence[float], 
         ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
         ax.legend(fontsize=8, loc="lower right")
     size = 8 if n <= 30 else 6
-    _thinned_ticks(ax.set_xticks, lambda t: ax.set_xticklabels(t, rotation=90, fontsize=size), names, max_labels)
+    _thinned_ticks(ax.xaxis, names, max_labels, rotation=90, fontsize=size)
     ax.set_ylim(0, 1.02)
     ax.set_xlim(-0.7, max(n, 1) - 0.3)
     ax.set_ylabel("accuracy")

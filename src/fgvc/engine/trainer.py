@@ -216,6 +216,11 @@ class Trainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
+    @property
+    def interrupted(self) -> bool:
+        """True when the last ``fit`` stopped on SIGINT/SIGTERM before its last epoch."""
+        return self._stop_requested
+
     def fit(self, max_epochs: int | None = None) -> dict[str, Any]:
         """Train until ``train.epochs`` (or ``max_epochs`` more epochs, to time-box a session)."""
         cfg = self.config
