@@ -105,9 +105,24 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
+def timed_against(reference: Callable[[], object], fn: Callable[[], object], iters: int, warmup: int,
+                  device: torch.device) -> tuple[list[float], list[float]]:
+    """Alternate reference and candidate runs so that drift on a shared machine hits both alike."""
+    ref, ours = [], []
+    for _ in range(warmup):
+        reference()
+        fn()
+    for _ in range(iters):
+        ref += timed(reference, 1, 0, device)
+        ours += timed(fn, 1, 0, device)
+    return ref, ours
+
+
 def models_table(args: argparse.Namespace, device: torch.device) -> str:
     size, iters = args.size, args.iters
     plain = torchvision.models.resnet50(num_classes=200)
+    plain_train = Case("plain", plain, 2, size, device, args.amp_dtype, args.channels_last, plain=True)
+    plain_eval = Case("plain", plain, 8, size, device, args.amp_dtype, args.channels_last, plain=True)
     specs = [
         ("baseline", dict(name="baseline")),
         ("fbsd", dict(name="fbsd", dropout=0.2)),
@@ -115,37 +130,32 @@ def models_table(args: argparse.Namespace, device: torch.device) -> str:
         ("mmal (cars, N=6)", dict(name="mmal", windows="cars")),
     ]
     rows = []
-    ref_train = statistics.median(timed(Case("plain", plain, 2, size, device, args.amp_dtype, args.channels_last,
-                                             plain=True).train_step, iters, 2, device))
-    ref_eval = statistics.median(timed(Case("plain", plain, 8, size, device, args.amp_dtype, args.channels_last,
-                                            plain=True).eval_forward, iters, 1, device))
-    rows.append(("resnet50 (torchvision, plain)", ref_train, 1.0, "1", ref_eval, 1.0, "1", "", "", ""))
     for label, spec in specs:
         name = spec.pop("name")
         model = create_model(name, 200, backbone="resnet50", **spec)
         case = Case(label, model, 2, size, device, args.amp_dtype, args.channels_last)
-        train_times = timed(case.train_step, iters, 2, device)
+        ref_train, train_times = timed_against(plain_train.train_step, case.train_step, iters, 2, device)
         mem = peak_memory(case.train_step, device)
         ops2, syncs = profile_counts(case.train_step, device) if not args.quick else (0, 0)
         eval_case = Case(label, model, 8, size, device, args.amp_dtype, args.channels_last)
-        eval_times = timed(eval_case.eval_forward, iters, 1, device)
+        ref_eval, eval_times = timed_against(plain_eval.eval_forward, eval_case.eval_forward, iters, 2, device)
         ops8 = profile_counts(Case(label, model, 8, size, device, args.amp_dtype, args.channels_last).train_step,
                               device)[0] if not args.quick else 0
         n = getattr(model, "preset", None)
         floor_train = {"baseline": "1", "fbsd": "-"}.get(name, f"{1 + 1 + n.num_parts / 4:g}" if n else "-")
         floor_eval = "2" if name == "mmal" else "1" if name == "baseline" else "-"
-        med = statistics.median(train_times)
-        rows.append((label, med, med / ref_train, floor_train, statistics.median(eval_times),
-                     statistics.median(eval_times) / ref_eval, floor_eval,
+        med, med_ref = statistics.median(train_times), statistics.median(ref_train)
+        med_eval, med_ref_eval = statistics.median(eval_times), statistics.median(ref_eval)
+        rows.append((label, med, med_ref, med / med_ref, floor_train, med_eval, med_eval / med_ref_eval, floor_eval,
                      f"{min(train_times):.3f}/{max(train_times):.3f}",
                      f"{ops2}/{ops8} ({(ops8 - ops2) / max(ops2, 1):+.1%})" if ops2 else "",
                      f"{syncs}" + (f", {mem:.2f} GiB" if mem is not None else "")))
-    head = ("| model | train step b2 (s, median) | x plain | floor | eval b8 (s) | x plain | floor | "
-            "train min/max (s) | aten ops b2/b8 | host syncs per step, peak mem |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| model | train step b2 (s, median) | plain R50 step (s) | x plain | floor | eval b8 (s) | x plain | "
+            "floor | train min/max (s) | aten ops b2/b8 | host syncs per step, peak mem |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "\n".join(
-        f"| {r[0]} | {r[1]:.3f} | {r[2]:.2f} | {r[3]} | {r[4]:.3f} | {r[5]:.2f} | {r[6]} | {r[7]} | {r[8]} | {r[9]} |"
-        for r in rows)
+        f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.2f} | {r[4]} | {r[5]:.3f} | {r[6]:.2f} | {r[7]} | {r[8]} | "
+        f"{r[9]} | {r[10]} |" for r in rows)
 
 
 def _jpegs(folder: Path, n: int) -> list[Path]:
