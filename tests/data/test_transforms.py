@@ -39,3 +39,44 @@ def test_fbsd_eval_is_resize_550_over_448_then_centre_crop():
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="known: fbsd, mmal, plain"):
         build_transform("nts", 64, True)
+
+
+@pytest.mark.parametrize("recipe", ["fbsd", "mmal", "plain"])
+def test_split_eval_pipeline_equals_the_full_one(recipe):
+    from fgvc.data.transforms import build_batch_transform
+
+    img = _image(150, 110)
+    full = build_transform(recipe, 96, False)(img)
+    uint8 = build_transform(recipe, 96, False, output="uint8")(img)
+    assert uint8.dtype == torch.uint8
+    split = build_batch_transform(recipe, train=False)(uint8[None])[0]
+    assert torch.allclose(split, full, rtol=0, atol=1e-6)  # same arithmetic, up to float rounding
+
+
+@pytest.mark.parametrize("brightness_first", [True, False])
+def test_batched_jitter_matches_torchvision_functionals(brightness_first):
+    from torchvision.transforms.v2 import functional as TF
+
+    from fgvc.data.transforms import jitter_brightness_contrast
+
+    x = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(0))
+    b, c = torch.tensor([1.15, 0.85]), torch.tensor([0.9, 1.2])
+    ours = jitter_brightness_contrast(x, b, c, torch.tensor([brightness_first] * 2))
+    for i in range(2):
+        if brightness_first:
+            want = TF.adjust_contrast(TF.adjust_brightness(x[i], float(b[i])), float(c[i]))
+        else:
+            want = TF.adjust_brightness(TF.adjust_contrast(x[i], float(c[i])), float(b[i]))
+        assert torch.allclose(ours[i], want, atol=1e-6)
+
+
+def test_train_batch_transform_jitters_each_sample_on_its_own():
+    from fgvc.data.transforms import build_batch_transform
+
+    img = build_transform("mmal", 32, False, output="uint8")(_image())
+    batch = torch.stack([img, img])
+    torch.manual_seed(0)
+    out = build_batch_transform("mmal", train=True)(batch)
+    assert out.dtype == torch.float32 and not torch.equal(out[0], out[1])
+    assert torch.equal(build_batch_transform("mmal", train=False)(batch)[0],
+                       build_batch_transform("plain", train=False)(batch)[1])  # eval: no jitter, same stats

@@ -77,6 +77,8 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype:
             if batch is None:
                 continue
             x = batch["image"].to(device, non_blocking=True)
+            prepare = getattr(loader, "prepare", None)
+            x = prepare(x) if prepare is not None else x
             y = batch["label"].to(device, non_blocking=True)
             input_size = tuple(x.shape[-2:])
             with autocast_context(device, amp_dtype):

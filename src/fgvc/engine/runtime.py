@@ -16,7 +16,7 @@ from ..data.classes import ClassTable
 from ..data.dataset import FGVCDataset, collate_skipping
 from ..data.formats import read_dataset
 from ..data.index import DatasetIndex
-from ..data.transforms import build_transform
+from ..data.transforms import BatchTransform, build_batch_transform, build_transform
 from ..errors import UserError
 from ..models import create_model
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
@@ -26,6 +26,7 @@ __all__ = [
     "resolve_device",
     "resolve_amp",
     "load_data",
+    "FGVCLoader",
     "make_loader",
     "build_model",
     "LoadedModel",
@@ -76,22 +77,34 @@ def load_data(config: Config, root: str | Path | None = None) -> DatasetIndex:
     return index
 
 
+class FGVCLoader(DataLoader):
+    """A DataLoader of 8-bit images plus the batch transform that finishes them on the device."""
+
+    batch_transform: BatchTransform
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return self.batch_transform(images)
+
+
 def make_loader(index: DatasetIndex, config: Config, train: bool, num_classes: int,
-                sampler: Sampler | None = None, batch_size: int | None = None) -> DataLoader:
-    transform = build_transform(config.model.transform, config.model.input_size, train)
+                sampler: Sampler | None = None, batch_size: int | None = None) -> FGVCLoader:
+    recipe, size = config.model.transform, config.model.input_size
+    transform = build_transform(recipe, size, train, output="uint8")
     dataset = FGVCDataset(index, transform, num_classes=num_classes, skip_unreadable=config.data.skip_unreadable)
-    workers = config.data.num_workers
-    return DataLoader(
+    batch_size = batch_size or (config.train.batch_size if train else config.train.eval_batch_size)
+    loader = FGVCLoader(
         dataset,
-        batch_size=batch_size or (config.train.batch_size if train else config.train.eval_batch_size),
+        batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
-        num_workers=workers,
+        num_workers=config.data.num_workers,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
-        drop_last=train and config.train.drop_last and len(dataset) > (batch_size or config.train.batch_size),
+        drop_last=train and config.train.drop_last and len(dataset) > batch_size,
         collate_fn=collate_skipping,
     )
+    loader.batch_transform = build_batch_transform(recipe, train)
+    return loader
 
 
 def build_model(config: Config, num_classes: int, pretrained: bool | str | None = None) -> nn.Module:

@@ -270,7 +270,7 @@ class Trainer:
                 skipped += cfg.train.batch_size
                 continue
             skipped += batch.get("skipped", 0)
-            x = batch["image"].to(self.device, non_blocking=True)
+            x = self.train_loader.prepare(batch["image"].to(self.device, non_blocking=True))
             y = batch["label"].to(self.device, non_blocking=True)
             try:
                 with autocast_context(self.device, self.amp_dtype):
