@@ -97,6 +97,17 @@ def profile_counts(fn: Callable[[], None], device: torch.device) -> tuple[int, i
     return ops, syncs
 
 
+def region_share(fn: Callable[[], None], prefix: str = "mmal.") -> float:
+    """Share of the step's CPU time spent inside ``record_function`` regions named ``prefix*``."""
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        fn()
+        total = time.perf_counter() - t
+    inside = sum(e.cpu_time_total for e in prof.key_averages() if e.key.startswith(prefix)) / 1e6
+    return inside / total
+
+
 def peak_memory(fn: Callable[[], None], device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
@@ -137,6 +148,9 @@ def models_table(args: argparse.Namespace, device: torch.device) -> str:
         ref_train, train_times = timed_against(plain_train.train_step, case.train_step, iters, 2, device)
         mem = peak_memory(case.train_step, device)
         ops2, syncs = profile_counts(case.train_step, device) if not args.quick else (0, 0)
+        if name == "mmal":
+            share = region_share(case.train_step)
+            print(f"{label}: AOLM + APPM + crops = {share:.2%} of the training step", flush=True)
         eval_case = Case(label, model, 8, size, device, args.amp_dtype, args.channels_last)
         ref_eval, eval_times = timed_against(plain_eval.eval_forward, eval_case.eval_forward, iters, 2, device)
         ops8 = profile_counts(Case(label, model, 8, size, device, args.amp_dtype, args.channels_last).train_step,

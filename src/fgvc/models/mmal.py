@@ -20,6 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from .backbones import Backbone
 from .output import LossTerms, ModelOutput
@@ -229,19 +230,22 @@ class MMALNet(nn.Module):
             raise ValueError(f"MMAL-Net needs an input size that is a multiple of {self.stride} px, got {h}x{w}")
         parts = self.training if parts is None else parts
         fm, penultimate, raw_logits = self._branch(x)
-        object_boxes, fallback = aolm_boxes(fm.detach(), penultimate.detach(), self.stride)
-        object_images = crop_resize(x.detach(), object_boxes[:, None], (h, w))[:, 0]
+        with record_function("mmal.aolm"):
+            object_boxes, fallback = aolm_boxes(fm.detach(), penultimate.detach(), self.stride)
+        with record_function("mmal.crops"):
+            object_images = crop_resize(x.detach(), object_boxes[:, None], (h, w))[:, 0]
         object_fm, _, object_logits = self._branch(object_images)
         logits = object_logits if self.predict == "object" else raw_logits + object_logits
         out = ModelOutput(logits=logits, branch_logits={"raw": raw_logits, "object": object_logits},
                           object_boxes=object_boxes, extras={"aolm_fallback": fallback})
         if parts:
             geometry = self.geometry(*object_fm.shape[-2:])
-            scores = window_scores(object_fm.detach(), geometry)
-            indices = select_windows(scores, geometry)
-            windows = geometry.on(x.device)[1][indices]  # (B, N, 4) in object-image pixels
-            part_size = (h // 2, w // 2)
-            part_images = crop_resize(object_images, windows, part_size).flatten(0, 1)
+            with record_function("mmal.appm"):
+                scores = window_scores(object_fm.detach(), geometry)
+                indices = select_windows(scores, geometry)
+                windows = geometry.on(x.device)[1][indices]  # (B, N, 4) in object-image pixels
+            with record_function("mmal.crops"):
+                part_images = crop_resize(object_images, windows, (h // 2, w // 2)).flatten(0, 1)
             _, _, part_logits = self._branch(part_images.detach())
             out.branch_logits["parts"] = part_logits.view(x.shape[0], -1, self.num_classes)
             out.part_boxes = windows_in_input(windows, object_boxes, (h, w))
