@@ -28,14 +28,16 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..config import Config, config_from_dict
-from ..data.classes import ClassTableError
+from ..data.classes import ClassTable, ClassTableError
 from ..data.split import apply_split, load_split, save_split, stratified_split
 from ..fileio import atomic_write_text
 from ..models import HEAD_PREFIXES
+from ..tracking import create_tracker
 from .checkpoint import (
     capture_rng,
     load_checkpoint,
     prune_checkpoints,
+    resolve_checkpoint,
     restore_rng,
     save_checkpoint,
     transfer_weights,
@@ -122,8 +124,6 @@ class Trainer:
         return load_checkpoint(path)
 
     def _require_same_classes(self, state: dict[str, Any], what: str) -> None:
-        from ..data.classes import ClassTable
-
         try:
             ClassTable.from_dict(state["classes"]).require_same(self.classes, "the data")
         except ClassTableError as e:
@@ -146,9 +146,6 @@ class Trainer:
                             shuffle=True, seed=self.config.train.seed, drop_last=False)
 
     def _transfer(self, path: str | Path):
-        from ..data.classes import ClassTable
-        from .checkpoint import resolve_checkpoint
-
         state = load_checkpoint(resolve_checkpoint(path))
         source_cfg = config_from_dict(state["config"])
         if source_cfg.model.name != self.config.model.name:
@@ -162,8 +159,6 @@ class Trainer:
         return report
 
     def _tracker(self):
-        from ..tracking import create_tracker
-
         t = self.config.track
         return create_tracker(self.run_dir, self.config.to_dict(), wandb=t.wandb, wandb_mode=t.wandb_mode,
                               project=t.project, run_name=self.config.name, tensorboard=t.tensorboard,
