@@ -61,3 +61,12 @@ def test_train_writes_the_report_and_explain_and_report_commands(tmp_path, capsy
     capsys.readouterr()
     assert main(["explain", str(run), str(tmp_path / "nope.jpg")]) == 2
     assert "no such image file or folder" in capsys.readouterr().err
+
+
+def test_colliding_ids_are_a_report_with_exit_1(tmp_path, capsys):
+    from tests.data.fixtures import competition_tree
+
+    root = competition_tree(tmp_path / "data", {"04615_a": 1, "4615_b": 1})
+    assert main(["data", "check", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "04615_a" in out and "4615_b" in out and "NOT usable" in out

@@ -17,7 +17,7 @@ from typing import Any
 
 from .decode import NEEDS_CONVERSION, ImageDecodeError, decode_rgb
 from .formats import read_dataset
-from .index import DatasetIndex, Problem, Sample
+from .index import DatasetIndex, DatasetLayoutError, Problem, Sample
 
 __all__ = ["CheckReport", "check_dataset", "check_index"]
 
@@ -126,8 +126,15 @@ def _inspect(sample: Sample, crop_bottom_px: int) -> _ImageInfo:
 
 def check_dataset(root: str | Path, format: str | None = None, min_side: int = DEFAULT_MIN_SIDE,
                   workers: int = 4, **reader_options: Any) -> CheckReport:
-    """Read ``root`` (layout errors propagate as DatasetLayoutError) and check every image."""
-    return check_index(read_dataset(root, format, **reader_options), min_side=min_side, workers=workers)
+    """Read ``root`` and check every image; a layout that cannot be read is one error in the report."""
+    try:
+        index = read_dataset(root, format, **reader_options)
+    except DatasetLayoutError as e:
+        if not Path(root).is_dir():  # nothing to report on: a one-line error is clearer
+            raise
+        return CheckReport(Path(root), format or "unknown", [], {}, {}, {}, Counter(), Counter(),
+                           [Problem("layout", Path(root), str(e))])
+    return check_index(index, min_side=min_side, workers=workers)
 
 
 def check_index(index: DatasetIndex, min_side: int = DEFAULT_MIN_SIDE, workers: int = 4) -> CheckReport:
