@@ -10,6 +10,7 @@ used for model selection (REFERENCE F2).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -267,11 +268,15 @@ class Trainer:
             skipped += batch.get("skipped", 0)
             x = self.train_loader.prepare(batch["image"].to(self.device, non_blocking=True))
             y = batch["label"].to(self.device, non_blocking=True)
+            step_now = (self.step_in_epoch + 1) % accumulate == 0 or self.step_in_epoch + 1 == batches_in_epoch
+            # DDP: all-reduce gradients only on the micro-batch that steps the optimiser
+            sync = model.no_sync() if self.dist.enabled and not step_now else contextlib.nullcontext()
             try:
-                with autocast_context(self.device, self.amp_dtype):
-                    out = model(x)
-                    loss, _ = base.loss(out, y, epoch=self.epoch)
-                self.scaler.scale(loss / accumulate).backward()
+                with sync:
+                    with autocast_context(self.device, self.amp_dtype):
+                        out = model(x)
+                        loss, _ = base.loss(out, y, epoch=self.epoch)
+                    self.scaler.scale(loss / accumulate).backward()
             except torch.OutOfMemoryError:
                 raise UserError(
                     f"out of memory at batch size {cfg.train.batch_size}, input {cfg.model.input_size} px: lower "
@@ -279,7 +284,7 @@ class Trainer:
                     "model.input_size, or use train.amp=bf16"
                 ) from None
             self.step_in_epoch += 1
-            if self.step_in_epoch % accumulate == 0 or self.step_in_epoch == batches_in_epoch:
+            if step_now:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
