@@ -16,8 +16,8 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 def test_two_process_training_and_exact_evaluation(tiny_data, tmp_path):
     run = tmp_path / "ddp_run"
     overrides = [f"--set={k}" for k in ("data.num_workers=0", "data.val_fraction=0.5", "model.input_size=64",
-                                        "train.batch_size=2", "train.eval_batch_size=2", "train.epochs=1", "train.accumulate=2",
-                                        "optim.name=sgd")]
+                                        "train.batch_size=2", "train.eval_batch_size=2", "train.epochs=1",
+                                        "train.accumulate=2", "optim.name=sgd")]
     result = _torchrun("train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), "--no-progress",
                        *overrides)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
