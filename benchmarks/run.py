@@ -263,7 +263,7 @@ def predict_table(args: argparse.Namespace, device: torch.device) -> str:
 
     batched(8)
     b1, b32 = batched(1), batched(32)
-    return ("| predict (MMAL-R50, 448) | batch 1 (img/s) | batch 32 (img/s) | ratio |\n|---|---|---|---|\n"
+    return (f"| predict (MMAL-R50, {args.size} px) | batch 1 (img/s) | batch 32 (img/s) | ratio |\n|---|---|---|---|\n"
             f"| {device.type} | {b1:.2f} | {b32:.2f} | {b32 / b1:.2f} |")
 
 
