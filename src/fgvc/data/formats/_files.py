@@ -8,9 +8,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..index import DatasetLayoutError, Problem, is_hidden, is_image_file, list_dir
+from ..index import DatasetLayoutError, Problem, Sample, is_hidden, is_image_file, list_dir
 
-__all__ = ["annotation_lines", "image_files", "missing_files", "read_csv_rows", "read_boxes_csv"]
+__all__ = ["annotation_lines", "image_files", "missing_files", "read_csv_rows", "read_boxes_csv",
+           "require_images", "with_tree"]
 
 
 def image_files(folder: Path, problems: list[Problem], ignored: Counter) -> list[Path]:
@@ -101,3 +102,17 @@ def annotation_lines(base: Path, name: str, tree: str, fix: str) -> Iterator[tup
         line = raw.strip()
         if line:
             yield line_no, line
+
+
+def require_images(samples: Iterable[Sample], base: Path, tree: str, what: str, fix: str) -> None:
+    """Raise naming a few of the annotated images that do not exist (``what`` says where they are listed)."""
+    missing = missing_files(s.path for s in samples)
+    if missing:
+        shown = ", ".join(p.relative_to(base).as_posix() for p in missing[:5])
+        raise DatasetLayoutError(base, f"{len(missing)} {what} do not exist, e.g. {shown}", tree, fix)
+
+
+def with_tree(doc: str | None, tree: str) -> str:
+    """A reader module's docstring followed by its expected tree (kept once, in the constant)."""
+    indented = "\n".join("    " + line for line in tree.splitlines())
+    return f"{(doc or '').rstrip()}\n\nExpected tree::\n\n{indented}\n"

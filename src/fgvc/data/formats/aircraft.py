@@ -1,18 +1,5 @@
 """FGVC-Aircraft (fgvc-aircraft-2013b): the official text-file annotations.
 
-Expected tree::
-
-    fgvc-aircraft-2013b/              ROOT, or its data/ folder itself
-      data/
-        images/
-          0034309.jpg                 <image_id>.jpg
-          ...
-        variants.txt                  one class name per line (families.txt, manufacturers.txt likewise)
-        images_variant_train.txt      <image_id> <class name>   e.g. "1042658 F/A-18", "0034309 Cessna 172"
-        images_variant_val.txt
-        images_variant_test.txt       (and images_family_*.txt, images_manufacturer_*.txt for the other levels)
-        images_box.txt                optional: <image_id> <xmin> <ymin> <xmax> <ymax>, 1-based inclusive pixels
-
 The real dataset has 10,000 images: 3,334 train, 3,333 val and 3,333 test, with 100 variants,
 70 families or 30 manufacturers. Only the chosen level's list and its train/val/test files are read
 (``*_trainval.txt`` is their union). By default val joins train, giving the usual 6,667/3,333 split.
@@ -30,7 +17,7 @@ from pathlib import Path
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Sample
-from ._files import annotation_lines
+from ._files import annotation_lines, with_tree
 
 __all__ = ["AIRCRAFT_TREE", "BANNER_PX", "LEVELS", "looks_like_aircraft", "read_aircraft"]
 
@@ -45,6 +32,7 @@ fgvc-aircraft-2013b/              ROOT, or its data/ folder itself
     images_variant_val.txt
     images_variant_test.txt       (and images_family_*.txt, images_manufacturer_*.txt for the other levels)
     images_box.txt                optional: <image_id> <xmin> <ymin> <xmax> <ymax>, 1-based inclusive pixels"""
+__doc__ = with_tree(__doc__, AIRCRAFT_TREE)
 
 LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 BANNER_PX = 20  # height of the copyright banner along the bottom of every official image

@@ -1,19 +1,5 @@
 """Stanford Cars: the official MATLAB annotation files, in either of the two published layouts.
 
-Expected tree::
-
-    ROOT/                                  the devkit layout:
-      devkit/
-        cars_meta.mat                      class_names: 1x196 cell of strings
-        cars_train_annos.mat               annotations: struct array (bbox_x1, bbox_y1, bbox_x2, bbox_y2, class, fname)
-        cars_test_annos_withlabels.mat     the same fields; may also sit directly in ROOT/
-      cars_train/00001.jpg ...
-      cars_test/00001.jpg ...
-    ROOT/                                  or the single-file layout:
-      cars_annos.mat                       annotations: struct array (relative_im_path, bbox_x1, bbox_y1, bbox_x2,
-                                           bbox_y2, class, test = 1 | 0); class_names: 1x196 cell of strings
-      car_ims/000001.jpg ...
-
 The real dataset has 196 classes and 16,185 images: 8,144 train and 8,041 test. The class ID is the
 1-based class number as a string (``"1"`` .. ``"196"``, numeric order), the display name its entry in
 ``class_names``. ``image_id`` is the image path relative to ROOT (``cars_train/00001.jpg``, or
@@ -32,7 +18,7 @@ import numpy as np
 
 from ..classes import ClassTable
 from ..index import DatasetIndex, DatasetLayoutError, Sample
-from ._files import missing_files
+from ._files import require_images, with_tree
 
 __all__ = ["CARS_TREE", "looks_like_cars", "read_cars"]
 
@@ -48,6 +34,7 @@ ROOT/                                  or the single-file layout:
   cars_annos.mat                       annotations: struct array (relative_im_path, bbox_x1, bbox_y1, bbox_x2,
                                        bbox_y2, class, test = 1 | 0); class_names: 1x196 cell of strings
   car_ims/000001.jpg ..."""
+__doc__ = with_tree(__doc__, CARS_TREE)
 
 _SINGLE = "cars_annos.mat"
 _META = "devkit/cars_meta.mat"
@@ -76,12 +63,8 @@ def read_cars(root: str | Path) -> DatasetIndex:
             f"{_SINGLE} with car_ims/, and point to the folder that holds them")
     loadmat = _scipy_loadmat()
     classes, samples = (_read_single_file if layout == "single" else _read_devkit)(root, loadmat)
-    missing = missing_files(s.path for s in samples)
-    if missing:
-        shown = ", ".join(p.relative_to(root).as_posix() for p in missing[:5])
-        raise DatasetLayoutError(
-            root, f"{len(missing)} annotated image(s) do not exist, e.g. {shown}", CARS_TREE,
-            "restore the missing images (re-extract the image archives next to the annotation files)")
+    require_images(samples, root, CARS_TREE, "annotated image(s)",
+                   "restore the missing images (re-extract the image archives next to the annotation files)")
     return DatasetIndex(root=root, format="cars", classes=classes, samples=samples)
 
 

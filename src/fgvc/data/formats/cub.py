@@ -1,18 +1,5 @@
 """CUB-200-2011 (Caltech-UCSD Birds): the official text-file annotations.
 
-Expected tree::
-
-    CUB_200_2011/                  ROOT, or a folder that contains it
-      images.txt                   <image_id> <path under images/>   e.g. "1 001.Black_footed_Albatross/<file>.jpg"
-      image_class_labels.txt       <image_id> <class number>          e.g. "1 1"
-      train_test_split.txt         <image_id> <1=train | 0=test>      e.g. "1 0"
-      classes.txt                  <class number> <ID>.<Name>         e.g. "1 001.Black_footed_Albatross"
-      bounding_boxes.txt           optional: <image_id> <x> <y> <width> <height>, 0-based pixels
-      images/
-        001.Black_footed_Albatross/
-          Black_Footed_Albatross_0046_18.jpg
-          ...
-
 The real dataset has 200 classes and 11,788 images: 5,994 train and 5,794 test (no val split).
 The class ID is the class folder's prefix before the first '.', as spelled (``"001"``); the display
 name is the rest with underscores as spaces (``"Black footed Albatross"``); classes are in numeric
@@ -28,7 +15,7 @@ from typing import TypeVar
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Sample
-from ._files import annotation_lines, missing_files
+from ._files import annotation_lines, require_images, with_tree
 
 __all__ = ["CUB_TREE", "looks_like_cub", "read_cub"]
 
@@ -43,6 +30,7 @@ CUB_200_2011/                  ROOT, or a folder that contains it
     001.Black_footed_Albatross/
       Black_Footed_Albatross_0046_18.jpg
       ..."""
+__doc__ = with_tree(__doc__, CUB_TREE)
 
 _FOLDER = "CUB_200_2011"
 _ANNOTATION_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt",
@@ -88,12 +76,8 @@ def read_cub(root: str | Path) -> DatasetIndex:
                boxes[image] if boxes is not None else None)
         for image, rel in paths.items()
     ]
-    missing = missing_files(s.path for s in samples)
-    if missing:
-        shown = ", ".join(p.relative_to(base).as_posix() for p in missing[:5])
-        raise DatasetLayoutError(
-            base, f"{len(missing)} image(s) listed in images.txt do not exist, e.g. {shown}", CUB_TREE,
-            "restore the missing files under images/ (re-extract CUB_200_2011.tgz)")
+    require_images(samples, base, CUB_TREE, "image(s) listed in images.txt",
+                   "restore the missing files under images/ (re-extract CUB_200_2011.tgz)")
     return DatasetIndex(root=root, format="cub", classes=classes, samples=samples)
 
 
