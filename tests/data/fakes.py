@@ -197,3 +197,11 @@ def cars_single_file_tree(root: Path, *, rows: list[tuple] | None = None) -> Pat
     for n, (path, *_) in enumerate(rows):
         write_image(root / path, size=(40, 30), seed=n)
     return root
+
+
+def by_id(index):
+    return {s.image_id: s for s in index.samples}
+
+
+def split_sizes(index):
+    return {split: len(index.split(split)) for split in index.splits}

@@ -5,28 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from fgvc.data.formats import aircraft
 from fgvc.data.formats.aircraft import AIRCRAFT_TREE, looks_like_aircraft, read_aircraft
 from fgvc.data.index import DatasetLayoutError
-from tests.data.fakes import aircraft_tree, write_lines
+from tests.data.fakes import aircraft_tree, by_id, split_sizes, write_lines
 
-
-@pytest.fixture(autouse=True)
-def no_decoding(monkeypatch):
-    """Readers only list files; opening an image here is a bug."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the reader opened an image")
-    monkeypatch.setattr(Image, "open", refuse)
-
-
-def by_id(index):
-    return {s.image_id: s for s in index.samples}
-
-
-def split_sizes(index):
-    return {split: len(index.split(split)) for split in index.splits}
+pytestmark = pytest.mark.usefixtures("no_decoding")
 
 
 @pytest.mark.parametrize("from_data_folder", [False, True])

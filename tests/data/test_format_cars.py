@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 pytest.importorskip("scipy.io")
 
@@ -17,25 +16,13 @@ from tests.data.fakes import (  # noqa: E402
     CARS_ALL,
     CARS_CLASS_NAMES,
     CARS_TRAIN,
+    by_id,
     cars_devkit_tree,
     cars_single_file_tree,
+    split_sizes,
 )
 
-
-@pytest.fixture(autouse=True)
-def no_decoding(monkeypatch):
-    """Readers only list files; opening an image here is a bug."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the reader opened an image")
-    monkeypatch.setattr(Image, "open", refuse)
-
-
-def by_id(index):
-    return {s.image_id: s for s in index.samples}
-
-
-def split_sizes(index):
-    return {split: len(index.split(split)) for split in index.splits}
+pytestmark = pytest.mark.usefixtures("no_decoding")
 
 
 def check_classes(index):

@@ -5,24 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from fgvc.data.formats import cub
 from fgvc.data.formats.cub import CUB_TREE, looks_like_cub, read_cub
 from fgvc.data.index import DatasetLayoutError
-from tests.data.fakes import CUB_CLASSES, cub_tree, write_lines
+from tests.data.fakes import CUB_CLASSES, by_id, cub_tree, write_lines
 
-
-@pytest.fixture(autouse=True)
-def no_decoding(monkeypatch):
-    """Readers only list files; opening an image here is a bug."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the reader opened an image")
-    monkeypatch.setattr(Image, "open", refuse)
-
-
-def by_id(index):
-    return {s.image_id: s for s in index.samples}
+pytestmark = pytest.mark.usefixtures("no_decoding")
 
 
 @pytest.mark.parametrize("from_parent", [True, False])
