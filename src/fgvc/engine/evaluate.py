@@ -69,7 +69,9 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype:
     was_training = model.training
     model.eval()
     chunks: list[dict[str, Any]] = []
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per batch
+    index = getattr(getattr(loader, "dataset", None), "index", None)
+    with_loss = with_loss and index is not None and index.has_labels  # decided once, from the data
     input_size = (0, 0)
     base = getattr(model, "module", model)  # DDP wrapper -> the model with .loss
     try:
@@ -83,8 +85,8 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype:
             input_size = tuple(x.shape[-2:])
             with autocast_context(device, amp_dtype):
                 out = model(x)
-            if with_loss and bool((y >= 0).all()):
-                loss_sum += float(base.loss(out, y, epoch=1 << 30)[0]) * len(y)
+            if with_loss:
+                loss_sum += base.loss(out, y, epoch=1 << 30)[0].double() * len(y)
             chunk = {"indices": batch["index"].cpu(), "labels": y.cpu(), "logits": out.logits.float().cpu(),
                      "orig_sizes": batch["orig_size"].cpu(),
                      "branch_logits": {k: v.float().cpu() for k, v in out.branch_logits.items() if v.dim() == 2}}
@@ -94,7 +96,7 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype:
     finally:
         model.train(was_training)
     gathered = [c for rank_chunks in all_gather_objects(chunks) for c in rank_chunks]
-    total_loss = sum(all_gather_objects(loss_sum))
+    total_loss = sum(all_gather_objects(float(loss_sum)))
     if not gathered:
         return Inference(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), torch.empty(0, 0))
     merged = _concat(gathered)
