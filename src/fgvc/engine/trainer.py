@@ -133,13 +133,16 @@ class Trainer:
     def _split(self):
         train_all = self.index.split("train")
         path = self.run_dir / "split.json"
-        if path.is_file():
+        exists = path.is_file()
+        # Every rank looks before rank 0 may write the file, and no collective depends on what a rank
+        # saw: a barrier only in the "new split" branch deadlocked when rank 0 wrote it first.
+        barrier()
+        if exists:
             val_ids = load_split(path)
-        else:
+        else:  # the split is deterministic: every rank computes the same one, rank 0 records it
             _, val_ids = stratified_split(train_all, self.config.data.val_fraction, self.config.data.split_seed)
             if self.dist.is_main:
                 save_split(path, val_ids, self.config.data.split_seed, self.config.data.val_fraction)
-            barrier()
         return apply_split(train_all, val_ids)
 
     def _train_sampler(self) -> EpochSampler:
