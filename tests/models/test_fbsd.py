@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fgvc.models import create_model
-from fgvc.models.fbsd import FBSM, TopKPool, fdm, strip_sizes
+from fgvc.models.fbsd import FBSM, FDM, TopKPool, fdm, strip_sizes
 
 
 def _fbsm_reading_channel0(k: int) -> FBSM:
@@ -100,6 +100,31 @@ def test_fdm_by_hand():
     assert torch.allclose(to_b.flatten(), 0.001 * torch.tensor([p[0] * 1 + p[1] * 0, p[0] * 0 + p[1] * 2]))
     # softmax over b's single position is 1: every position of a receives b's raw feature
     assert torch.allclose(to_a.reshape(2, 2).T, 0.001 * torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_fdm_module_adds_every_pairs_terms_from_the_pre_update_maps():
+    # The reference: three pairwise calls on the original maps, then att_i + gamma * (sum of its terms).
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 6, 8, 8), torch.randn(2, 6, 4, 4), torch.randn(2, 6, 2, 2)]
+
+    def pair(a, b):  # written out as the paper: negative cosine similarity, both softmax directions
+        fa, fb = a.flatten(2), b.flatten(2)
+        sim = -torch.bmm(F.normalize(fa, dim=1).transpose(1, 2), F.normalize(fb, dim=1))
+        to_b = torch.bmm(fa, torch.softmax(sim, dim=1)).view_as(b)
+        to_a = torch.bmm(fb, torch.softmax(sim.transpose(1, 2), dim=1)).view_as(a)
+        return 0.01 * to_a, 0.01 * to_b
+
+    d12, d21 = pair(maps[0], maps[1])
+    d13, d31 = pair(maps[0], maps[2])
+    d23, d32 = pair(maps[1], maps[2])
+    expected = [maps[0] + 2.0 * (d12 + d13), maps[1] + 2.0 * (d21 + d23), maps[2] + 2.0 * (d31 + d32)]
+    got = FDM(factor=0.01)(maps, gamma=2.0)
+    for g, e, m in zip(got, expected, maps, strict=True):
+        assert g.shape == m.shape
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
+        assert (g - m).abs().max() > 1e-3  # the terms are really there
+    for got_term, want in zip(fdm(maps[0], maps[1], 0.01), (d12, d21), strict=True):
+        torch.testing.assert_close(got_term, want, atol=1e-7, rtol=1e-5)
 
 
 def test_fdm_default_factor_is_the_references_rounded_value():

@@ -20,6 +20,9 @@ Differences from the reference, all documented in REFERENCE terms:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,7 +60,7 @@ class FBSM(nn.Module):
         key = (height, device, dtype)
         if key not in self._geometry:
             sizes = strip_sizes(height, self.k)
-            row_strip = torch.repeat_interleave(torch.arange(self.k), torch.tensor(sizes))
+            row_strip = torch.tensor([i for i, n in enumerate(sizes) for _ in range(n)])
             rows = torch.tensor(sizes, dtype=torch.float64)[:, None]
             average = F.one_hot(row_strip, self.k).T.to(torch.float64) / rows
             self._geometry[key] = (row_strip.to(device), average.to(device=device, dtype=dtype))
@@ -102,26 +105,49 @@ class FBSM(nn.Module):
         return boosted, suppressed, importance
 
 
+def _scaled_columns(f: Tensor, scale: float) -> Tensor:
+    """``scale`` times ``F.normalize(f, dim=1)``: every position's feature vector of length |scale|.
+    The sign folds FDM's negation into a pass that happens anyway."""
+    return f * (scale / f.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+def _attention(na_neg: Tensor, nb: Tensor) -> tuple[Tensor, Tensor]:
+    """One FDM pair's weights from a's negated and b's plain unit columns: (B, S, M) with columns
+    summing to 1 over a's S positions (what b gathers from a) and (B, M, S) summing to 1 over b's M
+    positions (what a gathers from b). Each position attends to the *least* similar positions."""
+    sim = torch.bmm(na_neg.transpose(1, 2), nb)  # negative cosine similarity
+    return torch.softmax(sim, dim=1), torch.softmax(sim.transpose(1, 2), dim=1)
+
+
 def fdm(a: Tensor, b: Tensor, factor: float) -> tuple[Tensor, Tensor]:
     """Feature diversification between two maps (REFERENCE §1.4): returns the terms added to
-    ``a`` and to ``b``. Each position attends to the *least* similar positions of the other map."""
-    batch, channels = a.shape[:2]
+    ``a`` and to ``b``."""
     fa, fb = a.flatten(2), b.flatten(2)  # (B, C, S), (B, C, M)
-    sim = -torch.bmm(F.normalize(fa, dim=1).transpose(1, 2), F.normalize(fb, dim=1))  # (B, S, M)
-    to_b = torch.bmm(fa, torch.softmax(sim, dim=1))  # (B, C, M): columns of P sum to 1 over S
-    to_a = torch.bmm(fb, torch.softmax(sim.transpose(1, 2), dim=1))  # (B, C, S)
-    return factor * to_a.view_as(a), factor * to_b.view_as(b)
+    from_a, from_b = _attention(_scaled_columns(fa, -1.0), _scaled_columns(fb, 1.0))
+    return factor * torch.bmm(fb, from_b).view_as(a), factor * torch.bmm(fa, from_a).view_as(b)
 
 
 class FDM(nn.Module):
-    """Parameter-free module wrapper of :func:`fdm` (factor: the reference's round(1/784, 3))."""
+    """All pairs of maps at once (the reference's three calls): each map plus ``gamma`` times the
+    terms of its pairings, every term from the pre-update maps. Each map is normalised once, and the
+    weighted sums happen inside the matrix products (``baddbmm``), not as passes over the maps.
+    ``factor``: the reference's round(1/784, 3)."""
 
     def __init__(self, factor: float = 0.001) -> None:
         super().__init__()
         self.factor = factor
 
-    def forward(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        return fdm(a, b, self.factor)
+    def forward(self, maps: Sequence[Tensor], gamma: float = 1.0) -> list[Tensor]:
+        flat = [m.flatten(2) for m in maps]
+        last = len(maps) - 1
+        neg = [_scaled_columns(f, -1.0) if i < last else None for i, f in enumerate(flat)]
+        unit = [_scaled_columns(f, 1.0) if i > 0 else None for i, f in enumerate(flat)]
+        out, alpha = list(flat), gamma * self.factor
+        for i, j in itertools.combinations(range(len(maps)), 2):
+            from_i, from_j = _attention(neg[i], unit[j])
+            out[j] = torch.baddbmm(out[j], flat[i], from_i, alpha=alpha)
+            out[i] = torch.baddbmm(out[i], flat[j], from_j, alpha=alpha)
+        return [o.view_as(m) for o, m in zip(out, maps, strict=True)]
 
 
 class TopKPool(nn.Module):
@@ -191,11 +217,7 @@ class FBSD(nn.Module):
             boosted.append(boost)
             importances.append(importance)
         att = [self.dropout(block(p)) for block, p in zip(self.conv_blocks, boosted, strict=True)]
-        # All six FDM terms come from the pre-update maps, as in the reference.
-        d12, d21 = self.fdm(att[0], att[1])
-        d13, d31 = self.fdm(att[0], att[2])
-        d23, d32 = self.fdm(att[1], att[2])
-        att = [att[0] + self.gamma * (d12 + d13), att[1] + self.gamma * (d21 + d23), att[2] + self.gamma * (d31 + d32)]
+        att = self.fdm(att, self.gamma)  # all six terms from the pre-update maps, as in the reference
         pooled = [self.pool(a) for a in att]
         logits = {f"part{i + 1}": head(p) for i, (head, p) in enumerate(zip(self.heads, pooled, strict=True))}
         logits["concat"] = self.head_concat(torch.cat(pooled, dim=1))
