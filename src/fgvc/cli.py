@@ -126,7 +126,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .engine.runtime import load_model, resolve_device
 
     device = resolve_device(args.device)
-    loaded = load_model(args.checkpoint, device)
+    loaded = load_model(args.checkpoint, device, for_inference=True)
     index = collect_test_images(args.data, loaded)
     rows = predict(loaded, index, device, batch_size=args.batch_size, progress=not args.no_progress)
     csv_path, json_path = write_predictions(args.out, rows, args.group)

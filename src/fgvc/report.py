@@ -130,7 +130,7 @@ def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: boo
 
     dev = resolve_device(device)
     checkpoint = Path(metrics.get("checkpoint") or "")
-    loaded = load_model(checkpoint if checkpoint.is_file() else resolve_checkpoint(run_dir), dev)
+    loaded = load_model(checkpoint if checkpoint.is_file() else resolve_checkpoint(run_dir), dev, for_inference=True)
     candidates = [d for d in (metrics.get("data"), loaded.config.data.root) if d]
     data = next((d for d in candidates if Path(d).exists()), None)
     if data is None:

@@ -214,7 +214,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     dist_info = init_distributed(dev.type)  # under torchrun: every rank scores its own shard
     if dist_info.enabled and dev.type == "cuda":
         dev = torch.device("cuda", dist_info.local_rank)
-    loaded = load_model(checkpoint, dev)
+    loaded = load_model(checkpoint, dev, for_inference=True)
     index = load_data(loaded.config, data)
     try:
         loaded.classes.require_same(index.classes, f"the data in {data}")

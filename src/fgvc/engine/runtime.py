@@ -19,6 +19,7 @@ from ..data.index import DatasetIndex
 from ..data.transforms import BatchTransform, build_batch_transform, build_transform
 from ..errors import UserError
 from ..models import create_model
+from ..models.inference import prepare_for_inference
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
 __all__ = [
@@ -122,8 +123,11 @@ class LoadedModel:
     path: Path
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild a trained model from a checkpoint or run directory (no ImageNet download: REFERENCE M21)."""
+def load_model(path: str | Path, device: torch.device | str = "cpu", for_inference: bool = False) -> LoadedModel:
+    """Rebuild a trained model from a checkpoint or run directory (no ImageNet download: REFERENCE M21).
+
+    ``for_inference``: BatchNorm folded and channels_last (:func:`prepare_for_inference`) — faster
+    prediction, same outputs within float rounding; such a model cannot be trained further."""
     ckpt_path = resolve_checkpoint(path)
     state = load_checkpoint(ckpt_path)
     config = config_from_dict(state["config"])
@@ -134,4 +138,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt_path} does not match a {config.model.name}/{config.model.backbone} "
                               f"model: {str(e)[:300]}") from None
-    return LoadedModel(model.to(device), config, classes, state, ckpt_path)
+    model = model.to(device)
+    if for_inference:
+        model = prepare_for_inference(model)
+    return LoadedModel(model, config, classes, state, ckpt_path)

@@ -64,8 +64,13 @@ class Backbone(nn.Module):
         self.strides = (8, 16, 32)
         self.mean, self.std = mean, std
         self.stage_ends = tuple(stage_ends)
-        # Plain list (not registered): the modules are registered once, under ``body``.
-        self._units = [[body.get_submodule(n) for n in unit] for unit in units]
+        self.unit_names = [tuple(unit) for unit in units]
+        self.refresh_units()
+
+    def refresh_units(self) -> None:
+        """Look the unit modules up again (after a submodule of ``body`` was replaced, e.g. by
+        BatchNorm folding). A plain list, not registered: the modules live once, under ``body``."""
+        self._units = [[self.body.get_submodule(n) for n in unit] for unit in self.unit_names]
 
     def _run(self, x: Tensor, start: int, end: int) -> Tensor:
         for unit in self._units[start:end]:
