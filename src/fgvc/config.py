@@ -86,6 +86,8 @@ class TrainConfig:
     save_every: int = 0  # also keep epoch checkpoints every N epochs (0: only last and best)
     keep: int = 3  # at most this many periodic checkpoints
     drop_last: bool = True
+    channels_last: bool = False  # NHWC weights and inputs: faster convolutions with AMP on GPUs
+    compile: bool = False  # torch.compile the training forward (one-off compile time; eval stays eager)
 
 
 @dataclass

@@ -96,6 +96,8 @@ class Trainer:
 
         seed_everything(config.train.seed)  # the same initial weights for the same seed
         self.model = build_model(config, len(self.classes)).to(self.device)
+        self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.transfer_report = None
         if init_from is not None and resume_state is None:
             self.transfer_report = self._transfer(init_from)
@@ -111,6 +113,8 @@ class Trainer:
         self.ddp_model = (DistributedDataParallel(self.model, device_ids=[self.device.index]
                                                   if self.device.type == "cuda" else None)
                           if self.dist.enabled else self.model)
+        # The compiled wrapper shares the model's parameters; checkpoints keep saving ``self.model``.
+        self.train_forward = torch.compile(self.ddp_model) if config.train.compile else self.ddp_model
         self.val_loader = (make_loader(self.val_index, config, False, len(self.classes),
                                        sampler=ShardSampler(len(self.val_index), self.dist.rank,
                                                             self.dist.world_size))
@@ -270,6 +274,7 @@ class Trainer:
                 continue
             skipped += batch.get("skipped", 0)
             x = self.train_loader.prepare(batch["image"].to(self.device, non_blocking=True))
+            x = x.contiguous(memory_format=self.memory_format)
             y = batch["label"].to(self.device, non_blocking=True)
             step_now = (self.step_in_epoch + 1) % accumulate == 0 or self.step_in_epoch + 1 == batches_in_epoch
             # DDP: all-reduce gradients only on the micro-batch that steps the optimiser
@@ -277,7 +282,7 @@ class Trainer:
             try:
                 with sync:
                     with autocast_context(self.device, self.amp_dtype):
-                        out = model(x)
+                        out = self.train_forward(x)
                         loss, _ = base.loss(out, y, epoch=self.epoch)
                     self.scaler.scale(loss / accumulate).backward()
             except torch.OutOfMemoryError:

@@ -15,6 +15,7 @@ instead of a status string).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -27,6 +28,12 @@ from .output import LossTerms, ModelOutput
 from .windows import WINDOW_PRESETS, WindowGeometry, WindowPreset
 
 __all__ = ["aolm_boxes", "largest_component", "window_scores", "select_windows", "crop_resize", "MMALNet"]
+
+
+def _region(name: str) -> contextlib.AbstractContextManager:
+    """A named profiler region (benchmarks report AOLM/APPM/crops' share), left out under
+    ``torch.compile``, which cannot trace the profiler's context manager."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else record_function(name)
 
 
 # -- AOLM ---------------------------------------------------------------------------------------
@@ -230,9 +237,9 @@ class MMALNet(nn.Module):
             raise ValueError(f"MMAL-Net needs an input size that is a multiple of {self.stride} px, got {h}x{w}")
         parts = self.training if parts is None else parts
         fm, penultimate, raw_logits = self._branch(x)
-        with record_function("mmal.aolm"):
+        with _region("mmal.aolm"):
             object_boxes, fallback = aolm_boxes(fm.detach(), penultimate.detach(), self.stride)
-        with record_function("mmal.crops"):
+        with _region("mmal.crops"):
             object_images = crop_resize(x.detach(), object_boxes[:, None], (h, w))[:, 0]
         object_fm, _, object_logits = self._branch(object_images)
         logits = object_logits if self.predict == "object" else raw_logits + object_logits
@@ -240,11 +247,11 @@ class MMALNet(nn.Module):
                           object_boxes=object_boxes, extras={"aolm_fallback": fallback})
         if parts:
             geometry = self.geometry(*object_fm.shape[-2:])
-            with record_function("mmal.appm"):
+            with _region("mmal.appm"):
                 scores = window_scores(object_fm.detach(), geometry)
                 indices = select_windows(scores, geometry)
                 windows = geometry.on(x.device)[1][indices]  # (B, N, 4) in object-image pixels
-            with record_function("mmal.crops"):
+            with _region("mmal.crops"):
                 part_images = crop_resize(object_images, windows, (h // 2, w // 2)).flatten(0, 1)
             _, _, part_logits = self._branch(part_images.detach())
             out.branch_logits["parts"] = part_logits.view(x.shape[0], -1, self.num_classes)
