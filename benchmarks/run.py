@@ -1,7 +1,8 @@
 """fgvc benchmark: model steps against a plain ResNet-50 step measured in the same run, operator and
 host-synchronisation counts, the data pipeline, and batched prediction.
 
-    python benchmarks/run.py [--device cpu|cuda] [--iters 5] [--amp bf16] [--channels-last] [--quick]
+    python benchmarks/run.py [--device cpu|cuda] [--iters 5] [--amp bf16] [--channels-last] [--compile]
+                             [--models fbsd mmal] [--skip pipeline predict] [--quick]
 
 Ratios to the plain torchvision ResNet-50 step are what survive a noisy machine; absolute times
 depend on it. Results print as Markdown tables (paste into BENCHMARKS.md with the command).
@@ -111,7 +112,7 @@ def region_share(fn: Callable[[], None], prefix: str = "mmal.") -> float:
 
 
 _RSS_SCRIPT = """
-import resource, sys, torch
+import sys, torch
 from fgvc.models import create_model
 name, windows = sys.argv[1], sys.argv[2]
 kw = {{"windows": windows}} if name == "mmal" else {{}}
@@ -120,7 +121,9 @@ opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
 x, y = torch.randn(2, 3, {size}, {size}), torch.tensor([0, 1])
 for _ in range(2):
     opt.zero_grad(); m.loss(m(x), y, epoch=1)[0].backward(); opt.step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+# VmHWM: this process's own peak (ru_maxrss would include the benchmark's RSS at fork time)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(int(hwm.split()[1]) / 2**20)
 """
 
 
@@ -194,10 +197,13 @@ def models_table(args: argparse.Namespace, device: torch.device) -> str:
         ("mmal (cars, N=6)", dict(name="mmal", windows="cars")),
     ]
     rows = []
+    specs = [(label, spec) for label, spec in specs if not args.models or spec["name"] in args.models]
     for label, spec in specs:
         name = spec.pop("name")
         model = create_model(name, 200, backbone="resnet50", **spec)
         case = Case(label, model, 2, size, device, args.amp_dtype, args.channels_last)
+        if args.compile:  # the model's own step, compiled; compile time is spent in the warm-up runs
+            case.model = torch.compile(case.model)
         ref_train, train_times = timed_against(plain_train.train_step, case.train_step, iters, 2, device)
         mem = peak_memory(case.train_step, device)
         if mem is None and not args.quick:
@@ -316,6 +322,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=448)
     parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model's training step")
+    parser.add_argument("--models", nargs="*", default=[], choices=["baseline", "fbsd", "mmal"],
+                        help="only these models (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer images, no profiler (smoke run)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["models", "pipeline", "predict"])
     args = parser.parse_args()
@@ -326,7 +335,8 @@ def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f", amp {args.amp}, channels_last {args.channels_last}, {args.size} px, {args.iters} iters", file=out)
+          + f", amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}, {args.size} px, "
+          f"{args.iters} iters", file=out)
     print(out.getvalue(), flush=True)
     if "models" not in args.skip:
         print(models_table(args, device), flush=True)
