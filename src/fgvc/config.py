@@ -148,7 +148,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     else:
         return value
     name = getattr(hint, "__name__", text).replace("typing.", "")
-    raise ConfigError(f"{where} should be {name}, got {value!r}")
+    quote = " (YAML reads off/on/yes/no as booleans: put the word in quotes)" if isinstance(value, bool) else ""
+    raise ConfigError(f"{where} should be {name}, got {value!r}{quote}")
 
 
 def _fill(instance: Any, data: dict[str, Any], prefix: str) -> None:
@@ -213,8 +214,18 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} should look like section.key=value")
         value = yaml.safe_load(raw) if raw.strip() else None
-        nested: Any = value
-        for part in reversed(key.strip().split(".")):
-            nested = {part: nested}
-        _fill(config, nested, "")
+        try:
+            _fill(config, _nest(key, value), "")
+        except ConfigError:
+            # YAML reads off/on/yes/no and numbers as other types; a text field takes the text as typed
+            if not isinstance(value, bool | int | float) or not raw.strip():
+                raise
+            _fill(config, _nest(key, raw.strip()), "")
     return config
+
+
+def _nest(key: str, leaf: Any) -> Any:
+    """``"a.b.c", v`` -> ``{"a": {"b": {"c": v}}}``."""
+    for part in reversed(key.strip().split(".")):
+        leaf = {part: leaf}
+    return leaf

@@ -61,3 +61,13 @@ def test_yaml_file_path_works(tmp_path):
     path.write_text("model:\n  name: fbsd\ntrain:\n  epochs: 3\n")
     config = load_config(path)
     assert config.model.name == "fbsd" and config.train.epochs == 3 and config.optim.lr == 0.01
+
+
+def test_text_fields_take_yaml_keywords_as_typed(tmp_path):
+    # YAML reads `off` as False; on the command line a text field keeps the word
+    assert load_config("demo", ["train.amp=off"]).train.amp == "off"
+    assert load_config("demo", ["train.amp=bf16", "train.epochs=3"]).train.epochs == 3
+    path = tmp_path / "amp.yaml"
+    path.write_text("train:\n  amp: off\n")
+    with pytest.raises(ConfigError, match=r"'train.amp' should be str, got False \(YAML reads off/on/yes/no"):
+        load_config(path)
