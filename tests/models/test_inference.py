@@ -40,6 +40,12 @@ def test_only_a_convolution_feeding_its_batch_norm_directly_is_folded():
     assert conv_bn_pairs(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4))) == []
     assert conv_bn_pairs(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False))) == []
 
+    class BatchNormAct(nn.BatchNorm2d):  # like timm's BatchNormAct2d: folding would drop the activation
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    assert conv_bn_pairs(nn.Sequential(nn.Conv2d(3, 4, 1), BatchNormAct(4))) == []
+
 
 @pytest.mark.parametrize(("name", "options", "leftover"), [
     ("baseline", {}, 0),

@@ -8,8 +8,9 @@ of every activation. Outputs equal the unfolded model's within float rounding (t
 
 Only pairs where the convolution's output goes *only* into the BatchNorm are folded, found
 structurally: consecutive children of an ``nn.Sequential``, ``convN``/``bnN`` of torchvision's
-ResNet blocks, and consecutive units of a :class:`Backbone`. The model is changed in place and
-must not be trained afterwards (the folded BatchNorms are gone).
+ResNet blocks, and consecutive units of a :class:`Backbone`; other layouts (EfficientNet-Lite's
+``_bn0`` after ``_expand_conv``, timm's BatchNormAct2d) stay unfolded and only change memory format.
+The model is changed in place and must not be trained afterwards (the folded BatchNorms are gone).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ __all__ = ["conv_bn_pairs", "fold_batch_norms", "InferenceModel", "prepare_for_i
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+    # exact types: subclasses such as timm's BatchNormAct2d also apply an activation
+    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
             and bn.running_mean is not None and bn.num_features == conv.out_channels)
 
 
@@ -51,7 +53,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
                     conv, bn = module.body.get_submodule(a[0]), module.body.get_submodule(b[0])
                     if _foldable(conv, bn):
                         pairs.append((f"{prefix}body.{a[0]}", f"{prefix}body.{b[0]}"))
-    return list(dict.fromkeys(pairs))  # a Sequential inside a block is seen once only anyway
+    return list(dict.fromkeys(pairs))  # a Backbone whose body is a Sequential is seen by two rules
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
