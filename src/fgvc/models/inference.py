@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .backbones import Backbone
-from .output import ModelOutput
+from .output import LossTerms, ModelOutput
 
 __all__ = ["conv_bn_pairs", "fold_batch_norms", "InferenceModel", "prepare_for_inference"]
 
@@ -87,7 +87,7 @@ class InferenceModel(nn.Module):
     def forward(self, x: Tensor) -> ModelOutput:
         return self.model(x.contiguous(memory_format=self.memory_format))
 
-    def loss(self, output: ModelOutput, target: Tensor, epoch: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, output: ModelOutput, target: Tensor, epoch: int = 0) -> tuple[Tensor, LossTerms]:
         return self.model.loss(output, target, epoch)
 
 
