@@ -37,6 +37,18 @@ def tracker_warnings(record):
     return [str(w.message) for w in record if issubclass(w.category, TrackerWarning)]
 
 
+def train_with_failing_backend(run_dir, **options):
+    """Train through a tracker whose optional backend fails; returns (the backends it started with, its
+    warnings), after checking that the CSV log still holds every epoch."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tracker = create_tracker(run_dir, CONFIG, **options)
+        names = tracker.names
+        train(tracker)
+    assert len(read_metrics_csv(run_dir / "metrics.csv")) == 5
+    return names, tracker_warnings(record)
+
+
 # --- CSV ---------------------------------------------------------------------------------------
 
 
@@ -134,14 +146,9 @@ def test_read_metrics_csv_names_a_foreign_file(tmp_path):
 
 def test_wandb_not_installed_warns_once_and_training_goes_on(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        tracker = create_tracker(tmp_path, CONFIG, wandb=True)
-        train(tracker)
-    messages = tracker_warnings(record)
+    _, messages = train_with_failing_backend(tmp_path, wandb=True)
     assert len(messages) == 1
     assert "wandb tracking is off" in messages[0] and "pip install 'fgvc[wandb]'" in messages[0]
-    assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 5
 
 
 def test_wandb_init_error_warns_once_and_training_goes_on(tmp_path, monkeypatch):
@@ -149,15 +156,10 @@ def test_wandb_init_error_warns_once_and_training_goes_on(tmp_path, monkeypatch)
         raise RuntimeError("could not reach api.wandb.ai")
 
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        tracker = create_tracker(tmp_path, CONFIG, wandb=True, wandb_mode="online")
-        assert tracker.names == ("csv",)
-        train(tracker)
-    messages = tracker_warnings(record)
+    names, messages = train_with_failing_backend(tmp_path, wandb=True, wandb_mode="online")
+    assert names == ("csv",)
     assert len(messages) == 1
     assert "RuntimeError: could not reach api.wandb.ai" in messages[0] and "wandb login" in messages[0]
-    assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 5
     assert not (tmp_path / "wandb_run_id.txt").exists()
 
 
@@ -177,26 +179,16 @@ def test_backend_failing_mid_run_warns_once_and_is_switched_off(tmp_path, monkey
             calls["finish"] += 1
 
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kwargs: FlakyRun()))
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        tracker = create_tracker(tmp_path, CONFIG, wandb=True)
-        train(tracker)
-    messages = tracker_warnings(record)
+    _, messages = train_with_failing_backend(tmp_path, wandb=True)
     assert len(messages) == 1
     assert "wandb tracking failed in log(step=2) with ConnectionError" in messages[0]
     assert calls == {"log": 3, "finish": 1}
-    assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 5
 
 
 def test_tensorboard_not_installed_warns_once_and_training_goes_on(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        tracker = create_tracker(tmp_path, CONFIG, tensorboard=True)
-        train(tracker)
-    messages = tracker_warnings(record)
+    _, messages = train_with_failing_backend(tmp_path, tensorboard=True)
     assert len(messages) == 1 and "pip install 'fgvc[tensorboard]'" in messages[0]
-    assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 5
 
 
 def test_disabled_tracker_writes_nothing(tmp_path, monkeypatch):
