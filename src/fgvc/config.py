@@ -216,11 +216,14 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         value = yaml.safe_load(raw) if raw.strip() else None
         try:
             _fill(config, _nest(key, value), "")
-        except ConfigError:
+        except ConfigError as first:
             # YAML reads off/on/yes/no and numbers as other types; a text field takes the text as typed
-            if not isinstance(value, bool | int | float) or not raw.strip():
+            if not isinstance(value, bool | int | float):
                 raise
-            _fill(config, _nest(key, raw.strip()), "")
+            try:
+                _fill(config, _nest(key, raw.strip()), "")
+            except ConfigError:
+                raise first from None  # not a text field either: the error about the value as YAML read it
     return config
 
 

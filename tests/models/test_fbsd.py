@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fgvc.models import create_model
-from fgvc.models.fbsd import FBSM, FDM, TopKPool, fdm, strip_sizes
+from fgvc.models.fbsd import FBSM, FDM, TopKPool, strip_sizes
 
 
 def _fbsm_reading_channel0(k: int) -> FBSM:
@@ -94,12 +94,13 @@ def test_fdm_by_hand():
     # a: two positions with features (1, 0) and (0, 2); b: one position with (1, 0).
     a = torch.tensor([[1.0, 0.0], [0.0, 2.0]]).T.reshape(1, 2, 1, 2)
     b = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
-    to_a, to_b = fdm(a, b, factor=0.001)
+    new_a, new_b = FDM(factor=0.5)([a, b])  # a large factor: the subtraction below stays exact
+    to_a, to_b = new_a - a, new_b - b  # the terms FDM added
     # negative cosine similarity: [-1, 0]; softmax over a's positions gives the weights for b
     p = [math.exp(-1) / (math.exp(-1) + 1), 1 / (math.exp(-1) + 1)]
-    assert torch.allclose(to_b.flatten(), 0.001 * torch.tensor([p[0] * 1 + p[1] * 0, p[0] * 0 + p[1] * 2]))
+    assert torch.allclose(to_b.flatten(), 0.5 * torch.tensor([p[0] * 1 + p[1] * 0, p[0] * 0 + p[1] * 2]))
     # softmax over b's single position is 1: every position of a receives b's raw feature
-    assert torch.allclose(to_a.reshape(2, 2).T, 0.001 * torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    assert torch.allclose(to_a.reshape(2, 2).T, 0.5 * torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
 
 
 def test_fdm_module_adds_every_pairs_terms_from_the_pre_update_maps():
@@ -123,8 +124,9 @@ def test_fdm_module_adds_every_pairs_terms_from_the_pre_update_maps():
         assert g.shape == m.shape
         torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
         assert (g - m).abs().max() > 1e-3  # the terms are really there
-    for got_term, want in zip(fdm(maps[0], maps[1], 0.01), (d12, d21), strict=True):
-        torch.testing.assert_close(got_term, want, atol=1e-7, rtol=1e-5)
+    pair_only = FDM(factor=0.01)(maps[:2])
+    for got, m, want in zip(pair_only, maps[:2], (d12, d21), strict=True):
+        torch.testing.assert_close(got - m, want, atol=1e-6, rtol=1e-4)
 
 
 def test_fdm_default_factor_is_the_references_rounded_value():

@@ -119,19 +119,11 @@ def _attention(na_neg: Tensor, nb: Tensor) -> tuple[Tensor, Tensor]:
     return torch.softmax(sim, dim=1), torch.softmax(sim.transpose(1, 2), dim=1)
 
 
-def fdm(a: Tensor, b: Tensor, factor: float) -> tuple[Tensor, Tensor]:
-    """Feature diversification between two maps (REFERENCE §1.4): returns the terms added to
-    ``a`` and to ``b``."""
-    fa, fb = a.flatten(2), b.flatten(2)  # (B, C, S), (B, C, M)
-    from_a, from_b = _attention(_scaled_columns(fa, -1.0), _scaled_columns(fb, 1.0))
-    return factor * torch.bmm(fb, from_b).view_as(a), factor * torch.bmm(fa, from_a).view_as(b)
-
-
 class FDM(nn.Module):
-    """All pairs of maps at once (the reference's three calls): each map plus ``gamma`` times the
-    terms of its pairings, every term from the pre-update maps. Each map is normalised once, and the
-    weighted sums happen inside the matrix products (``baddbmm``), not as passes over the maps.
-    ``factor``: the reference's round(1/784, 3)."""
+    """Feature diversification (REFERENCE §1.4) of all pairs at once (the reference's three calls):
+    each map plus ``gamma`` times the terms of its pairings, every term from the pre-update maps.
+    Each map is normalised once, and the weighted sums happen inside the matrix products
+    (``baddbmm``), not as passes over the maps. ``factor``: the reference's round(1/784, 3)."""
 
     def __init__(self, factor: float = 0.001) -> None:
         super().__init__()
