@@ -67,6 +67,8 @@ def test_text_fields_take_yaml_keywords_as_typed(tmp_path):
     # YAML reads `off` as False; on the command line a text field keeps the word
     assert load_config("demo", ["train.amp=off"]).train.amp == "off"
     assert load_config("demo", ["train.amp=bf16", "train.epochs=3"]).train.epochs == 3
+    with pytest.raises(ConfigError, match=r"'train.epochs' should be int, got 1.5$"):  # not retried as text
+        load_config("demo", ["train.epochs=1.5"])
     path = tmp_path / "amp.yaml"
     path.write_text("train:\n  amp: off\n")
     with pytest.raises(ConfigError, match=r"'train.amp' should be str, got False \(YAML reads off/on/yes/no"):
