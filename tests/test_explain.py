@@ -11,8 +11,7 @@ from PIL import Image
 from fgvc import viz
 from fgvc.data.decode import ImageDecodeError, load_rgb
 from fgvc.data.formats import read_dataset
-from fgvc.data.transforms import build_transform
-from fgvc.engine.runtime import load_model
+from fgvc.engine.run import Run
 from fgvc.errors import UserError
 from fgvc.explain import DISPLAY_SIZE, STAGE_SIZE, collect_images, explain, explain_images
 from tests.seeing_fixtures import baseline_run, bounds, colour_mask, fbsd_run, mmal_run, seeing_data  # noqa: F401
@@ -23,10 +22,9 @@ def first_sample(data):
 
 
 def model_output(loaded, path, **kwargs):
-    cfg = loaded.config.model
-    x = build_transform(cfg.transform, cfg.input_size, train=False)(load_rgb(path))[None]
+    x = loaded.eval_transform()(load_rgb(path))[None]
     with torch.no_grad():
-        return x, loaded.model.eval()(x, **kwargs)
+        return x, loaded.trained_model(for_inference=False)(x, **kwargs)
 
 
 def inside(outer, inner) -> bool:
@@ -35,7 +33,7 @@ def inside(outer, inner) -> bool:
 
 def test_mmal_picture_draws_the_model_boxes_where_its_coordinates_say(mmal_run, seeing_data, tmp_path):  # noqa: F811
     sample = first_sample(seeing_data)
-    loaded = load_model(mmal_run)
+    loaded = Run.open(mmal_run)
     e = next(explain_images(loaded, [sample.path], data_root=seeing_data))
     x, out = model_output(loaded, sample.path, parts=True)
     original = load_rgb(sample.path)
@@ -82,7 +80,7 @@ def test_mmal_picture_draws_the_model_boxes_where_its_coordinates_say(mmal_run, 
 
 
 def test_top5_are_the_model_probabilities(baseline_run, seeing_data):  # noqa: F811
-    loaded = load_model(baseline_run)
+    loaded = Run.open(baseline_run)
     sample = first_sample(seeing_data)
     e = next(explain_images(loaded, [sample.path]))
     _, out = model_output(loaded, sample.path)
@@ -96,7 +94,7 @@ def test_top5_are_the_model_probabilities(baseline_run, seeing_data):  # noqa: F
 
 
 def test_fbsd_picture_has_three_stage_overlays_and_heatmaps(fbsd_run, seeing_data):  # noqa: F811
-    loaded = load_model(fbsd_run)
+    loaded = Run.open(fbsd_run)
     sample = first_sample(seeing_data)
     e = next(explain_images(loaded, [sample.path]))
     assert e.image_size == (STAGE_SIZE, STAGE_SIZE)

@@ -9,6 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from fgvc.data import labels_csv
+from fgvc.data.labels_csv import LabelsFileError
+from fgvc.errors import DataError
 from fgvc.submission import (
     ScoreReport,
     SubmissionError,
@@ -129,16 +132,27 @@ def test_validate_reports_structure_first():
 
 
 # -- labels -------------------------------------------------------------------------------------------
+def test_labels_csv_reader_is_the_one_shared_with_the_competition_format():
+    assert read_labels_csv is labels_csv.read_labels_csv
+    assert issubclass(LabelsFileError, DataError)
+
+
 def test_labels_csv_handles_crlf_no_trailing_newline_and_keeps_zeros(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_bytes(b"file,class_id\r\na.jpg,04654\r\n\r\nb.jpg,00001")
     assert read_labels_csv(path) == {"a.jpg": "04654", "b.jpg": "00001"}
 
 
+def test_labels_csv_header_may_be_in_any_case_and_order_with_extra_columns(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(b"\xef\xbb\xbfClass_ID, note ,File\n 007 ,x, a.jpg\n")  # BOM, spaces around cells
+    assert read_labels_csv(path) == {"a.jpg": "007"}
+
+
 def test_labels_csv_without_header_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("a.jpg,04654\n", encoding="utf-8")
-    with pytest.raises(SubmissionError, match="line 1: expected the header 'file,class_id'") as e:
+    with pytest.raises(LabelsFileError, match="line 1: expected the header 'file,class_id'") as e:
         read_labels_csv(path)
     assert str(path) in str(e.value)
 
@@ -146,8 +160,10 @@ def test_labels_csv_without_header_is_an_error_naming_the_file(tmp_path):
 def test_labels_csv_duplicate_file_names_both_lines(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("file,class_id\na.jpg,01\nb.jpg,02\na.jpg,01\n", encoding="utf-8")
-    with pytest.raises(SubmissionError, match=r"line 4: file 'a.jpg' is already labelled on line 2"):
+    with pytest.raises(LabelsFileError) as e:
         read_labels_csv(path)
+    assert str(e.value) == (f"{path}: line 4: file 'a.jpg' is already labelled on line 2; "
+                            "each test file needs exactly one label")
 
 
 @pytest.mark.parametrize(("content", "expected"), [("", "is empty"), ("file,class_id\n", "no label rows"),
@@ -155,8 +171,13 @@ def test_labels_csv_duplicate_file_names_both_lines(tmp_path):
 def test_labels_csv_other_errors(tmp_path, content, expected):
     path = tmp_path / "labels.csv"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(SubmissionError, match=expected):
+    with pytest.raises(LabelsFileError, match=expected):
         read_labels_csv(path)
+
+
+def test_labels_csv_that_cannot_be_read_names_the_path(tmp_path):
+    with pytest.raises(LabelsFileError, match=f"cannot read labels {tmp_path / 'none.csv'}"):
+        read_labels_csv(tmp_path / "none.csv")
 
 
 # -- score --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import UserError
+from .errors import ConfigError, FgvcError, UserError
 
 __all__ = ["main", "build_parser"]
 
@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 def _data_check(args: argparse.Namespace) -> int:
     from .data.check import check_dataset
 
-    options = {}
+    options = dict(_options(args.option or []))
     if args.aircraft_level:
         options["level"] = args.aircraft_level
     report = check_dataset(args.root, args.format, min_side=args.min_side, workers=args.workers, **options)
@@ -63,26 +63,47 @@ def _write_report(run_dir: Path, metrics_path: Path | None = None, device: str =
     print(f"report written to {path}")
 
 
+def _options(items: list[str]) -> list[tuple[str, object]]:
+    """``key=value`` pairs for a format reader; values parsed as YAML scalars."""
+    import yaml
+
+    pairs = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r} should look like key=value (e.g. level=family)")
+        pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return pairs
+
+
 def _train(args: argparse.Namespace) -> int:
+    from .engine.run import Run
     from .engine.trainer import Trainer
 
     if args.resume is not None:
-        from .config import Config
-
-        run_dir = args.resume
-        config = Config()  # replaced by the checkpoint's resolved config
-        if args.data:
-            config.data.root = str(args.data)
-        trainer = Trainer(config, run_dir, resume=True, progress=not args.no_progress)
+        if args.config_given or args.out or args.init_from:
+            given = [f for f, v in (("--config", args.config_given), ("--out", args.out),
+                                    ("--init-from", args.init_from)) if v]
+            raise ConfigError(f"{', '.join(given)} cannot be combined with --resume: the run keeps its own config "
+                              "and folder (use --data and --set for what may change)")
+        run = Run.resume(args.resume, data=args.data, overrides=args.set or [])
     else:
         config = _config(args)
         run_dir = args.out or Path("runs") / config.name
         if (run_dir / "last.pt").exists():
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-        trainer = Trainer(config, run_dir, init_from=args.init_from, progress=not args.no_progress)
+        run = Run.start(config, run_dir)
+    assert run.run_dir is not None
+    trainer = Trainer(run, init_from=None if args.resume else args.init_from, progress=not args.no_progress)
+    if args.resume is not None and trainer.finished:
+        print(f"{run.run_dir} has finished all {run.config.train.epochs} epochs; to train longer, resume with "
+              f"--set train.epochs=N (N > {run.config.train.epochs})")
+        return 0
     trainer.fit()
-    if not args.no_report and not trainer.interrupted:
-        _write_report(run_dir, device=trainer.config.train.device, progress=not args.no_progress)
+    if trainer.interrupted:
+        return 130  # `fgvc train && fgvc predict` must not carry on with a half-trained model
+    if not args.no_report:
+        _write_report(run.run_dir, device=run.config.train.device, progress=not args.no_progress)
     return 0
 
 
@@ -123,14 +144,13 @@ def _report(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .engine.predict import collect_test_images, predict, write_predictions
-    from .engine.runtime import load_model, resolve_device
+    from .engine.run import Run
 
-    device = resolve_device(args.device)
-    loaded = load_model(args.checkpoint, device, for_inference=True)
-    index = collect_test_images(args.data, loaded)
-    rows = predict(loaded, index, device, batch_size=args.batch_size, progress=not args.no_progress)
+    run = Run.open(args.checkpoint, device=args.device)
+    index = collect_test_images(args.data, run)
+    rows = predict(run, run.trained_model(), index, batch_size=args.batch_size, progress=not args.no_progress)
     csv_path, json_path = write_predictions(args.out, rows, args.group)
-    print(f"predicted {len(rows)} images with {loaded.path}")
+    print(f"predicted {len(rows)} images with {run.describe_checkpoint}")
     print(f"wrote {csv_path}")
     print(f"wrote {json_path}")
     return 0
@@ -159,6 +179,27 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be at least 0")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgvc", description="Fine-grained visual classification toolkit.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -171,24 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("root", type=Path)
     check.add_argument("--format", default=None,
                        help="competition, imagefolder, cub, aircraft, cars (default: detect)")
-    check.add_argument("--min-side", type=int, default=32, help="warn about images with a smaller side (px)")
-    check.add_argument("--workers", type=int, default=4, help="decoding threads")
-    check.add_argument("--aircraft-level", choices=["variant", "family", "manufacturer"], default=None)
+    check.add_argument("--min-side", type=_non_negative_int, default=32,
+                       help="warn about images with a smaller side (px)")
+    check.add_argument("--workers", type=_positive_int, default=4, help="decoding threads")
+    check.add_argument("--aircraft-level", choices=["variant", "family", "manufacturer"], default=None,
+                       help="shorthand for --option level=...")
+    check.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="a reader option, as data.options in a config (e.g. crop_banner=false)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=_data_check)
 
     synth = data_commands.add_parser("synth", help="generate the embedded synthetic fine-grained dataset")
     synth.add_argument("out", type=Path)
     synth.add_argument("--layout", default="competition", choices=["competition", "cub", "imagefolder"])
-    synth.add_argument("--classes", type=int, default=10)
-    synth.add_argument("--per-class", type=int, default=40)
-    synth.add_argument("--size", type=int, default=224)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--classes", type=_positive_int, default=10)
+    synth.add_argument("--per-class", type=_positive_int, default=40)
+    synth.add_argument("--size", type=_positive_int, default=224)
+    synth.add_argument("--seed", type=_non_negative_int, default=0)
     synth.add_argument("--test-fraction", type=float, default=0.2)
     synth.set_defaults(func=_data_synth)
 
     train = commands.add_parser("train", help="train a model; validation is carved from the training split")
-    train.add_argument("--config", default="demo", help="preset name (see configs/) or YAML file")
+    train.add_argument("--config", default=None, help="preset name (see configs/) or YAML file (default: demo)")
     train.add_argument("--data", type=Path, default=None, help="dataset root (overrides data.root)")
     train.add_argument("--out", type=Path, default=None, help="run directory (default runs/<name>)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. optim.lr=0.01")
@@ -204,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
     evaluate.add_argument("--out", type=Path, default=None)
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.add_argument("--no-report", action="store_true", help="do not rewrite the run's report.html")
@@ -216,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     expl.add_argument("--out", type=Path, default=Path("explain"), help="folder for the PNGs (default ./explain)")
     expl.add_argument("--data", type=Path, default=None,
                       help="dataset the images come from, for true class and box (default: the run's, if inside)")
-    expl.add_argument("--batch-size", type=int, default=8)
+    expl.add_argument("--batch-size", type=_positive_int, default=8)
     expl.add_argument("--device", default="auto")
     expl.set_defaults(func=_explain)
 
@@ -232,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--data", type=Path, required=True, help="dataset with test/ or a folder of images")
     pred.add_argument("--out", type=Path, required=True)
     pred.add_argument("--group", required=True, help="group name in the submission JSON")
-    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument("--batch-size", type=_positive_int, default=32)
     pred.add_argument("--device", default="auto")
     pred.add_argument("--no-progress", action="store_true")
     pred.set_defaults(func=_predict)
@@ -240,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="POST a submission JSON to the scoring server")
     submit.add_argument("submission", type=Path)
     submit.add_argument("--url", required=True)
-    submit.add_argument("--retries", type=int, default=3)
+    submit.add_argument("--retries", type=_non_negative_int, default=3)
     submit.set_defaults(func=_submit)
 
     score = commands.add_parser("score", help="score a submission locally against a labels CSV")
@@ -252,31 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from .data.classes import ClassTableError
-    from .data.dataset import LabelError
-    from .data.decode import ImageDecodeError
-    from .data.index import DatasetLayoutError
-    from .engine.checkpoint import CheckpointError
-    from .models.backbones import PretrainedWeightsError
-
-    return (UserError, DatasetLayoutError, ClassTableError, LabelError, ImageDecodeError,
-            CheckpointError, PretrainedWeightsError, FileExistsError, FileNotFoundError, ValueError, KeyError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Expected failures (:class:`FgvcError`) are one line, exit 2; anything else is a bug in fgvc,
+    shown with its traceback, exit 1. ``--debug`` shows every traceback."""
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        args.config_given = args.config is not None
+        args.config = args.config or "demo"
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except KeyboardInterrupt:
         print("fgvc: interrupted", file=sys.stderr)
         return 130
-    except _known_errors() as e:
+    except FgvcError as e:
         if args.debug:
             raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        message = str(e)
         if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the story
             message = [line for line in message.splitlines() if line.strip()][-1].split(": ", 1)[-1]
         print(f"fgvc: error: {message}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001  not an expected failure: a bug, shown whole
+        import traceback
+
+        traceback.print_exc()
+        print("fgvc: internal error: this is a bug in fgvc, not something you did; please report it with the "
+              "traceback above", file=sys.stderr)
+        return 1

@@ -16,6 +16,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -23,15 +25,13 @@ __all__ = [
     "config_from_dict",
     "find_preset",
     "load_config",
+    "validate_config",
+    "get_key",
     "preset_names",
     "CONFIG_DIR",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # also reachable as configs/ at the repository root
-
-
-class ConfigError(ValueError):
-    """A preset, key or value that cannot be used; the message suggests the fix."""
 
 
 @dataclass
@@ -42,7 +42,7 @@ class DataConfig:
     split_seed: int = 0
     num_workers: int = 2
     skip_unreadable: bool = False
-    aircraft_level: str = "variant"
+    options: dict[str, Any] = field(default_factory=dict)  # the format reader's keywords (Aircraft level, ...)
 
 
 @dataclass
@@ -51,7 +51,7 @@ class ModelConfig:
     backbone: str = "resnet18"
     pretrained: bool | str = False
     input_size: int = 224
-    transform: str = "plain"  # fbsd | mmal | plain
+    transform: str = "auto"  # auto (the model's own recipe) | fbsd | mmal | plain
     options: dict[str, Any] = field(default_factory=dict)  # model constructor keywords (dropout, windows, ...)
 
 
@@ -157,13 +157,15 @@ def _fill(instance: Any, data: dict[str, Any], prefix: str) -> None:
     names = [f.name for f in dataclasses.fields(instance)]
     for key, value in data.items():
         where = f"{prefix}{key}"
-        if key not in names:
+        if key not in names and not (key == "aircraft_level" and prefix == "data."):
             raise ConfigError(f"unknown config key '{where}'.{_suggest(key, names)}")
         current = getattr(instance, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"'{where}' is a section; give it as a mapping of keys")
             _fill(current, value, f"{where}.")
+        elif key == "aircraft_level" and prefix == "data.":  # written by fgvc <= 0.1: now a reader option
+            instance.options["level"] = _coerce(value, str, f"'{where}'")
         elif key == "options" and isinstance(current, dict) and isinstance(value, dict):
             current.update(value)
         else:
@@ -173,6 +175,58 @@ def _fill(instance: Any, data: dict[str, Any], prefix: str) -> None:
 def config_from_dict(data: dict[str, Any] | None) -> Config:
     config = Config()
     _fill(config, data or {}, "")
+    return config
+
+
+# (key, lowest allowed, highest allowed, whether the lowest is excluded); None: no bound
+_RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
+    ("data.val_fraction", 0, 1, False), ("data.num_workers", 0, 256, False), ("data.split_seed", 0, None, False),
+    ("model.input_size", 32, 4096, False),
+    ("optim.lr", 0, None, True), ("optim.backbone_lr", 0, None, True), ("optim.momentum", 0, 1, False),
+    ("optim.weight_decay", 0, None, False),
+    ("schedule.gamma", 0, None, True), ("schedule.warmup_epochs", 0, None, False),
+    ("train.epochs", 1, None, False), ("train.batch_size", 1, None, False), ("train.eval_batch_size", 1, None, False),
+    ("train.accumulate", 1, None, False), ("train.seed", 0, 2**63 - 1, False), ("train.save_every", 0, None, False),
+    ("train.keep", 1, None, False),
+)
+_CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("optim.name", ("sgd", "adamw")), ("schedule.name", ("cosine", "multistep", "constant")),
+    ("train.amp", ("auto", "off", "bf16", "fp16")), ("track.wandb_mode", ("offline", "online", "disabled")),
+)
+
+
+def get_key(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate_config(config: Config) -> Config:
+    """Every number in range and every choice known, checked once at load time: a bad value is one
+    line naming the key, the value and what is allowed — never a traceback from a worker later."""
+    for key, low, high, open_low in _RANGES:
+        value = get_key(config, key)
+        if value is None:
+            continue
+        too_low = low is not None and (value <= low if open_low else value < low)
+        too_high = high is not None and (value >= high if key == "data.val_fraction" else value > high)
+        if too_low or too_high:
+            if key == "data.val_fraction":
+                allowed = "a fraction in [0, 1)"
+            elif high is None:
+                allowed = f"{'greater than' if open_low else 'at least'} {low}"
+            else:
+                allowed = f"between {low} and {high}"
+            raise ConfigError(f"{key} = {value!r} is out of range: it must be {allowed}")
+    for key, choices in _CHOICES:
+        value = get_key(config, key)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{key} = {value!r}: choose one of {', '.join(choices)}.{hint}")
+    if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in config.schedule.milestones):
+        raise ConfigError(f"schedule.milestones = {config.schedule.milestones!r}: give epochs as whole numbers >= 1")
     return config
 
 
@@ -204,7 +258,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     config = config_from_dict(data)
     apply_overrides(config, overrides or [])
-    return config
+    return validate_config(config)
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

@@ -3,18 +3,20 @@
 Every picture has a header (file, model, prediction, true class when known) and the top-5
 classes with their probabilities and names. Then, by model:
 
-* MMAL-Net: the image with the AOLM object box, the APPM part windows numbered in selection
+The model spec's ``pictures`` say what else a model can show (:data:`PICTURES`):
+
+* ``"windows"`` (MMAL-Net): the image with the object box, the part windows numbered in selection
   order and coloured by scale group, the annotated box in another colour when the image belongs
   to a dataset with boxes; below, the object crop and the part crops as a strip.
-* FBSD: per stage, the model's input with the FBSM strip importances (softmax b) as a
+* ``"strips"`` (FBSD): per stage, the model's input with the strip importances (softmax b) as a
   translucent overlay, the suppressed strip outlined in red; below, each stage's activation
-  (channel mean of the stage's feature map, the map FBSM scores) as a heatmap.
-* other models: the image.
+  (channel mean of the stage's feature map, the map the strips score) as a heatmap.
+* none: the image.
 
 Boxes come from ``ModelOutput`` (inclusive input pixels) and are mapped onto the displayed
-image with :func:`fgvc.viz.scale_box`. For the resize-only recipes (``mmal``, ``plain``) the
-displayed image is the original file, aspect kept, and crops are cut from it at full
-resolution; for a cropping recipe (``fbsd``) it is the centre crop the model saw.
+image with :func:`fgvc.viz.scale_box`. For a whole-image recipe (the input is the image resized)
+the displayed image is the original file, aspect kept, and crops are cut from it at full
+resolution; for a cropping recipe it is the crop the model saw.
 """
 
 from __future__ import annotations
@@ -34,11 +36,8 @@ from . import viz
 from .data.classes import ClassTable
 from .data.decode import ImageDecodeError, load_rgb
 from .data.index import Sample, is_hidden, is_image_file
-from .data.transforms import build_transform
-from .engine.runtime import LoadedModel, load_model, resolve_device
+from .engine.run import Run
 from .errors import UserError
-from .models.fbsd import FBSD, strip_sizes
-from .models.mmal import MMALNet
 from .models.output import ModelOutput
 from .models.windows import paired_iou_inclusive
 
@@ -46,7 +45,6 @@ __all__ = ["Explanation", "explain", "explain_images", "collect_images", "DISPLA
 
 DISPLAY_SIZE = 448  # px, longer side of the annotated image (MMAL and plain models)
 STAGE_SIZE = 300  # px, side of each FBSD stage panel
-RESIZE_ONLY = ("mmal", "plain")  # recipes whose input is the whole image, resized (fgvc.data.transforms)
 TILE_SIZE = 120  # px, side of each crop in the MMAL crop strip
 GAP = 10
 
@@ -94,13 +92,13 @@ def collect_images(images: Sequence[str | Path] | str | Path) -> list[tuple[Path
     return named
 
 
-def _dataset_lookup(loaded: LoadedModel, data_root: str | Path | None,
+def _dataset_lookup(run: Run, data_root: str | Path | None,
                     paths: Sequence[Path]) -> tuple[dict[Path, Sample], int]:
     """Samples of the dataset at ``data_root`` (default: the run's data root when the images lie
     inside it) by resolved path, and the rows its images lose at load time (Aircraft's banner)."""
     root = data_root
-    if root is None and loaded.config.data.root:
-        candidate = Path(loaded.config.data.root).resolve()
+    if root is None and run.config.data.root:
+        candidate = Path(run.config.data.root).resolve()
         if any(candidate in p.resolve().parents for p in paths):
             root = candidate
     if root is None or not Path(root).is_dir():
@@ -109,9 +107,8 @@ def _dataset_lookup(loaded: LoadedModel, data_root: str | Path | None,
         return {}, 0
     from .data.formats import read_dataset
 
-    fmt = loaded.config.data.format
-    options = {"level": loaded.config.data.aircraft_level} if fmt == "aircraft" else {}
-    index = read_dataset(root, None if fmt == "auto" else fmt, **options)
+    fmt = run.config.data.format
+    index = read_dataset(root, None if fmt == "auto" else fmt, **run.config.data.options)
     return {s.path.resolve(): s for s in index.samples}, index.crop_bottom_px
 
 
@@ -135,26 +132,26 @@ def _label(classes: ClassTable, index: int) -> str:
     return cid if name == cid else f"{cid} {name}"
 
 
-def _header(path: Path, loaded: LoadedModel, probs: Tensor, true_index: int | None, width: int) -> Image.Image:
-    m = loaded.config.model
+def _header(path: Path, run: Run, probs: Tensor, true_index: int | None, width: int) -> Image.Image:
+    m = run.config.model
     pred = int(probs.argmax())
-    line = f"{m.name}/{m.backbone}  ·  predicted {_label(loaded.classes, pred)} ({100 * float(probs[pred]):.1f}%)"
+    line = f"{m.name}/{m.backbone}  ·  predicted {_label(run.classes, pred)} ({100 * float(probs[pred]):.1f}%)"
     if true_index is not None:
-        line += f"  ·  true {_label(loaded.classes, true_index)}" + ("  ✓" if pred == true_index else "  ✗")
+        line += f"  ·  true {_label(run.classes, true_index)}" + ("  ✓" if pred == true_index else "  ✗")
     return viz.text_block([(path.name, 17, True), (line, 14, False)], width)
 
 
-def _topk(loaded: LoadedModel, probs: Tensor, true_index: int | None, width: int) -> tuple[Image.Image, list]:
+def _topk(run: Run, probs: Tensor, true_index: int | None, width: int) -> tuple[Image.Image, list]:
     k = min(5, probs.numel())
     values, indices = probs.topk(k)
-    rows = [(_label(loaded.classes, int(i)), float(v), int(i) == true_index) for v, i in zip(values, indices,
+    rows = [(_label(run.classes, int(i)), float(v), int(i) == true_index) for v, i in zip(values, indices,
                                                                                               strict=True)]
     footer = ""
     if true_index is not None and true_index not in indices.tolist():
         rank = int((probs > probs[true_index]).sum()) + 1
         footer = f"true class ranks {rank}: {100 * float(probs[true_index]):.2f}%"
     panel = viz.topk_panel(rows, width=width, title=f"top-{k}", footer=footer)
-    return panel, [(loaded.classes.id_of(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
+    return panel, [(run.classes.id_of(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
 
 
 def _assemble(header: Image.Image, body: Image.Image, image_offset: tuple[int, int]) -> tuple[Image.Image, tuple]:
@@ -162,21 +159,20 @@ def _assemble(header: Image.Image, body: Image.Image, image_offset: tuple[int, i
     return picture, (image_offset[0], image_offset[1] + header.height + GAP)
 
 
-def _source(loaded: LoadedModel, original: Image.Image, x: Tensor, mean: Tensor, std: Tensor) -> Image.Image:
+def _source(run: Run, original: Image.Image, x: Tensor, mean: Tensor, std: Tensor) -> Image.Image:
     """The picture that input pixels map onto by plain scaling: the original file for the
     resize-only recipes, else the (cropped) input itself."""
-    return original if loaded.config.model.transform in RESIZE_ONLY else _to_pil(x, mean, std)
+    return original if run.transform.whole_image else _to_pil(x, mean, std)
 
 
-def _mmal_picture(loaded, path, source, x, out, b, probs, sample, true_index) -> Explanation:
-    model: MMALNet = loaded.model  # type: ignore[assignment]
+def _windows_picture(run, path, source, x, out, b, probs, sample, true_index) -> Explanation:
     h_in, w_in = x.shape[-2:]
     display = viz.fit_image(source, DISPLAY_SIZE)
     sx, sy = display.width / w_in, display.height / h_in
     drawn: dict[str, list] = {}
     legend = [(viz.OBJECT_COLOUR, "object box (AOLM)")]
     notes = []
-    original = source if loaded.config.model.transform in RESIZE_ONLY else None
+    original = source if run.transform.whole_image else None
     if sample is not None and sample.box_xyxy is not None and original is not None:
         true_box = viz.scale_box(sample.box_xyxy, display.width / original.width, display.height / original.height,
                                  inclusive=False)
@@ -186,7 +182,7 @@ def _mmal_picture(loaded, path, source, x, out, b, probs, sample, true_index) ->
         truth_in = viz.true_boxes_in_input(sample.box_xyxy, (original.height, original.width), (h_in, w_in))
         iou = float(paired_iou_inclusive(out.object_boxes[b:b + 1].double().cpu(), truth_in)[0])
         notes.append(f"IoU of object box with true box: {iou:.2f}")
-    picks = list(model.preset.picks)
+    picks = [int(n) for n in out.extras["window_group_sizes"].tolist()]
     windows = [viz.scale_box(w, sx, sy) for w in out.part_boxes[b].tolist()]
     viz.draw_windows(display, windows, picks)
     drawn["windows"] = windows
@@ -212,90 +208,79 @@ def _mmal_picture(loaded, path, source, x, out, b, probs, sample, true_index) ->
     tiles += [(crop(w), str(i + 1), viz.group_colour(g)) for i, (w, g) in enumerate(zip(out.part_boxes[b].tolist(),
                                                                                         groups, strict=True))]
     side_width = 420
-    topk, top5 = _topk(loaded, probs, true_index, side_width)
+    topk, top5 = _topk(run, probs, true_index, side_width)
     side = viz.vstack([topk, viz.legend_panel(legend + [(None, t) for t in notes], width=side_width)])
     left = viz.titled(display, "input with object box and part windows")
     top = viz.hstack([left, side], gap=2 * GAP)
     strip = viz.titled(viz.crop_strip(tiles, TILE_SIZE), "object crop and part crops (what the branches see)")
     body = viz.vstack([top, strip], gap=2 * GAP)
-    header = _header(path, loaded, probs, true_index, body.width)
+    header = _header(path, run, probs, true_index, body.width)
     picture, origin = _assemble(header, body, (0, left.height - display.height))
     shifted = {k: [tuple(v + origin[i % 2] for i, v in enumerate(box)) for box in boxes] for k, boxes in drawn.items()}
-    return Explanation(path, picture, top5, _true_id(loaded, true_index), origin, display.size, shifted)
+    return Explanation(path, picture, top5, _true_id(run, true_index), origin, display.size, shifted)
 
 
-def _fbsd_picture(loaded, path, x, out, b, stage_maps, probs, true_index, mean, std) -> Explanation:
-    model: FBSD = loaded.model  # type: ignore[assignment]
+def _strips_picture(run, path, x, out, b, probs, true_index, mean, std) -> Explanation:
     view = _to_pil(x[b], mean, std).resize((STAGE_SIZE, STAGE_SIZE), Image.Resampling.BICUBIC)
-    cropped = " (centre crop)" if loaded.config.model.transform not in RESIZE_ONLY else ""
+    cropped = " (centre crop)" if not run.transform.whole_image else ""
     strips_row = [viz.titled(view, f"model input{cropped}")]
     heat_row = []
-    for i, fmap in enumerate(stage_maps):
+    stages = sum(1 for key in out.extras if key.startswith("strip_importance"))
+    for i in range(stages):
+        fmap = out.extras[f"stage_map{i + 1}"]
         importance = out.extras[f"strip_importance{i + 1}"][b].float().cpu()
-        k, rows = importance.numel(), fmap.shape[-2]
-        edges = np.concatenate([[0], np.cumsum(strip_sizes(rows, k))])
-        edges = [round(e * STAGE_SIZE / rows) for e in edges]
+        rows = fmap.shape[-2]
+        edges = [round(int(e) * STAGE_SIZE / rows) for e in out.extras[f"strip_edges{i + 1}"].tolist()]
+        k = len(edges) - 1
         suppressed = torch.nonzero(importance == importance.max()).flatten().tolist()
-        stride = model.backbone.strides[i]
+        stride = int(out.extras[f"stage_stride{i + 1}"])
         overlay = viz.draw_strips(view, importance.tolist(), edges, suppressed)
         strips_row.append(viz.titled(overlay, f"stage {i + 1}: {k} strips, b (stride {stride})"))
         heat = fmap[b].float().mean(dim=0).cpu().numpy()
         heat_row.append(viz.titled(viz.heatmap_overlay(view, heat), f"stage {i + 1} activation "
                                    f"({heat.shape[0]}×{heat.shape[1]})"))
-    topk, top5 = _topk(loaded, probs, true_index, STAGE_SIZE)
+    topk, top5 = _topk(run, probs, true_index, STAGE_SIZE)
     legend = viz.legend_panel([(viz.BOOST_COLOUR, "strip importance b (opacity)"),
                                (viz.SUPPRESSED_COLOUR, "suppressed strip (max b)")], width=STAGE_SIZE)
     body = viz.vstack([viz.hstack(strips_row, gap=GAP),
                        viz.hstack([viz.vstack([topk, legend]), *heat_row], gap=GAP)], gap=2 * GAP)
-    header = _header(path, loaded, probs, true_index, body.width)
+    header = _header(path, run, probs, true_index, body.width)
     picture, origin = _assemble(header, body, (0, strips_row[0].height - STAGE_SIZE))
-    return Explanation(path, picture, top5, _true_id(loaded, true_index), origin, view.size)
+    return Explanation(path, picture, top5, _true_id(run, true_index), origin, view.size)
 
 
-def _plain_picture(loaded, path, source, probs, true_index) -> Explanation:
+def _plain_picture(run, path, source, probs, true_index) -> Explanation:
     display = viz.fit_image(source, DISPLAY_SIZE)
     left = viz.titled(display, "input")
-    topk, top5 = _topk(loaded, probs, true_index, 420)
+    topk, top5 = _topk(run, probs, true_index, 420)
     body = viz.hstack([left, topk], gap=2 * GAP)
-    header = _header(path, loaded, probs, true_index, body.width)
+    header = _header(path, run, probs, true_index, body.width)
     picture, origin = _assemble(header, body, (0, left.height - display.height))
-    return Explanation(path, picture, top5, _true_id(loaded, true_index), origin, display.size)
+    return Explanation(path, picture, top5, _true_id(run, true_index), origin, display.size)
 
 
-def _true_id(loaded: LoadedModel, true_index: int | None) -> str | None:
-    return None if true_index is None else loaded.classes.id_of(true_index)
+def _true_id(run: Run, true_index: int | None) -> str | None:
+    return None if true_index is None else run.classes.id_of(true_index)
 
 
 # -- running ------------------------------------------------------------------------------------
 
-def _forward(model: torch.nn.Module, x: Tensor) -> tuple[ModelOutput, list[Tensor]]:
-    """The model's output on ``x`` (MMAL with its part windows) and, for FBSD, each stage's map."""
-    if isinstance(model, MMALNet):
-        return model(x, parts=True), []
-    if not isinstance(model, FBSD):
-        return model(x), []
-    maps: list[Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, inputs, _o: maps.append(inputs[0].detach())) for m in model.fbsm]
-    try:
-        return model(x), maps
-    finally:
-        for h in hooks:
-            h.remove()
+PICTURES = {"windows", "strips"}  # what a model spec may list in ``pictures``
 
 
 @torch.no_grad()
-def explain_images(loaded: LoadedModel, paths: Sequence[Path], device: torch.device | str = "cpu",
-                   data_root: str | Path | None = None, batch_size: int = 8,
-                   skip_unreadable: Sequence[bool] | None = None) -> Iterator[Explanation]:
+def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None = None, batch_size: int = 8,
+                   skip_unreadable: Sequence[bool] | None = None,
+                   model: torch.nn.Module | None = None) -> Iterator[Explanation]:
     """Explanations of ``paths`` in order; images are run through the model ``batch_size`` at a
-    time. An unreadable file raises, unless its ``skip_unreadable`` entry is True (then it is
-    skipped with a warning)."""
-    device = torch.device(device)
-    model = loaded.model.to(device).eval()
-    cfg = loaded.config.model
-    transform = build_transform(cfg.transform, cfg.input_size, train=False)
+    time on the run's device. An unreadable file raises, unless its ``skip_unreadable`` entry is
+    True (then it is skipped with a warning)."""
+    model = model if model is not None else run.trained_model(for_inference=False)
+    spec = run.spec
+    forward = spec.explain_forward or (lambda m, x: m(x))
+    transform = run.eval_transform()
     mean, std = _normalisation(transform)
-    samples, crop_bottom = _dataset_lookup(loaded, data_root, paths)
+    samples, crop_bottom = _dataset_lookup(run, data_root, paths)
     skip = list(skip_unreadable) if skip_unreadable is not None else [False] * len(paths)
     for start in range(0, len(paths), batch_size):
         batch = []
@@ -311,20 +296,20 @@ def explain_images(loaded: LoadedModel, paths: Sequence[Path], device: torch.dev
             batch.append((path, original, sample))
         if not batch:
             continue
-        x = torch.stack([transform(original) for _, original, _ in batch]).to(device)
-        out, stage_maps = _forward(model, x)
+        x = torch.stack([transform(original) for _, original, _ in batch]).to(run.device)
+        out: ModelOutput = forward(model, x)
         probs = torch.softmax(out.logits.float(), dim=1).cpu()
         x_cpu = x.cpu()
         for b, (path, original, sample) in enumerate(batch):
             true_index = sample.label if sample is not None else None
-            if isinstance(model, FBSD):
-                yield _fbsd_picture(loaded, path, x_cpu, out, b, stage_maps, probs[b], true_index, mean, std)
+            if "strips" in spec.pictures:
+                yield _strips_picture(run, path, x_cpu, out, b, probs[b], true_index, mean, std)
                 continue
-            source = _source(loaded, original, x_cpu[b], mean, std)
-            if isinstance(model, MMALNet):
-                yield _mmal_picture(loaded, path, source, x_cpu, out, b, probs[b], sample, true_index)
+            source = _source(run, original, x_cpu[b], mean, std)
+            if "windows" in spec.pictures:
+                yield _windows_picture(run, path, source, x_cpu, out, b, probs[b], sample, true_index)
             else:
-                yield _plain_picture(loaded, path, source, probs[b], true_index)
+                yield _plain_picture(run, path, source, probs[b], true_index)
 
 
 def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, out_dir: str | Path,
@@ -334,12 +319,12 @@ def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, o
     ``data_root`` is the dataset the images come from, for their true class and box (default:
     the run's dataset when the images lie inside it)."""
     found = collect_images(images)
-    loaded = load_model(checkpoint, "cpu")
+    run = Run.open(checkpoint, device=device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = {path: name for path, name, _ in found}
     written = []
-    for e in explain_images(loaded, [p for p, _, _ in found], resolve_device(device), data_root, batch_size,
+    for e in explain_images(run, [p for p, _, _ in found], data_root, batch_size,
                             skip_unreadable=[not explicit for _, _, explicit in found]):
         target = out_dir / names[e.path]
         e.picture.save(target, format="PNG", optimize=True)

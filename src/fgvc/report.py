@@ -36,9 +36,8 @@ from PIL import Image
 from . import viz
 from .data.classes import ClassTable
 from .data.decode import ImageDecodeError, load_rgb
-from .data.index import DatasetIndex, DatasetLayoutError, Sample
-from .engine.checkpoint import CheckpointError
-from .errors import UserError
+from .data.index import DatasetIndex, Sample
+from .errors import FgvcError, UserError
 from .fileio import atomic_write_text
 
 __all__ = ["write_report", "REPORT_FILE", "find_metrics"]
@@ -52,7 +51,8 @@ THUMB = 160  # px, longer side of example thumbnails
 _ACCURACY_KEYS = ("top1", "mean_class_accuracy", "localisation_accuracy")
 _LABELS = {"images": "images", "top1": "top-1 accuracy", "mean_class_accuracy": "mean class accuracy",
            "loss": "loss", "localisation_accuracy": "localisation accuracy (IoU ≥ 0.5)", "mean_iou": "mean IoU"}
-_NOT_METRICS = {"checkpoint", "split", "data", "processes", "per_class", "most_confused", "confusion"}
+_NOT_METRICS = {"checkpoint", "checkpoint_note", "split", "data", "processes", "per_class", "most_confused",
+                "confusion"}
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1b1b1b;
@@ -91,9 +91,10 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], str, ClassTable]:
     if config_file.is_file() and classes_file.is_file():
         text = config_file.read_text(encoding="utf-8")
         return yaml.safe_load(text) or {}, text, ClassTable.load(classes_file)
-    from .engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from .engine.checkpoint import load_checkpoint
+    from .engine.run import choose_checkpoint
 
-    state = load_checkpoint(resolve_checkpoint(run_dir))
+    state = load_checkpoint(choose_checkpoint(run_dir)[0])
     return state["config"], yaml.safe_dump(state["config"], sort_keys=False), ClassTable.from_dict(state["classes"])
 
 
@@ -123,34 +124,26 @@ class _Examples:
 
 
 def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool) -> _Examples:
-    from .data.split import apply_split
-    from .engine.checkpoint import resolve_checkpoint
     from .engine.evaluate import infer
-    from .engine.runtime import load_data, load_model, make_loader, resolve_amp, resolve_device
+    from .engine.run import Run
 
-    dev = resolve_device(device)
     checkpoint = Path(metrics.get("checkpoint") or "")
-    loaded = load_model(checkpoint if checkpoint.is_file() else resolve_checkpoint(run_dir), dev, for_inference=True)
-    candidates = [d for d in (metrics.get("data"), loaded.config.data.root) if d]
+    run = Run.open(checkpoint if checkpoint.is_file() else run_dir, device=device)
+    candidates = [d for d in (metrics.get("data"), run.config.data.root) if d]
     data = next((d for d in candidates if Path(d).exists()), None)
     if data is None:
         raise UserError(f"the evaluated data ({' or '.join(map(str, candidates)) or 'unknown'}) is not there; "
                         "example images are left out")
-    index = load_data(loaded.config, data)
-    if metrics.get("split", "val") == "val":
-        _, part = apply_split(index.split("train"), list(loaded.checkpoint["val_ids"]))
-    else:
-        part = index.split("test")
-    loader = make_loader(part, loaded.config, False, len(loaded.classes))
-    result = infer(loaded.model, loader, dev, resolve_amp(loaded.config.train.amp, dev), progress=progress,
+    part = run.evaluation_split(metrics.get("split", "val"), data)
+    result = infer(run.trained_model(), run.loader(part, False), run.device, run.amp_dtype, progress=progress,
                    desc="report", with_loss=False)
     keep = result.labels >= 0
     probs = torch.softmax(result.logits[keep].float(), dim=1)
     confidence, predictions = probs.max(dim=1)
     rows = result.indices[keep].tolist()
+    boxes = result.object_boxes if run.spec.localises and run.transform.whole_image else None
     return _Examples(part, result.labels[keep], predictions, confidence, [part.samples[i] for i in rows],
-                     result.orig_sizes[keep], None if result.object_boxes is None else result.object_boxes[keep],
-                     result.input_size)
+                     result.orig_sizes[keep], None if boxes is None else boxes[keep], result.input_size)
 
 
 # -- html pieces --------------------------------------------------------------------------------
@@ -385,14 +378,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         if path is None:
             path = _evaluate_validation(run_dir, config, device, progress)
         metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (UserError, DatasetLayoutError, CheckpointError, ValueError, KeyError, OSError) as e:
+    except (FgvcError, KeyError, OSError) as e:
         notes.append(f"no metrics: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
         path = None
     ex = None
     if metrics:
         try:
             ex = _examples(metrics, run_dir, device, progress)
-        except (UserError, DatasetLayoutError, CheckpointError, ValueError, KeyError, OSError) as e:
+        except (FgvcError, KeyError, OSError) as e:
             notes.append(f"no example images: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
     model = config.get("model") or {}
     subtitle = (f"{model.get('name', '?')}/{model.get('backbone', '?')} at {model.get('input_size', '?')} px · "

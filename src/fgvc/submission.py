@@ -16,7 +16,6 @@ is reported at once, and an upload never deletes or rewrites the file.
 
 from __future__ import annotations
 
-import csv
 import html
 import http.client
 import json
@@ -34,6 +33,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .data.classes import class_sort_key
+from .data.labels_csv import read_labels_csv  # the one reader, shared with the competition format
+from .errors import FgvcError
 from .fileio import atomic_write_json
 
 __all__ = [
@@ -55,8 +56,8 @@ _REPLY_QUOTE_CHARS = 300
 _EXAMPLE = '{"images": {"<test file name>": "<class ID>", ...}, "groupname": "<group>"}'
 
 
-class SubmissionError(ValueError):
-    """A submission (or labels file) is unusable, or the server did not score it. Says how to fix it."""
+class SubmissionError(FgvcError, ValueError):
+    """A submission is unusable, or the server did not score it. Says how to fix it (labels files: LabelsFileError)."""
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -182,49 +183,6 @@ def validate_submission(submission: dict, expected_files: Iterable[str], class_i
         )
     if problems:
         raise SubmissionError("submission does not match the test set:\n" + _bullets(problems))
-
-
-def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
-    """Read ``file,class_id`` ground truth; class IDs stay strings exactly as written (spaces trimmed)."""
-    path = Path(path)
-    labels: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    columns: tuple[int, int] | None = None
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                line = reader.line_num
-                cells = [c.strip() for c in row]
-                if not any(cells):
-                    continue
-                if columns is None:
-                    header = [c.casefold() for c in cells]
-                    if "file" not in header or "class_id" not in header:
-                        raise SubmissionError(
-                            f"{path}: line {line}: expected the header 'file,class_id', found {','.join(row)!r}; "
-                            "add that header as the first line"
-                        )
-                    columns = (header.index("file"), header.index("class_id"))
-                    continue
-                if len(cells) <= max(columns) or not cells[columns[0]] or not cells[columns[1]]:
-                    raise SubmissionError(f"{path}: line {line}: need a file name and a class ID, got {row!r}")
-                name, class_id = cells[columns[0]], cells[columns[1]]
-                if name in labels:
-                    raise SubmissionError(
-                        f"{path}: line {line}: file {name!r} is already labelled on line {first_line[name]}; "
-                        "each test file needs exactly one label"
-                    )
-                labels[name], first_line[name] = class_id, line
-    except (OSError, UnicodeDecodeError) as e:
-        raise SubmissionError(f"cannot read labels {path}: {e}") from None
-    except csv.Error as e:
-        raise SubmissionError(f"{path}: line {reader.line_num}: malformed CSV: {e}") from None
-    if columns is None:
-        raise SubmissionError(f"{path} is empty; expected a 'file,class_id' header and one row per test image")
-    if not labels:
-        raise SubmissionError(f"{path} has a header but no label rows")
-    return labels
 
 
 # -- local scoring ------------------------------------------------------------------------------------

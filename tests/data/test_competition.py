@@ -1,6 +1,7 @@
 import pytest
 
-from fgvc.data.formats import detect_format, read_dataset
+from fgvc.data.check import check_dataset
+from fgvc.data.formats import detect_format
 from fgvc.data.formats.competition import parse_class_folder, read_competition
 from fgvc.data.index import DatasetLayoutError
 from tests.data.fixtures import competition_tree
@@ -54,33 +55,41 @@ def test_class_list_file_pins_order_and_must_match(tmp_path):
     assert "class_labels.txt does not match" in msg and "04620" in msg and "4620" in msg
 
 
-def test_colliding_ids_name_both_folders(tmp_path):
-    root = competition_tree(tmp_path, {"04615_a": 1, "4615_b": 1})
-    with pytest.raises(DatasetLayoutError) as e:
-        read_competition(root)
-    assert "04615_a" in str(e.value) and "4615_b" in str(e.value)
+def test_colliding_ids_are_one_concise_problem_naming_both_folders(tmp_path):
+    root = competition_tree(tmp_path, {"04615_a": 2, "4615_b": 1, "04700_c": 1})
+    index = read_competition(root)
+    assert index.classes.ids == ("04615", "04700")  # 4615_b is left out, the rest is read
+    assert len(index.split("train")) == 3
+    (problem,) = index.problems
+    assert (problem.kind, problem.severity, problem.path) == ("duplicate-class-id", "error", root / "train" / "4615_b")
+    assert problem.message == ("class ID 4615 is the same number as 04615 (folder 04615_a); rename one folder "
+                               "so that every class has a distinct ID; folder skipped")
+
+    report = check_dataset(root)
+    text = report.to_text()
+    assert report.format == "competition" and not report.ok
+    assert "Expected layout" not in text and "format:   unknown" not in text
+    assert text.count("duplicate-class-id") == 1
 
 
-def test_missing_train_folder_shows_the_expected_tree(tmp_path):
-    (tmp_path / "test").mkdir()
-    with pytest.raises(DatasetLayoutError) as e:
-        read_competition(tmp_path)
-    msg = str(e.value)
-    assert "no train/ folder" in msg and "Expected layout" in msg and "<classID>_<className>" in msg
-    assert "test/" in msg  # what was found instead
+def test_duplicate_row_in_test_labels_is_an_error_naming_file_line_and_name(tmp_path):
+    root = competition_tree(tmp_path, {"04615_A": 1, "04620_B": 1}, test=2)
+    labels = root / "test_labels.csv"
+    labels.write_text("file,class_id\nt000.jpg,04620\nt001.jpg,04615\nt000.jpg,04615\n")
+    index = read_competition(root)
+    (problem,) = [p for p in index.problems if p.severity == "error"]
+    assert (problem.kind, problem.path) == ("bad-labels-file", labels)
+    assert problem.message == ("line 4: file 't000.jpg' is already labelled on line 2; each test file needs "
+                               "exactly one label; test images left unlabelled")
+    assert [s.label for s in index.split("test")] == [None, None]  # never the second row's 04615
 
 
-def test_train_without_class_folders_is_an_error(tmp_path):
-    (tmp_path / "train" / "Sooty_Albatross").mkdir(parents=True)
-    with pytest.raises(DatasetLayoutError, match="no usable <classID>_<className> folders"):
-        read_competition(tmp_path)
 
 
-def test_unknown_format_name_suggests_the_closest(tmp_path):
-    with pytest.raises(ValueError, match="Did you mean 'competition'"):
-        read_dataset(tmp_path, "competiton")
-
-
-def test_detection_of_a_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(DatasetLayoutError, match="data folder not found"):
-        detect_format(tmp_path / "nope")
+def test_a_refused_layout_reports_the_detected_format_not_unknown(tmp_path):
+    root = competition_tree(tmp_path, {"04615_A": 1, "04620_B": 1})
+    (root / "class_labels.txt").write_text("0 04615\n")  # lacks 04620
+    report = check_dataset(root)
+    assert report.format == "competition" and not report.ok
+    (problem,) = report.problems
+    assert problem.kind == "layout" and "class_labels.txt does not match the train/ folders" in problem.message

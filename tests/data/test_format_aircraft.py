@@ -9,6 +9,7 @@ import pytest
 from fgvc.data.formats import aircraft
 from fgvc.data.formats.aircraft import AIRCRAFT_TREE, looks_like_aircraft, read_aircraft
 from fgvc.data.index import DatasetLayoutError
+from fgvc.errors import ConfigError
 from tests.data.fakes import aircraft_tree, by_id, split_sizes, write_lines
 
 pytestmark = pytest.mark.usefixtures("no_decoding")
@@ -64,7 +65,7 @@ def test_manufacturer_level(tmp_path):
 
 
 def test_unknown_level(tmp_path):
-    with pytest.raises(ValueError, match="variant, family, manufacturer"):
+    with pytest.raises(ConfigError, match=r"data.options.level: 'model' .* allowed: variant\|family\|manufacturer"):
         read_aircraft(aircraft_tree(tmp_path), level="model")
 
 

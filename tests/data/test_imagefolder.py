@@ -42,3 +42,17 @@ def test_empty_root_and_split_without_images_show_the_tree(tmp_path):
     with pytest.raises(DatasetLayoutError) as e:
         read_imagefolder(tmp_path)
     assert "no class folder with images found under train/" in str(e.value)
+
+
+def test_two_spellings_of_one_class_number_are_one_problem_not_a_failure(tmp_path):
+    write_image(tmp_path / "train" / "01" / "0.jpg")
+    write_image(tmp_path / "train" / "1" / "0.jpg", seed=1)
+    write_image(tmp_path / "train" / "2" / "0.jpg", seed=2)
+    write_image(tmp_path / "test" / "1" / "0.jpg", seed=3)
+    index = read_imagefolder(tmp_path)
+    assert index.classes.ids == ("01", "2")
+    assert [(s.split, s.label) for s in index] == [("train", 0), ("train", 1)]
+    assert [(p.kind, p.severity, p.path, p.message) for p in index.problems] == [
+        ("duplicate-class-id", "error", tmp_path / "train" / "1",
+         "class folder 1 is the same number as folder 01; rename one so that every class has a distinct ID; "
+         "folder skipped")]

@@ -30,3 +30,11 @@ def tiny_config(data: Path, **overrides):
     config = load_config("demo", items)
     config.data.root = str(data)
     return config
+
+
+def start_trainer(config, run_dir, **kwargs):
+    """A Trainer on a new run of ``config`` in ``run_dir`` (what `fgvc train` builds)."""
+    from fgvc.engine.run import Run
+    from fgvc.engine.trainer import Trainer
+
+    return Trainer(Run.start(config, run_dir), **kwargs)

@@ -41,7 +41,8 @@ def test_localisation_accuracy_with_the_inclusive_convention():
     samples = [Sample(Path("a.jpg"), 0, "test", "a.jpg", (0.0, 0.0, 200.0, 100.0)),  # whole image
                Sample(Path("b.jpg"), 1, "test", "b.jpg", (0.0, 0.0, 100.0, 50.0))]  # top-left quarter
     boxes = torch.tensor([[0.0, 0.0, 49.0, 49.0], [0.0, 0.0, 49.0, 49.0]])  # AOLM: whole image both times
-    m = compute_metrics(_result([[1.0, 0, 0], [0, 1.0, 0]], [0, 1], boxes=boxes), CLASSES, samples)
+    m = compute_metrics(_result([[1.0, 0, 0], [0, 1.0, 0]], [0, 1], boxes=boxes), CLASSES, samples,
+                        localisation=True)
     # sample 2: truth (0, 0, 24, 24) inclusive = 625 px inside 2500 px -> IoU 0.25
     assert m["localisation_accuracy"] == pytest.approx(0.5)
     assert m["mean_iou"] == pytest.approx((1.0 + 0.25) / 2)

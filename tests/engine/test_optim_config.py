@@ -4,7 +4,7 @@ import pytest
 
 from fgvc.config import ConfigError, ScheduleConfig, load_config
 from fgvc.engine.optim import build_optimizer, lr_factor
-from fgvc.models import create_model
+from fgvc.models import create_model, model_spec
 
 
 def test_reference_fbsd_schedule_is_periodic_as_measured():
@@ -31,7 +31,7 @@ def test_multistep_at_epoch_granularity_like_mmal():
 def test_fbsd_gets_two_parameter_groups():
     model = create_model("fbsd", 3, backbone="resnet18")
     config = load_config("fbsd_resnet50_cub")
-    opt = build_optimizer(model, config.optim)
+    opt = build_optimizer(model, config.optim, model_spec("fbsd").param_groups)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"new": 0.002, "backbone": 0.0002}
     assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 0.0005

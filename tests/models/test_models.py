@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fgvc.models import MODELS, create_model
+from fgvc.models import MODEL_REGISTRY as MODELS
+from fgvc.models import create_model
 
 SIZES = {"baseline": (224, 448), "fbsd": (224, 448), "mmal": (224, 320, 448)}
 CASES = [(name, size, batch) for name in MODELS for size in SIZES[name] for batch in (1, 2, 3)]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .decode import NEEDS_CONVERSION, ImageDecodeError, decode_rgb
-from .formats import read_dataset
+from .formats import detect_format, read_dataset
 from .index import DatasetIndex, DatasetLayoutError, Problem, Sample
 
 __all__ = ["CheckReport", "check_dataset", "check_index"]
@@ -54,7 +54,12 @@ class CheckReport:
 
     @property
     def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity != "error"]
+        return [p for p in self.problems if p.severity not in ("error", "info")]
+
+    @property
+    def notes(self) -> list[Problem]:
+        """What a reader inferred and states so a person can check it (e.g. 1-based labels)."""
+        return [p for p in self.problems if p.severity == "info"]
 
     @property
     def ok(self) -> bool:
@@ -104,6 +109,9 @@ class CheckReport:
             lines.append("ignored: " + ", ".join(f"{n} {kind} file(s)" for kind, n in sorted(self.ignored.items())))
         lines.append(f"problems: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
         lines += [f"  {p}" for p in self.errors + self.warnings]
+        if self.notes:
+            lines.append("notes:")
+            lines += [f"  {p}" for p in self.notes]
         lines.append("result:   usable" if self.ok else "result:   NOT usable: fix the errors above")
         return "\n".join(lines)
 
@@ -132,9 +140,17 @@ def check_dataset(root: str | Path, format: str | None = None, min_side: int = D
     except DatasetLayoutError as e:
         if not Path(root).is_dir():  # nothing to report on: a one-line error is clearer
             raise
-        return CheckReport(Path(root), format or "unknown", [], {}, {}, {}, Counter(), Counter(),
+        return CheckReport(Path(root), format or _detected(root), [], {}, {}, {}, Counter(), Counter(),
                            [Problem("layout", Path(root), str(e))])
     return check_index(index, min_side=min_side, workers=workers)
+
+
+def _detected(root: str | Path) -> str:
+    """The detected format of a folder its reader refused, for the report's format line."""
+    try:
+        return detect_format(root)
+    except DatasetLayoutError:
+        return "unknown"
 
 
 def check_index(index: DatasetIndex, min_side: int = DEFAULT_MIN_SIDE, workers: int = 4) -> CheckReport:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DataError
 from ..fileio import atomic_write_json
 
 __all__ = ["ClassTable", "ClassTableDiff", "ClassTableError", "class_sort_key"]
@@ -27,7 +28,7 @@ __all__ = ["ClassTable", "ClassTableDiff", "ClassTableError", "class_sort_key"]
 _DIGITS = re.compile(r"(\d+)")
 
 
-class ClassTableError(ValueError):
+class ClassTableError(DataError):
     """A class table cannot be built, loaded, or does not match another one."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from ..errors import DataError
 from .decode import ImageDecodeError, load_rgb
 from .index import DatasetIndex
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 UNLABELLED = -1
 
 
-class LabelError(ValueError):
+class LabelError(DataError):
     """A label outside [0, num_classes): caught here, not as a CUDA device-side assert later."""
 
 
@@ -33,7 +34,13 @@ class FGVCDataset(Dataset):
     ``num_classes`` is the size of the model's output; every label is checked against it at
     construction. With ``skip_unreadable`` a file that fails to decode is logged with its path and
     yields ``None``, which :func:`collate_skipping` drops; without it the error names the file.
+
+    ``augment_seed`` (set by the trainer for each epoch): the random augmentation of image ``i`` is
+    drawn from a generator seeded with ``(augment_seed, i)``, so it does not depend on which worker
+    loads the image, how many workers there are, or where in the epoch a resumed run starts.
     """
+
+    augment_seed: int | None = None
 
     def __init__(
         self,
@@ -75,7 +82,17 @@ class FGVCDataset(Dataset):
             log.warning("skipped unreadable image %s: %s", e.path, e.reason)
             return None
         orig_size = (img.height, img.width)
-        image = self.transform(img) if self.transform is not None else img
+        if self.transform is None:
+            image = img
+        elif self.augment_seed is None:
+            image = self.transform(img)
+        else:
+            outer = torch.get_rng_state()  # the caller's stream (dropout, jitter) is not disturbed
+            torch.manual_seed((self.augment_seed * 1_000_003 + i) % 2**63)
+            try:
+                image = self.transform(img)
+            finally:
+                torch.set_rng_state(outer)
         return {
             "image": image,
             "label": UNLABELLED if sample.label is None else sample.label,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import FgvcError
+
 __all__ = ["ImageDecodeError", "decode_rgb", "load_rgb", "to_rgb", "NEEDS_CONVERSION"]
 
 # Modes that load_rgb converts, with the words a report uses for them.
@@ -24,7 +26,7 @@ NEEDS_CONVERSION = {
 _BACKGROUND = (255, 255, 255)  # what transparent pixels become
 
 
-class ImageDecodeError(OSError):
+class ImageDecodeError(FgvcError, OSError):
     """An image file could not be decoded. ``kind`` is a short tag used by reports."""
 
     def __init__(self, path: Path | str, kind: str | None = None, reason: str = "", fix: str = "") -> None:

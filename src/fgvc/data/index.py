@@ -11,10 +11,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import DataError
 from .classes import ClassTable
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "DataFolderNotFoundError",
     "DatasetIndex",
     "DatasetLayoutError",
     "Problem",
@@ -42,7 +44,7 @@ def list_dir(path: Path) -> list[Path]:
     return sorted(path.iterdir(), key=lambda p: p.name)
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(DataError):
     """The folder is not in the layout the reader expects. The message shows the expected tree."""
 
     def __init__(self, root: Path, problem: str, expected_tree: str, fix: str = "") -> None:
@@ -54,6 +56,18 @@ class DatasetLayoutError(ValueError):
         if fix:
             msg += f"\n\nFix: {fix}"
         super().__init__(msg)
+        self.root = root
+        self.problem = problem
+
+
+class DataFolderNotFoundError(DatasetLayoutError):
+    """The dataset path is not a folder at all: no layout applies, so no layout block is shown."""
+
+    def __init__(self, root: Path) -> None:
+        reason = "the path does not exist" if not root.exists() else "it is a file, not a folder"
+        problem = f"data folder not found ({reason})"
+        DataError.__init__(self, f"{root}: {problem}\nFix: check the dataset path; it must be the folder "
+                                 "that holds the images and annotation files")
         self.root = root
         self.problem = problem
 
@@ -80,7 +94,8 @@ def _describe_folder(root: Path, limit: int = 12) -> str:
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the data, tied to a path. ``error`` blocks training; ``warning`` does not."""
+    """One thing found in the data, tied to a path. ``error`` blocks training; ``warning`` does not;
+    ``info`` states a fact a reader inferred (e.g. that labels are 1-based) so that it can be checked."""
 
     kind: str
     path: Path

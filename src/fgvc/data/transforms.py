@@ -5,7 +5,12 @@
   authors' choice although the backbone was trained with ImageNet statistics).
 * ``mmal`` (REFERENCE §2.8): resize straight to size x size (aspect ratio not kept, no crop), a
   flip and ``ColorJitter(brightness=0.2, contrast=0.2)`` for training; ImageNet statistics.
-* ``plain``: resize to size x size, flip for training, the backbone's statistics.
+* ``plain``: resize to size x size, flip for training, the statistics of the backbone's weights
+  (passed by the run from the backbone registry; ImageNet's when none are given).
+
+Each recipe is a :class:`Recipe`: whether its input is the whole image resized (boxes then map to
+the original by plain scaling — what localisation metrics and ``fgvc explain`` rely on) and its
+statistics (None: the backbone's).
 
 Input is a PIL image (what :mod:`fgvc.data.decode` returns); output a float tensor (3, size, size).
 
@@ -20,19 +25,47 @@ quarter of the bytes to move to the GPU.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode, v2
 
-__all__ = ["RECIPES", "BatchTransform", "build_batch_transform", "build_transform", "jitter_brightness_contrast"]
+from ..errors import ConfigError
 
-RECIPES = ("fbsd", "mmal", "plain")
+__all__ = ["RECIPES", "Recipe", "recipe", "BatchTransform", "build_batch_transform", "build_transform",
+           "jitter_brightness_contrast"]
+
 FBSD_RESIZE_RATIO = 550 / 448
 HALF = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MMAL_JITTER = 0.2  # ColorJitter(brightness=0.2, contrast=0.2), REFERENCE §2.8
+Stats = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """``whole_image``: the eval input is the whole image resized (no crop). ``mean``/``std``: the
+    recipe's own statistics, None to use the backbone's."""
+
+    name: str
+    whole_image: bool
+    mean: Stats | None = None
+    std: Stats | None = None
+
+
+RECIPES: dict[str, Recipe] = {
+    "fbsd": Recipe("fbsd", whole_image=False, mean=HALF, std=HALF),
+    "mmal": Recipe("mmal", whole_image=True, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "plain": Recipe("plain", whole_image=True),
+}
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ConfigError(f"model.transform: unknown transform recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
 
 
 def build_transform(
@@ -45,22 +78,19 @@ def build_transform(
 ) -> Callable[[object], torch.Tensor]:
     """The recipe's train or eval pipeline at ``size`` px; ``mean``/``std`` override its statistics.
     ``output="uint8"`` stops after the geometric steps (the rest is :class:`BatchTransform`)."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown transform recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    default_mean, default_std = _stats(recipe)
     bilinear = InterpolationMode.BILINEAR
     steps: list = [v2.ToImage()]  # uint8 tensor: geometric ops run on 8-bit data, once
     if recipe == "fbsd":
         resize = round(size * FBSD_RESIZE_RATIO)
         steps.append(v2.Resize((resize, resize), interpolation=bilinear, antialias=True))
         steps += [v2.RandomCrop(size, padding=8), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(size)]
-        default_mean, default_std = HALF, HALF
     else:
         steps.append(v2.Resize((size, size), interpolation=bilinear, antialias=True))
         if train:
             steps.append(v2.RandomHorizontalFlip())
             if recipe == "mmal" and output == "float":
                 steps.append(v2.ColorJitter(brightness=MMAL_JITTER, contrast=MMAL_JITTER))
-        default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
     if output == "uint8":
         return v2.Compose(steps)
     if output != "float":
@@ -70,8 +100,9 @@ def build_transform(
     return v2.Compose(steps)
 
 
-def _stats(recipe: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return (HALF, HALF) if recipe == "fbsd" else (IMAGENET_MEAN, IMAGENET_STD)
+def _stats(name: str) -> tuple[Stats, Stats]:
+    r = recipe(name)
+    return r.mean or IMAGENET_MEAN, r.std or IMAGENET_STD
 
 
 def jitter_brightness_contrast(x: Tensor, brightness: Tensor, contrast: Tensor, brightness_first: Tensor) -> Tensor:

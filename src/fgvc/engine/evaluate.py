@@ -86,7 +86,7 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype:
             with autocast_context(device, amp_dtype):
                 out = model(x)
             if with_loss:
-                loss_sum += base.loss(out, y, epoch=1 << 30)[0].double() * len(y)
+                loss_sum += base.loss(out, y, epoch=None)[0].double() * len(y)
             chunk = {"indices": batch["index"].cpu(), "labels": y.cpu(), "logits": out.logits.float().cpu(),
                      "orig_sizes": batch["orig_size"].cpu(),
                      "branch_logits": {k: v.float().cpu() for k, v in out.branch_logits.items() if v.dim() == 2}}
@@ -125,8 +125,10 @@ def _true_boxes_in_input(samples: list[Sample], result: Inference) -> Tensor:
 
 
 def compute_metrics(result: Inference, classes: ClassTable, samples: list[Sample] | None = None,
-                    topk: int = 5, pairs: int = 20, localisation: bool = True) -> dict[str, Any]:
-    """Metrics over the labelled part of ``result``."""
+                    topk: int = 5, pairs: int = 20, localisation: bool = False) -> dict[str, Any]:
+    """Metrics over the labelled part of ``result``. ``localisation``: the model's object boxes are
+    object boxes and the input is the whole image resized (the caller asks the model spec and the
+    transform recipe), so true boxes map onto the input by plain scaling."""
     labelled = result.labels >= 0
     y = result.labels[labelled]
     n, c = int(labelled.sum()), len(classes)
@@ -174,10 +176,12 @@ class EvaluationReport:
     split: str
     checkpoint: Path
     json_path: Path
+    checkpoint_note: str = ""
 
     def to_text(self, rows: int = 10) -> str:
         m = self.metrics
-        lines = [f"checkpoint: {self.checkpoint}", f"split:      {self.split} ({m['images']} images)"]
+        note = f" ({self.checkpoint_note})" if self.checkpoint_note else ""
+        lines = [f"checkpoint: {self.checkpoint}{note}", f"split:      {self.split} ({m['images']} images)"]
         for key in ("top1", "top5", "mean_class_accuracy", "loss", "localisation_accuracy", "mean_iou"):
             if m.get(key) is not None:
                 lines.append(f"{key + ':':<22}{m[key]:.4f}")
@@ -204,39 +208,24 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
                         out_dir: str | Path | None = None, batch_size: int = 32, device: str = "auto",
                         progress: bool = True) -> EvaluationReport:
     """Metrics of a checkpoint on the run's validation split or a labelled test split, written as JSON."""
-    from ..data.split import apply_split
-    from ..errors import UserError
     from ..fileio import atomic_write_json
-    from .distributed import ShardSampler, init_distributed
-    from .runtime import load_data, load_model, make_loader, resolve_amp, resolve_device
+    from .distributed import ShardSampler
+    from .run import Run
 
-    dev = resolve_device(device)
-    dist_info = init_distributed(dev.type)  # under torchrun: every rank scores its own shard
-    if dist_info.enabled and dev.type == "cuda":
-        dev = torch.device("cuda", dist_info.local_rank)
-    loaded = load_model(checkpoint, dev, for_inference=True)
-    index = load_data(loaded.config, data)
-    try:
-        loaded.classes.require_same(index.classes, f"the data in {data}")
-    except ValueError as e:
-        raise UserError(f"checkpoint {loaded.path} was trained on other classes: {e}") from None
-    if split == "val":
-        _, part = apply_split(index.split("train"), list(loaded.checkpoint["val_ids"]))
-        if not len(part):
-            raise UserError(f"{loaded.path} was trained without a validation split; use --split test")
-    else:
-        part = index.split("test")
-        if not part.has_labels:
-            raise UserError(f"the test split of {data} has no labels: use `fgvc predict` and `fgvc score`, "
-                            "or `fgvc submit` to the competition server")
-    loader = make_loader(part, loaded.config, False, len(loaded.classes), batch_size=batch_size,
-                         sampler=ShardSampler(len(part), dist_info.rank, dist_info.world_size))
-    result = infer(loaded.model, loader, dev, resolve_amp(loaded.config.train.amp, dev),
-                   progress=progress and dist_info.is_main)
-    metrics = compute_metrics(result, loaded.classes, part.samples)
-    out = Path(out_dir) if out_dir is not None else loaded.path.parent / f"eval_{split}"
+    run = Run.open(checkpoint, device=device)  # under torchrun: every rank scores its own shard
+    model = run.trained_model()
+    part = run.evaluation_split(split, data)
+    dist_info = run.dist
+    loader = run.loader(part, False, batch_size=batch_size,
+                        sampler=ShardSampler(len(part), dist_info.rank, dist_info.world_size))
+    result = infer(model, loader, run.device, run.amp_dtype, progress=progress and dist_info.is_main)
+    assert run.classes is not None and run.checkpoint_path is not None
+    metrics = compute_metrics(result, run.classes, part.samples,
+                              localisation=run.spec.localises and run.transform.whole_image)
+    out = Path(out_dir) if out_dir is not None else run.checkpoint_path.parent / f"eval_{split}"
     json_path = out / "metrics.json"
     if dist_info.is_main:
-        atomic_write_json(json_path, {"checkpoint": str(loaded.path), "split": split, "data": str(data),
+        atomic_write_json(json_path, {"checkpoint": str(run.checkpoint_path), "checkpoint_note": run.checkpoint_note,
+                                      "split": split, "data": str(Path(data).resolve()),
                                       "processes": dist_info.world_size, **metrics})
-    return EvaluationReport(metrics, loaded.classes, split, loaded.path, json_path)
+    return EvaluationReport(metrics, run.classes, split, run.checkpoint_path, json_path, run.checkpoint_note)

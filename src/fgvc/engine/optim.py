@@ -22,16 +22,18 @@ import torch
 from torch import nn
 
 from ..config import OptimConfig, ScheduleConfig
+from ..errors import ConfigError
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (the papers') or AdamW; models with ``param_groups()`` (FBSD) get a separate backbone
-    rate when ``backbone_lr`` is set."""
-    groups_fn = getattr(model, "param_groups", None)
-    if cfg.backbone_lr is not None and callable(groups_fn):
-        groups = groups_fn()
+def build_optimizer(model: nn.Module, cfg: OptimConfig,
+                    param_groups: Callable[[nn.Module], dict[str, list[nn.Parameter]]] | None = None,
+                    ) -> torch.optim.Optimizer:
+    """SGD (the papers') or AdamW; with ``param_groups`` (the model spec's, e.g. FBSD's) the backbone
+    gets its own rate when ``backbone_lr`` is set."""
+    if cfg.backbone_lr is not None and param_groups is not None:
+        groups = param_groups(model)
         params = [{"params": groups["new"], "lr": cfg.lr, "name": "new"},
                   {"params": groups["backbone"], "lr": cfg.backbone_lr, "name": "backbone"}]
     else:
@@ -41,7 +43,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
                                nesterov=cfg.nesterov)
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adamw")
+    raise ConfigError(f"optim.name: unknown optimizer {cfg.name!r}; known: sgd, adamw")
 
 
 def lr_factor(cfg: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
@@ -66,7 +68,7 @@ def lr_factor(cfg: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Callabl
         return lambda it: warm(it) * cfg.gamma ** sum(it // steps_per_epoch >= m for m in milestones)
     if cfg.name == "constant":
         return warm
-    raise ValueError(f"unknown schedule {cfg.name!r}; known: cosine, multistep, constant")
+    raise ConfigError(f"schedule.name: unknown schedule {cfg.name!r}; known: cosine, multistep, constant")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,

@@ -17,10 +17,11 @@ import torch
 from ..data.classes import ClassTableError
 from ..data.formats import read_dataset
 from ..data.index import DatasetIndex, DatasetLayoutError, Sample, is_hidden, is_image_file, list_dir
+from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..submission import write_submission
 from .evaluate import infer
-from .runtime import LoadedModel, UserError, make_loader
+from .run import Run
 
 __all__ = ["PredictionRow", "collect_test_images", "predict", "write_predictions"]
 
@@ -34,7 +35,7 @@ class PredictionRow:
     top5: tuple[tuple[str, float], ...]
 
 
-def collect_test_images(root: str | Path, loaded: LoadedModel) -> DatasetIndex:
+def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
     """The test split of a dataset folder, or every image of a flat folder."""
     root = Path(root)
     try:
@@ -44,27 +45,28 @@ def collect_test_images(root: str | Path, loaded: LoadedModel) -> DatasetIndex:
     if index is not None and "test" in index.splits:
         if "train" in index.splits:
             try:
-                loaded.classes.require_same(index.classes, f"the data in {root}")
+                run.classes.require_same(index.classes, f"the data in {root}")
             except ClassTableError as e:
-                raise UserError(f"checkpoint {loaded.path} does not fit this dataset: {e}") from None
+                raise UserError(f"checkpoint {run.checkpoint_path} does not fit this dataset: {e}") from None
         return index.split("test")
     if not root.is_dir():
         raise UserError(f"{root} is not a folder of test images")
     files = [p for p in list_dir(root) if p.is_file() and not is_hidden(p) and is_image_file(p)]
     if not files:
         raise UserError(f"no test images in {root}: expected a dataset with a test/ folder or a flat folder of images")
-    return DatasetIndex(root, "folder", loaded.classes, [Sample(p, None, "test", p.name) for p in files])
+    return DatasetIndex(root, "folder", run.classes, [Sample(p, None, "test", p.name) for p in files])
 
 
-def predict(loaded: LoadedModel, index: DatasetIndex, device: torch.device, batch_size: int = 32,
-            progress: bool = True, amp_dtype: torch.dtype | None = None) -> list[PredictionRow]:
-    config = loaded.config
-    loader = make_loader(index, config, False, len(loaded.classes), batch_size=batch_size)
-    result = infer(loaded.model, loader, device, amp_dtype, progress=progress, desc="predict", with_loss=False)
+def predict(run: Run, model: torch.nn.Module, index: DatasetIndex, batch_size: int = 32,
+            progress: bool = True) -> list[PredictionRow]:
+    """Top-5 per image with the run's trained ``model`` (:meth:`Run.trained_model`)."""
+    loader = run.loader(index, False, batch_size=batch_size)
+    result = infer(model, loader, run.device, None, progress=progress, desc="predict", with_loss=False)
     probs = result.logits.softmax(dim=1)
     k = min(5, probs.shape[1])
     top_p, top_i = probs.topk(k, dim=1)
-    classes = loaded.classes
+    classes = run.classes
+    assert classes is not None
     rows = []
     for pos, ps, ids in zip(result.indices.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
         sample = index.samples[pos]

@@ -28,25 +28,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from ..config import Config, config_from_dict
-from ..data.classes import ClassTable, ClassTableError
+from ..config import Config
 from ..data.split import apply_split, load_split, save_split, stratified_split
+from ..errors import CheckpointError, UserError
 from ..fileio import atomic_write_text
-from ..models import HEAD_PREFIXES
 from ..tracking import create_tracker
 from .checkpoint import (
     capture_rng,
     load_checkpoint,
     prune_checkpoints,
-    resolve_checkpoint,
     restore_rng,
     save_checkpoint,
     transfer_weights,
 )
-from .distributed import DistInfo, ShardSampler, barrier, init_distributed
+from .distributed import ShardSampler, barrier
 from .evaluate import autocast_context, compute_metrics, infer
 from .optim import build_optimizer, build_scheduler
-from .runtime import UserError, build_model, load_data, make_loader, resolve_amp, resolve_device
+from .run import Run
 
 __all__ = ["Trainer", "train"]
 
@@ -75,39 +73,37 @@ class EpochSampler(DistributedSampler):
 
 
 class Trainer:
-    def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False,
-                 init_from: str | Path | None = None, progress: bool = True) -> None:
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
-        self.device = resolve_device(config.train.device)
-        self.dist: DistInfo = init_distributed(self.device.type)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-        self.amp_dtype = resolve_amp(config.train.amp, self.device)
-        self._stop_requested = False
+    """Trains the model of a :class:`~fgvc.engine.run.Run` (new or resumed)."""
 
-        resume_state = self._read_resume_state() if resume else None
-        if resume_state is not None:
-            self.config = config = config_from_dict(resume_state["config"])
-        self.index = load_data(config)
-        self.classes = self.index.classes
-        if resume_state is not None:
-            self._require_same_classes(resume_state, "the checkpoint being resumed")
+    def __init__(self, run: Run, *, init_from: str | Path | None = None, progress: bool = True) -> None:
+        self.run, self.progress = run, progress
+        self.config = config = run.config
+        self.run_dir = run.run_dir if run.run_dir is not None else Path("runs") / config.name
+        self.device, self.dist, self.amp_dtype = run.device, run.dist, run.amp_dtype
+        self._stop_requested = False
+        self.spec = run.spec
+
+        resume_state = run.checkpoint
+        self.index = run.dataset()
+        if run.classes is None:
+            run.classes = self.index.classes
+        self.classes = run.classes
         self.train_index, self.val_index = self._split()
 
         seed_everything(config.train.seed)  # the same initial weights for the same seed
-        self.model = build_model(config, len(self.classes)).to(self.device)
+        self.model = run.build_model(len(self.classes)).to(self.device)
         self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.transfer_report = None
         if init_from is not None and resume_state is None:
             self.transfer_report = self._transfer(init_from)
-        self.train_loader = make_loader(self.train_index, config, True, len(self.classes),
-                                        sampler=self._train_sampler())
+        self.train_loader = run.loader(self.train_index, True, sampler=self._train_sampler())
         self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / config.train.accumulate))
-        self.optimizer = build_optimizer(self.model, config.optim)
+        self.optimizer = build_optimizer(self.model, config.optim, self.spec.param_groups)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, config.train.epochs, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step_in_epoch, self.best_top1, self.history = 0, 0, -1.0, []
+        self._partial: dict[str, Any] = {}
         if resume_state is not None:
             self._restore(resume_state)
         self.ddp_model = (DistributedDataParallel(self.model, device_ids=[self.device.index]
@@ -115,25 +111,12 @@ class Trainer:
                           if self.dist.enabled else self.model)
         # The compiled wrapper shares the model's parameters; checkpoints keep saving ``self.model``.
         self.train_forward = torch.compile(self.ddp_model) if config.train.compile else self.ddp_model
-        self.val_loader = (make_loader(self.val_index, config, False, len(self.classes),
-                                       sampler=ShardSampler(len(self.val_index), self.dist.rank,
-                                                            self.dist.world_size))
+        self.val_loader = (run.loader(self.val_index, False,
+                                      sampler=ShardSampler(len(self.val_index), self.dist.rank, self.dist.world_size))
                            if len(self.val_index) else None)
         self.tracker = self._tracker()
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _read_resume_state(self) -> dict[str, Any] | None:
-        path = self.run_dir / "last.pt"
-        if not path.is_file():
-            raise UserError(f"cannot resume: {path} does not exist (no epoch finished in {self.run_dir} yet?)")
-        return load_checkpoint(path)
-
-    def _require_same_classes(self, state: dict[str, Any], what: str) -> None:
-        try:
-            ClassTable.from_dict(state["classes"]).require_same(self.classes, "the data")
-        except ClassTableError as e:
-            raise UserError(f"{what} was trained on other classes: {e}") from None
-
     def _split(self):
         train_all = self.index.split("train")
         path = self.run_dir / "split.json"
@@ -141,7 +124,9 @@ class Trainer:
         # Every rank looks before rank 0 may write the file, and no collective depends on what a rank
         # saw: a barrier only in the "new split" branch deadlocked when rank 0 wrote it first.
         barrier()
-        if exists:
+        if self.run.checkpoint is not None and "val_ids" in self.run.checkpoint:
+            val_ids = list(self.run.checkpoint["val_ids"])
+        elif exists:
             val_ids = load_split(path)
         else:  # the split is deterministic: every rank computes the same one, rank 0 records it
             _, val_ids = stratified_split(train_all, self.config.data.val_fraction, self.config.data.split_seed)
@@ -154,16 +139,16 @@ class Trainer:
                             shuffle=True, seed=self.config.train.seed, drop_last=False)
 
     def _transfer(self, path: str | Path):
-        state = load_checkpoint(resolve_checkpoint(path))
-        source_cfg = config_from_dict(state["config"])
-        if source_cfg.model.name != self.config.model.name:
-            raise UserError(f"--init-from {path} holds a {source_cfg.model.name} model; this run trains "
+        source = Run.open(path, device="cpu")
+        if source.config.model.name != self.config.model.name:
+            raise UserError(f"--init-from {path} holds a {source.config.model.name} model; this run trains "
                             f"{self.config.model.name}")
-        same = not ClassTable.from_dict(state["classes"]).diff(self.classes)
-        report = transfer_weights(self.model, state["model"], HEAD_PREFIXES[self.config.model.name],
-                                  reinit_heads=not same, origin=f"checkpoint {path}")
+        assert source.checkpoint is not None and source.classes is not None
+        same = not source.classes.diff(self.classes)
+        report = transfer_weights(self.model, source.checkpoint["model"], self.spec.head_prefixes,
+                                  reinit_heads=not same, origin=f"checkpoint {source.checkpoint_path}")
         if self.dist.is_main:
-            print(f"init from {path}: {report.describe()}")
+            print(f"init from {source.checkpoint_path}: {report.describe()}")
         return report
 
     def _tracker(self):
@@ -181,6 +166,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
+            "partial": self._partial if self.step_in_epoch else {},
             "best_top1": self.best_top1,
             "rng": capture_rng(),
             "config": self.config.to_dict(),
@@ -191,13 +177,39 @@ class Trainer:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.run.load_weights(self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.best_top1, self.history = state["best_top1"], list(state["history"])
+        self._partial = dict(state.get("partial") or {})
         self._resume_rng = state["rng"] if self.step_in_epoch else None
+        if self.dist.is_main:
+            self._recover_best(state)
+
+    def _recover_best(self, state: dict[str, Any]) -> None:
+        """A kill between writing ``last.pt`` and ``best.pt`` of the same epoch leaves ``best.pt``
+        older than the best score ``last.pt`` records; ``last.pt`` then holds those very weights."""
+        scored = [h for h in self.history if "val/top1" in h or "train/acc" in h]
+        if not scored or self.best_top1 < 0:
+            return
+        best_epoch = next(h["epoch"] for h in scored if h.get("val/top1", h.get("train/acc")) == self.best_top1)
+        path = self.run_dir / "best.pt"
+        if path.is_file():
+            try:
+                if load_checkpoint(path).get("epoch") == best_epoch:
+                    return
+            except CheckpointError:
+                pass  # damaged: rewritten below when last.pt holds the best weights
+        if self.epoch == best_epoch and not self.step_in_epoch:
+            save_checkpoint(path, {**state, "metrics": self.history[-1]})
+            print(f"restored {path} from last.pt (epoch {best_epoch}, the recorded best; the previous run was "
+                  "stopped while writing it)")
+        else:
+            log.warning("%s does not hold the recorded best (epoch %d); it will be rewritten at the next improvement",
+                        path, best_epoch)
+            self.best_top1 = -1.0
 
     def _save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
         if self.dist.is_main:
@@ -206,7 +218,7 @@ class Trainer:
     # -- loop -----------------------------------------------------------------------------------
     @contextmanager
     def _graceful_stop(self) -> Iterator[None]:
-        """SIGINT/SIGTERM finish the current step, save ``last.pt`` mid-epoch, then stop."""
+        """SIGINT/SIGTERM finish the current optimiser step, save ``last.pt`` mid-epoch, then stop."""
         def request(signum, frame):  # noqa: ARG001
             if self._stop_requested:  # second Ctrl-C: stop now
                 raise KeyboardInterrupt
@@ -224,6 +236,10 @@ class Trainer:
         """True when the last ``fit`` stopped on SIGINT/SIGTERM before its last epoch."""
         return self._stop_requested
 
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.train.epochs
+
     def fit(self, max_epochs: int | None = None) -> dict[str, Any]:
         """Train until ``train.epochs`` (or ``max_epochs`` more epochs, to time-box a session)."""
         cfg = self.config
@@ -235,6 +251,9 @@ class Trainer:
             print(f"run {self.run_dir}: {cfg.model.name}/{cfg.model.backbone} on {len(self.train_index)} train, "
                   f"{len(self.val_index)} val images, {len(self.classes)} classes, device {self.device}"
                   + (f" x{self.dist.world_size}" if self.dist.enabled else ""))
+            warmup = self.spec.warmup_epochs(self.model)
+            if warmup and self.epoch < warmup:
+                print(f"{cfg.model.name}: the first {warmup} epoch(s) train some branches only (warm-up)")
         last_metrics: dict[str, Any] = {}
         with self._graceful_stop():
             while self.epoch < stop_at:
@@ -255,28 +274,38 @@ class Trainer:
         sampler: EpochSampler = self.train_loader.sampler  # type: ignore[assignment]
         sampler.set_epoch(self.epoch)
         sampler.skip = self.step_in_epoch * cfg.train.batch_size
-        if self.step_in_epoch and getattr(self, "_resume_rng", None) is not None:
-            restore_rng(self._resume_rng)
-        else:
+        self.train_loader.dataset.augment_seed = cfg.train.seed * 100_003 + self.epoch  # type: ignore[attr-defined]
+        resuming = bool(self.step_in_epoch) and getattr(self, "_resume_rng", None) is not None
+        if not resuming:
             seed_everything(cfg.train.seed + self.epoch + 1000 * self.dist.rank)
+            self._partial = {}
+        batches = iter(self.train_loader)  # draws the loader's base seed from the RNG, as an unbroken epoch does
+        if resuming:
+            restore_rng(self._resume_rng)
+            self._resume_rng = None
         model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        fallbacks = torch.zeros((), device=self.device, dtype=torch.long)
-        seen, skipped, start, has_fallback = 0, 0, time.perf_counter(), False
+        p = self._partial
+        loss_sum = torch.tensor(p.get("loss_sum", 0.0), device=self.device, dtype=torch.float64)
+        correct = torch.tensor(p.get("correct", 0), device=self.device, dtype=torch.long)
+        stat_names = dict(self.spec.step_stats)
+        stat_sums = {k: torch.tensor(p.get("stats", {}).get(k, 0.0), device=self.device) for k in stat_names}
+        seen_stats: set[str] = set(p.get("stats_seen", []))
+        seen, skipped = p.get("seen", 0), p.get("skipped", 0)
+        start = time.perf_counter() - p.get("elapsed", 0.0)
         batches_in_epoch = self.step_in_epoch + len(self.train_loader)
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
+        bar = tqdm(batches, total=len(self.train_loader), desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
                    disable=not (self.progress and self.dist.is_main), leave=False)
         accumulate = cfg.train.accumulate
         for batch in bar:
+            step_now = (self.step_in_epoch + 1) % accumulate == 0 or self.step_in_epoch + 1 == batches_in_epoch
             if batch is None:  # every image of the batch was unreadable (data.skip_unreadable)
                 skipped += cfg.train.batch_size
+                self.step_in_epoch += 1
                 continue
             skipped += batch.get("skipped", 0)
             x = self.train_loader.prepare(batch["image"].to(self.device, non_blocking=True))
             x = x.contiguous(memory_format=self.memory_format)
             y = batch["label"].to(self.device, non_blocking=True)
-            step_now = (self.step_in_epoch + 1) % accumulate == 0 or self.step_in_epoch + 1 == batches_in_epoch
             # DDP: all-reduce gradients only on the micro-batch that steps the optimiser
             sync = model.no_sync() if self.dist.enabled and not step_now else contextlib.nullcontext()
             try:
@@ -297,22 +326,26 @@ class Trainer:
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss.detach().double() * len(y)
             correct += (out.logits.argmax(dim=1) == y).sum()
-            if "aolm_fallback" in out.extras:
-                fallbacks += out.extras["aolm_fallback"].sum()
-                has_fallback = True
+            for key in stat_names:
+                if key in out.extras:
+                    stat_sums[key] += out.extras[key].float().sum()
+                    seen_stats.add(key)
             seen += len(y)
             if self.step_in_epoch % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{float(correct) / seen:.3f}",
                                 img_s=f"{seen / (time.perf_counter() - start):.1f}")
-            if self._stop_requested:
+            if self._stop_requested and step_now:  # never between the micro-batches of one optimiser step
                 break
         elapsed = time.perf_counter() - start
+        self._partial = {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "skipped": skipped,
+                         "elapsed": elapsed, "stats": {k: float(v) for k, v in stat_sums.items()},
+                         "stats_seen": sorted(seen_stats)}
         stats = {"train/loss": float(loss_sum) / max(seen, 1), "train/acc": float(correct) / max(seen, 1),
                  "throughput/images_per_s": seen / max(elapsed, 1e-9) * self.dist.world_size}
-        if has_fallback:
-            stats["train/aolm_fallbacks"] = float(fallbacks)
+        for key in sorted(seen_stats):
+            stats[f"train/{stat_names[key]}"] = float(stat_sums[key])
         if skipped:
             stats["train/skipped_images"] = float(skipped)
             log.warning("epoch %d: skipped %d unreadable image(s); see the warnings above for their paths",
@@ -328,7 +361,8 @@ class Trainer:
             metrics[f"lr/{group.get('name', 'all')}"] = group["lr"]
         if self.val_loader is not None:
             result = infer(self.model, self.val_loader, self.device, self.amp_dtype, progress=False)
-            val = compute_metrics(result, self.classes, self.val_index.samples)
+            val = compute_metrics(result, self.classes, self.val_index.samples,
+                                  localisation=self.spec.localises and self.run.transform.whole_image)
             metrics.update({f"val/{k}": v for k, v in val.items()
                             if isinstance(v, int | float) and v is not None and k != "images"})
         top1 = metrics.get("val/top1", metrics["train/acc"])
@@ -355,6 +389,7 @@ class Trainer:
         return metrics
 
 
-def train(config: Config, run_dir: str | Path, *, resume: bool = False, init_from: str | Path | None = None,
+def train(config: Config, run_dir: str | Path, *, init_from: str | Path | None = None,
           progress: bool = True) -> dict[str, Any]:
-    return Trainer(config, run_dir, resume=resume, init_from=init_from, progress=progress).fit()
+    """A new run of ``config`` in ``run_dir`` (the library form of ``fgvc train``)."""
+    return Trainer(Run.start(config, run_dir), init_from=init_from, progress=progress).fit()

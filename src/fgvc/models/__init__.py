@@ -1,43 +1,60 @@
-"""Model registry: ``create_model(name, num_classes, backbone=..., pretrained=..., **recipe)``.
+"""Models and backbones, found by name in the registry (:mod:`fgvc.models.registry`).
 
-Every model's ``forward(x)`` returns a :class:`ModelOutput` and its ``loss(output, target,
-epoch)`` returns ``(total, named terms)``; heads it adds on top of the backbone are listed by
-``head_prefixes`` so transfer learning knows what to re-initialise.
+``create_model(name, num_classes, backbone=..., pretrained=..., **options)`` builds any registered
+model on any registered backbone. Every model's ``forward(x)`` returns a :class:`ModelOutput` and
+its ``loss(output, target, epoch)`` returns ``(total, named terms)``; what else the workflow needs
+to know about a model (head prefixes, parameter groups, default transform, pictures) is its
+:class:`ModelSpec`.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from ..errors import ConfigError
+from . import baseline, efficientnet_lite, fbsd, mmal  # noqa: F401  (each registers itself)
 from .backbones import Backbone, create_backbone
-from .baseline import Baseline
-from .fbsd import FBSD
-from .mmal import MMALNet
 from .output import ModelOutput
+from .registry import (
+    BACKBONE_REGISTRY,
+    MODEL_REGISTRY,
+    BackboneSpec,
+    ModelSpec,
+    backbone_spec,
+    backbone_stats,
+    model_spec,
+    register_backbone,
+    register_model,
+)
 
-__all__ = ["MODELS", "HEAD_PREFIXES", "create_model", "ModelOutput", "Backbone", "create_backbone"]
-
-MODELS: dict[str, Callable[..., nn.Module]] = {"baseline": Baseline, "fbsd": FBSD, "mmal": MMALNet}
-
-# State-dict prefixes of the class-dependent layers, per model (re-initialised on transfer).
-HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
-    "baseline": ("classifier.",),
-    "fbsd": ("heads.", "head_concat."),
-    "mmal": ("classifier.",),
-}
+__all__ = [
+    "MODEL_REGISTRY",
+    "BACKBONE_REGISTRY",
+    "ModelSpec",
+    "BackboneSpec",
+    "register_model",
+    "register_backbone",
+    "model_spec",
+    "backbone_spec",
+    "backbone_stats",
+    "create_model",
+    "ModelOutput",
+    "Backbone",
+    "create_backbone",
+]
 
 
 def create_model(
-    name: str, num_classes: int, *, backbone: str = "resnet50", pretrained: bool | str = False, **recipe: Any
+    name: str, num_classes: int, *, backbone: str = "resnet50", pretrained: bool | str = False, **options: Any
 ) -> nn.Module:
-    if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}.{hint}")
+    spec = model_spec(name)
     if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    return MODELS[name](create_backbone(backbone, pretrained=pretrained), num_classes, **recipe)
+        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
+    try:
+        return spec.builder(create_backbone(backbone, pretrained=pretrained), num_classes, **options)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            raise ConfigError(f"model.options: {name} does not take {str(e).rsplit(' ', 1)[-1]} ({e})") from None
+        raise

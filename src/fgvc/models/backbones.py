@@ -24,6 +24,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from ..errors import ConfigError, FgvcError
+from .registry import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, backbone_spec, register_backbone
+
 __all__ = [
     "Backbone",
     "PretrainedWeightsError",
@@ -33,12 +36,10 @@ __all__ = [
     "IMAGENET_STD",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 Pretrained = bool | str | Path | None
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(FgvcError, RuntimeError):
     """Weights could not be found or do not fit the architecture."""
 
 
@@ -190,7 +191,7 @@ def _timm(name: str, pretrained: Pretrained) -> Backbone:
     try:
         import timm
     except ImportError:
-        raise ImportError(f"backbone {name!r} needs timm: pip install 'fgvc[timm]'") from None
+        raise ConfigError(f"model.backbone: {name!r} needs timm: pip install 'fgvc[timm]'") from None
     model_name = name.removeprefix("timm/")
     file = None if isinstance(pretrained, bool) or pretrained is None else pretrained
     net = timm.create_model(model_name, pretrained=bool(pretrained) and file is None, features_only=True)
@@ -211,12 +212,14 @@ def _timm(name: str, pretrained: Pretrained) -> Backbone:
         for candidate in (module_name, module_name.replace(".", "_")):
             if candidate in units:
                 return units.index(candidate)
-        raise ValueError(f"timm model {model_name!r}: cannot locate feature module {module_name!r} in {units}")
+        raise ConfigError(f"model.backbone: timm model {model_name!r}: cannot locate feature module "
+                          f"{module_name!r} in {units}")
 
     ends, channels = [], []
     for stride in (8, 16, 32):
         if stride not in reductions:
-            raise ValueError(f"timm model {model_name!r} has no stride-{stride} feature map (has {reductions})")
+            raise ConfigError(f"model.backbone: timm model {model_name!r} has no stride-{stride} feature map "
+                              f"(has {reductions})")
         i = reductions.index(stride)
         ends.append(unit_index(feature_names[i]) + 1)
         channels.append(info.channels(i))
@@ -230,15 +233,23 @@ def _timm(name: str, pretrained: Pretrained) -> Backbone:
                     tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
 
 
-def create_backbone(name: str, *, pretrained: Pretrained = False) -> Backbone:
-    """``resnet18/34/50/101``, ``efficientnet_lite0`` or ``timm/<any CNN>``."""
-    if name in _RESNETS:
-        return _resnet(name, pretrained)
-    if name == "efficientnet_lite0":
-        from .efficientnet_lite import efficientnet_lite0_backbone
+def _timm_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The timm weights' mean/std from timm's pretrained config, without building the network."""
+    try:
+        import timm
+    except ImportError:
+        return IMAGENET_MEAN, IMAGENET_STD
+    cfg = timm.get_pretrained_cfg(name.removeprefix("timm/"))
+    cfg = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else (cfg or {})
+    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 
-        return efficientnet_lite0_backbone(pretrained)
-    if name.startswith("timm/"):
-        return _timm(name, pretrained)
-    known = ", ".join([*_RESNETS, "efficientnet_lite0", "timm/<name>"])
-    raise ValueError(f"unknown backbone {name!r}; known: {known}")
+
+for _name in _RESNETS:
+    register_backbone(BackboneSpec(_name, lambda pretrained, _n=_name: _resnet(_n, pretrained)))
+register_backbone(BackboneSpec("timm/", _timm, prefix=True, stats=_timm_stats))
+
+
+def create_backbone(name: str, *, pretrained: Pretrained = False) -> Backbone:
+    """Any registered backbone: ``resnet18/34/50/101``, ``efficientnet_lite0``, ``timm/<any CNN>``."""
+    spec = backbone_spec(name)
+    return spec.builder(name, pretrained) if spec.prefix else spec.builder(pretrained)

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from .backbones import Backbone
 from .output import LossTerms, ModelOutput
+from .registry import ModelSpec, register_model
 
 __all__ = ["Baseline"]
 
@@ -24,6 +25,9 @@ class Baseline(nn.Module):
         logits = self.classifier(self.dropout(feats))
         return ModelOutput(logits=logits, branch_logits={"main": logits})
 
-    def loss(self, output: ModelOutput, target: Tensor, epoch: int = 0) -> tuple[Tensor, LossTerms]:
+    def loss(self, output: ModelOutput, target: Tensor, epoch: int | None = None) -> tuple[Tensor, LossTerms]:
         ce = F.cross_entropy(output.logits, target)
         return ce, {"ce_main": ce}
+
+
+register_model(ModelSpec("baseline", Baseline, head_prefixes=("classifier.",), default_transform="plain"))

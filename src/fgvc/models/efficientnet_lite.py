@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import Backbone, PretrainedWeightsError, load_state_dict_file
+from .registry import BackboneSpec, register_backbone
 
 __all__ = ["EfficientNetLite0", "efficientnet_lite0_backbone", "LITE0_MEAN", "LITE0_STD", "lite0_weights_path"]
 
@@ -129,3 +130,6 @@ def efficientnet_lite0_backbone(pretrained: bool | str | Path | None = False) ->
     units = [("_conv_stem", "_bn0", "act")] + [(f"_blocks.{i}",) for i in range(len(net._blocks))]
     units.append(("_conv_head", "_bn1", "act"))
     return Backbone(net, units, (6, 12, len(units)), (40, 112, _HEAD), "efficientnet_lite0", LITE0_MEAN, LITE0_STD)
+
+
+register_backbone(BackboneSpec("efficientnet_lite0", efficientnet_lite0_backbone, LITE0_MEAN, LITE0_STD))

@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .backbones import Backbone
 from .layers import ClassifierHead
 from .output import LossTerms, ModelOutput
+from .registry import ModelSpec, register_model, split_backbone_parameters
 
 __all__ = ["FBSM", "FDM", "TopKPool", "BasicConv", "FBSD", "strip_sizes"]
 
@@ -37,7 +39,7 @@ __all__ = ["FBSM", "FDM", "TopKPool", "BasicConv", "FBSD", "strip_sizes"]
 def strip_sizes(height: int, k: int) -> list[int]:
     """Rows per strip, ``torch.tensor_split`` style: the first ``height % k`` strips get one more."""
     if height < k:
-        raise ValueError(
+        raise ConfigError(
             f"a feature map of {height} rows cannot be cut into {k} strips: use a larger input "
             "(FBSD needs at least 64 px, multiples of 32)"
         )
@@ -220,7 +222,7 @@ class FBSD(nn.Module):
             extras={f"strip_importance{i + 1}": b.detach() for i, b in enumerate(importances)},
         )
 
-    def loss(self, output: ModelOutput, target: Tensor, epoch: int = 0) -> tuple[Tensor, LossTerms]:
+    def loss(self, output: ModelOutput, target: Tensor, epoch: int | None = None) -> tuple[Tensor, LossTerms]:
         terms = {f"ce_{name}": F.cross_entropy(lg, target) for name, lg in output.branch_logits.items()}
         total = self.part_loss_weight * (terms["ce_part1"] + terms["ce_part2"] + terms["ce_part3"])
         total = total + self.concat_loss_weight * terms["ce_concat"]
@@ -228,6 +230,27 @@ class FBSD(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """"new" (FBSM, conv blocks, heads; lr 0.002 in the recipe) and "backbone" (lr 0.0002)."""
-        backbone = list(self.backbone.parameters())
-        ids = {id(p) for p in backbone}
-        return {"new": [p for p in self.parameters() if id(p) not in ids], "backbone": backbone}
+        return split_backbone_parameters(self)
+
+    def explain_forward(self, x: Tensor) -> ModelOutput:
+        """``forward`` plus, per stage, the map FBSM scored (``stage_mapN``) and its strip row
+        edges (``strip_edgesN``, feature rows) — what ``fgvc explain`` draws."""
+        maps: list[Tensor] = []
+        hooks = [m.register_forward_hook(lambda _m, inputs, _o: maps.append(inputs[0].detach())) for m in self.fbsm]
+        try:
+            out = self(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        for i, (fmap, fbsm) in enumerate(zip(maps, self.fbsm, strict=True)):
+            sizes = strip_sizes(fmap.shape[-2], fbsm.k)
+            out.extras[f"stage_map{i + 1}"] = fmap
+            out.extras[f"strip_edges{i + 1}"] = torch.tensor([0, *itertools.accumulate(sizes)])
+            out.extras[f"stage_stride{i + 1}"] = torch.tensor(self.backbone.strides[i])
+        return out
+
+
+register_model(ModelSpec(
+    "fbsd", FBSD, head_prefixes=("heads.", "head_concat."), default_transform="fbsd", default_input_size=448,
+    param_groups=split_backbone_parameters, pictures=("strips",), explain_forward=FBSD.explain_forward,
+))

@@ -87,7 +87,7 @@ class InferenceModel(nn.Module):
     def forward(self, x: Tensor) -> ModelOutput:
         return self.model(x.contiguous(memory_format=self.memory_format))
 
-    def loss(self, output: ModelOutput, target: Tensor, epoch: int = 0) -> tuple[Tensor, LossTerms]:
+    def loss(self, output: ModelOutput, target: Tensor, epoch: int | None = None) -> tuple[Tensor, LossTerms]:
         return self.model.loss(output, target, epoch)
 
 

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from ..errors import ConfigError
 from .backbones import Backbone
 from .output import LossTerms, ModelOutput
+from .registry import ModelSpec, register_model
 from .windows import WINDOW_PRESETS, WindowGeometry, WindowPreset
 
 __all__ = ["aolm_boxes", "largest_component", "window_scores", "select_windows", "crop_resize", "MMALNet"]
@@ -202,12 +204,13 @@ class MMALNet(nn.Module):
     ) -> None:
         super().__init__()
         if predict not in ("object", "raw+object"):
-            raise ValueError(f"predict must be 'object' or 'raw+object', got {predict!r}")
+            raise ConfigError(f"model.options.predict must be 'object' or 'raw+object', got {predict!r}")
         if isinstance(windows, dict):
             windows = WindowPreset.from_dict(windows)
         if isinstance(windows, str):
             if windows not in WINDOW_PRESETS:
-                raise ValueError(f"unknown window preset {windows!r}; known: {', '.join(WINDOW_PRESETS)}")
+                raise ConfigError(f"model.options.windows: unknown window preset {windows!r}; "
+                                  f"known: {', '.join(WINDOW_PRESETS)}")
             windows = WINDOW_PRESETS[windows]
         self.backbone = backbone
         self.num_classes = num_classes
@@ -234,7 +237,7 @@ class MMALNet(nn.Module):
     def forward(self, x: Tensor, parts: bool | None = None) -> ModelOutput:
         _, _, h, w = x.shape
         if h % self.stride or w % self.stride:
-            raise ValueError(f"MMAL-Net needs an input size that is a multiple of {self.stride} px, got {h}x{w}")
+            raise ConfigError(f"model.input_size: MMAL-Net needs a multiple of {self.stride} px, got {h}x{w}")
         parts = self.training if parts is None else parts
         fm, penultimate, raw_logits = self._branch(x)
         with _region("mmal.aolm"):
@@ -260,15 +263,29 @@ class MMALNet(nn.Module):
                               all_window_scores=scores, part_windows=windows)
         return out
 
-    def loss(self, output: ModelOutput, target: Tensor, epoch: int = 0) -> tuple[Tensor, LossTerms]:
+    def explain_forward(self, x: Tensor) -> ModelOutput:
+        """``forward`` with the part branch, plus ``window_group_sizes`` (windows picked per scale
+        group, in selection order) — what ``fgvc explain`` draws."""
+        out = self(x, parts=True)
+        out.extras["window_group_sizes"] = torch.tensor(list(self.preset.picks))
+        return out
+
+    def loss(self, output: ModelOutput, target: Tensor, epoch: int | None = None) -> tuple[Tensor, LossTerms]:
         """raw + object + parts (every part crop labelled with its image's class); raw alone in the
-        first ``raw_only_epochs`` epochs (REFERENCE M10; epochs count from 0)."""
+        first ``raw_only_epochs`` epochs (REFERENCE M10; epochs count from 0; ``None``: the full loss)."""
         terms = {"ce_raw": F.cross_entropy(output.branch_logits["raw"], target),
                  "ce_object": F.cross_entropy(output.branch_logits["object"], target)}
         part_logits = output.branch_logits.get("parts")
         if part_logits is not None:
             n = part_logits.shape[1]
             terms["ce_parts"] = F.cross_entropy(part_logits.flatten(0, 1), target.repeat_interleave(n))
-        if epoch < self.raw_only_epochs:
+        if epoch is not None and epoch < self.raw_only_epochs:
             return terms["ce_raw"], terms
         return sum(terms.values()), terms  # type: ignore[return-value]
+
+
+register_model(ModelSpec(
+    "mmal", MMALNet, head_prefixes=("classifier.",), default_transform="mmal", default_input_size=448,
+    warmup_epochs=lambda model: model.raw_only_epochs, step_stats={"aolm_fallback": "aolm_fallbacks"},
+    pictures=("windows",), explain_forward=MMALNet.explain_forward, localises=True,
+))

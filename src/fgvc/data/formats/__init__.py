@@ -1,52 +1,78 @@
-"""Format readers and auto-detection. Each reader: ``read_<format>(root, **options) -> DatasetIndex``."""
+"""Dataset formats: a registry of readers and detectors, and the two calls everything else uses.
+
+``read_dataset(root, format=None, **options)`` reads a folder in a named or detected format;
+``detect_format(root)`` names the format of a folder. Each format module registers itself with
+``register_format`` (see ``_registry``); importing this package imports them all. Optional
+dependencies stay inside the readers (Cars imports scipy only when it reads), so a missing one
+never stands in the way of another format.
+"""
 
 from __future__ import annotations
 
-import difflib
-import importlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..index import DatasetIndex, DatasetLayoutError
+from ..index import DataFolderNotFoundError, DatasetIndex, DatasetLayoutError
+from . import aircraft, cars, competition, cub, imagefolder, imagelist  # noqa: F401  (each registers itself)
+from ._registry import (
+    FormatSpec,
+    ReaderOption,
+    check_reader_options,
+    get_format,
+    reader_options,
+    register_format,
+    registered_formats,
+)
 
-__all__ = ["FORMATS", "detect_format", "read_dataset", "format_parts"]
+__all__ = [
+    "FormatSpec",
+    "ReaderOption",
+    "check_reader_options",
+    "detect_format",
+    "format_names",
+    "get_format",
+    "read_dataset",
+    "reader_options",
+    "register_format",
+    "registered_formats",
+]
 
-# Detection order matters: annotation-driven formats first, the generic class-folder layout last.
-# Modules are imported on use, so one format's optional dependency (scipy for Cars) never
-# stands in the way of another.
-FORMATS: tuple[str, ...] = ("cub", "aircraft", "cars", "competition", "imagefolder")
+
+def format_names() -> list[str]:
+    """Names of the registered formats, in detection order."""
+    return [spec.name for spec in registered_formats()]
 
 
-def format_parts(name: str) -> tuple[Callable[..., DatasetIndex], Callable[[Path], bool], str]:
-    """(reader, detector, expected tree) of a format module ``fgvc.data.formats.<name>``."""
-    module = importlib.import_module(f"{__name__}.{name}")
-    return (getattr(module, f"read_{name}"), getattr(module, f"looks_like_{name}"),
-            getattr(module, f"{name.upper()}_TREE"))
-
-
-def _all_trees() -> str:
-    return "\n\n".join(f"{name}:\n{format_parts(name)[2]}" for name in FORMATS)
+def _require_folder(root: Path) -> None:
+    if not root.is_dir():
+        raise DataFolderNotFoundError(root)
 
 
 def detect_format(root: str | Path) -> str:
+    """The first registered format (in detection order) whose detector recognises ``root``."""
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetLayoutError(root, "data folder not found", _all_trees(), "check the path passed as --data")
-    for name in FORMATS:
-        if format_parts(name)[1](root):
-            return name
-    raise DatasetLayoutError(root, "no known dataset layout recognised", _all_trees(),
-                             "arrange the images as one of the layouts above, or pass --format")
+    _require_folder(root)
+    for spec in registered_formats():
+        if spec.detector(root):
+            return spec.name
+    trees = "\n\n".join(f"{spec.name}:\n{spec.tree}" for spec in registered_formats())
+    raise DatasetLayoutError(root, "no known dataset layout recognised", trees,
+                             "arrange the images as one of the layouts above, or name the format "
+                             "(data.format in the config, --format for fgvc data check)")
 
 
 def read_dataset(root: str | Path, format: str | None = None, **options: Any) -> DatasetIndex:
-    """Read ``root`` in the given format (auto-detected when None)."""
+    """Read ``root`` in the given format (auto-detected when None or "auto").
+
+    ``options`` are the reader's keywords (``data.options`` of a config); one the format does not
+    take, or a value it refuses, is a ``ConfigError`` naming ``data.options.<key>``.
+    """
     root = Path(root)
-    if format is None or format == "auto":
+    detected = format is None or format == "auto"
+    if not detected:
+        check_reader_options(format, options)  # an unknown format or option fails before any disk access
+    _require_folder(root)
+    if detected:
         format = detect_format(root)
-    if format not in FORMATS:
-        close = difflib.get_close_matches(format, FORMATS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown dataset format {format!r}; known: {', '.join(FORMATS)}.{hint}")
-    return format_parts(format)[0](root, **options)
+        check_reader_options(format, options, detected_in=root)
+    return get_format(format).reader(root, **options)

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..index import DatasetLayoutError, Problem, Sample, is_hidden, is_image_file, list_dir
 
 __all__ = ["annotation_lines", "image_files", "missing_files", "read_csv_rows", "read_boxes_csv",
-           "require_images", "with_tree"]
+           "require_images", "same_number_ids", "with_tree"]
 
 
 def image_files(folder: Path, problems: list[Problem], ignored: Counter) -> list[Path]:
@@ -108,8 +108,19 @@ def require_images(samples: Iterable[Sample], base: Path, tree: str, what: str, 
     """Raise naming a few of the annotated images that do not exist (``what`` says where they are listed)."""
     missing = missing_files(s.path for s in samples)
     if missing:
-        shown = ", ".join(p.relative_to(base).as_posix() for p in missing[:5])
+        shown = ", ".join((p.relative_to(base) if p.is_relative_to(base) else p).as_posix() for p in missing[:5])
         raise DatasetLayoutError(base, f"{len(missing)} {what} do not exist, e.g. {shown}", tree, fix)
+
+
+def same_number_ids(ids: Iterable[str]) -> dict[str, str]:
+    """``{ID: earlier ID}`` for each ID that spells the same number as an earlier one (``4615`` after
+    ``04615``), when all IDs are numbers: ClassTable orders such IDs by value and cannot hold both, so
+    readers report the later one as a problem instead of failing the whole dataset."""
+    ids = list(ids)
+    if not ids or not all(i.isdecimal() for i in ids):
+        return {}
+    first: dict[int, str] = {}
+    return {cid: first[int(cid)] for cid in ids if first.setdefault(int(cid), cid) != cid}
 
 
 def with_tree(doc: str | None, tree: str) -> str:

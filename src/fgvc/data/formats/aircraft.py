@@ -11,15 +11,15 @@ carries a 20-pixel copyright banner at the bottom; ``crop_banner=True`` asks the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Sample
-from ._files import annotation_lines, with_tree
+from ._files import annotation_lines, require_images, with_tree
+from ._registry import ReaderOption, register_format
 
-__all__ = ["AIRCRAFT_TREE", "BANNER_PX", "LEVELS", "looks_like_aircraft", "read_aircraft"]
+__all__ = ["AIRCRAFT_TREE", "BANNER_PX", "LEVELS", "OPTIONS", "looks_like_aircraft", "read_aircraft"]
 
 AIRCRAFT_TREE = """\
 fgvc-aircraft-2013b/              ROOT, or its data/ folder itself
@@ -38,6 +38,11 @@ LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "
 BANNER_PX = 20  # height of the copyright banner along the bottom of every official image
 _SPLIT_FILES = ("train", "val", "test")
 _FIX = "re-extract fgvc-aircraft-2013b.tar.gz, or point to the fgvc-aircraft-2013b folder (or its data/ folder)"
+OPTIONS = (
+    ReaderOption("level", "variant", tuple(LEVELS), "which of the three label sets to read"),
+    ReaderOption("use_official_val", False, help="keep the official val images as a 'val' split"),
+    ReaderOption("crop_banner", False, help="cut the 20-pixel copyright banner off every image at load time"),
+)
 
 
 def looks_like_aircraft(root: Path) -> bool:
@@ -53,8 +58,8 @@ def read_aircraft(
     ``use_official_val=False`` labels the official val images "train" (train = the official trainval);
     True keeps them as "val". ``crop_banner`` sets ``crop_bottom_px`` so the loader removes the banner.
     """
-    if level not in LEVELS:
-        raise ValueError(f"unknown FGVC-Aircraft level {level!r}; choose one of: {', '.join(LEVELS)}")
+    for option, value in zip(OPTIONS, (level, use_official_val, crop_banner), strict=True):
+        option.check(value, "aircraft")  # read_dataset checks too; this covers direct calls
     root = Path(root)
     data = _find_data_dir(root)
     if data is None:
@@ -96,7 +101,8 @@ def read_aircraft(
                boxes[image] if boxes is not None else None)
         for image, (class_name, split, _) in assigned.items()
     ]
-    _require_images(data, images_dir, samples)
+    require_images(samples, data, AIRCRAFT_TREE, "listed image(s)",
+                   "restore the missing files under data/images/ (re-extract fgvc-aircraft-2013b.tar.gz)")
     return DatasetIndex(root=root, format="aircraft", classes=classes, samples=samples,
                         crop_bottom_px=BANNER_PX if crop_banner else 0)
 
@@ -152,17 +158,5 @@ def _read_boxes(data: Path, images: dict[str, object]) -> dict[str, tuple[float,
     return boxes
 
 
-def _require_images(data: Path, images_dir: Path, samples: list[Sample]) -> None:
-    """Every listed image exists: one listing of images/, a stat call only for names it lacks."""
-    try:
-        with os.scandir(images_dir) as entries:
-            present = {e.name for e in entries if e.is_file()}
-    except OSError:
-        present = set()
-    # A name absent from the listing may still exist on a case-insensitive filesystem.
-    missing = [s.path for s in samples if s.path.name not in present and not s.path.is_file()]
-    if missing:
-        shown = ", ".join(p.relative_to(data).as_posix() for p in missing[:5])
-        raise DatasetLayoutError(
-            data, f"{len(missing)} listed image(s) do not exist, e.g. {shown}", AIRCRAFT_TREE,
-            "restore the missing files under data/images/ (re-extract fgvc-aircraft-2013b.tar.gz)")
+register_format("aircraft", reader=read_aircraft, detector=looks_like_aircraft, tree=AIRCRAFT_TREE,
+                options=OPTIONS, priority=20)

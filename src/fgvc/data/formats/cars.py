@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import FgvcError
 from ..classes import ClassTable
 from ..index import DatasetIndex, DatasetLayoutError, Sample
 from ._files import require_images, with_tree
+from ._registry import register_format
 
-__all__ = ["CARS_TREE", "looks_like_cars", "read_cars"]
+__all__ = ["CARS_TREE", "MissingScipyError", "looks_like_cars", "read_cars"]
 
 CARS_TREE = """\
 ROOT/                                  the devkit layout:
@@ -44,6 +46,10 @@ _BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
 _FIX = "download the Stanford Cars annotation files again and lay them out as shown above"
 
 Box = tuple[float, float, float, float]
+
+
+class MissingScipyError(FgvcError, ImportError):
+    """scipy, which only Stanford Cars' .mat files need, is not installed: a one-line error, not a bug."""
 
 
 def looks_like_cars(root: Path) -> bool:
@@ -81,7 +87,7 @@ def _scipy_loadmat() -> Callable[..., dict[str, Any]]:
     try:
         from scipy.io import loadmat
     except ImportError as e:
-        raise ImportError(
+        raise MissingScipyError(
             "reading Stanford Cars' .mat files needs scipy, which is not installed: pip install 'fgvc[cars]'"
         ) from e
     return loadmat
@@ -207,3 +213,6 @@ def _name(root: Path, path: Path) -> str:
 
 def _variables(mat: dict[str, Any]) -> str:
     return ", ".join(k for k in mat if not k.startswith("__")) or "none"
+
+
+register_format("cars", reader=read_cars, detector=looks_like_cars, tree=CARS_TREE, priority=30)

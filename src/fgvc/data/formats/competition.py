@@ -26,7 +26,9 @@ from pathlib import Path
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Problem, Sample, is_hidden, list_dir
-from ._files import image_files, read_boxes_csv, read_csv_rows
+from ..labels_csv import LabelsFileError, read_labels_csv
+from ._files import image_files, read_boxes_csv, same_number_ids
+from ._registry import register_format
 
 __all__ = ["COMPETITION_TREE", "looks_like_competition", "read_competition", "parse_class_folder"]
 
@@ -98,6 +100,13 @@ def read_competition(root: str | Path) -> DatasetIndex:
             continue
         class_files[class_id], names[class_id], sources[class_id] = files, name, folder.name
 
+    for class_id, other in same_number_ids(class_files).items():
+        problems.append(Problem(
+            "duplicate-class-id", train_dir / sources[class_id],
+            f"class ID {class_id} is the same number as {other} (folder {sources[other]}); rename one folder "
+            "so that every class has a distinct ID; folder skipped"))
+        del class_files[class_id], names[class_id], sources[class_id]
+
     if not class_files:
         raise DatasetLayoutError(root, "train/ has no usable <classID>_<className> folders with images",
                                  COMPETITION_TREE)
@@ -129,8 +138,13 @@ def _read_test(root: Path, classes: ClassTable, problems: list[Problem], ignored
     labels: dict[str, str] = {}
     labels_file = root / "test_labels.csv"
     if labels_file.is_file():
-        for row in read_csv_rows(labels_file, ("file", "class_id"), root, COMPETITION_TREE):
-            labels[row["file"]] = row["class_id"]
+        try:
+            labels = read_labels_csv(labels_file)
+        except LabelsFileError as e:  # the train split is still worth a report
+            reason = str(e).removeprefix(f"{labels_file}: ")
+            problems.append(Problem("bad-labels-file", labels_file, f"{reason}; test images left unlabelled"))
+            labels = {}
+    if labels:
         names = {p.name for p in files}
         for missing in sorted(set(labels) - names):
             problems.append(Problem("missing-test-image", test_dir / missing, "listed in test_labels.csv, not found"))
@@ -178,3 +192,7 @@ def _apply_class_list(root: Path, classes: ClassTable) -> ClassTable:
             "class_labels.txt to use numeric order",
         )
     return pinned
+
+
+register_format("competition", reader=read_competition, detector=looks_like_competition, tree=COMPETITION_TREE,
+                priority=50)

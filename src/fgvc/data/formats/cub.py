@@ -16,6 +16,7 @@ from typing import TypeVar
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Sample
 from ._files import annotation_lines, require_images, with_tree
+from ._registry import register_format
 
 __all__ = ["CUB_TREE", "looks_like_cub", "read_cub"]
 
@@ -161,3 +162,6 @@ def _require_all_ids(base: Path, images: dict[str, str], table: dict[str, object
         raise DatasetLayoutError(
             base, f"{len(absent)} image ID(s) from images.txt have no line in {name}: {shown}", CUB_TREE,
             f"use the {name} that came with this images.txt")
+
+
+register_format("cub", reader=read_cub, detector=looks_like_cub, tree=CUB_TREE, priority=10)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Problem, Sample, is_hidden, list_dir
-from ._files import image_files, read_boxes_csv
+from ._files import image_files, read_boxes_csv, same_number_ids
+from ._registry import register_format
 
 __all__ = ["IMAGEFOLDER_TREE", "SPLIT_FOLDERS", "looks_like_imagefolder", "read_imagefolder"]
 
@@ -73,6 +74,13 @@ def read_imagefolder(root: str | Path) -> DatasetIndex:
                     problems.append(Problem("empty-class", entry, "class folder has no images; skipped"))
 
     train_classes = per_split["train"]
+    clashes = same_number_ids(train_classes)
+    for class_id, other in clashes.items():
+        problems.append(Problem(
+            "duplicate-class-id", split_dirs["train"] / class_id,
+            f"class folder {class_id} is the same number as folder {other}; rename one so that every class "
+            "has a distinct ID; folder skipped"))
+        del train_classes[class_id]
     if not train_classes:
         raise DatasetLayoutError(root, "no class folder with images found" + (" under train/" if has_splits else ""),
                                  IMAGEFOLDER_TREE)
@@ -86,6 +94,8 @@ def read_imagefolder(root: str | Path) -> DatasetIndex:
     samples = []
     for split, by_class in per_split.items():
         for class_id in sorted(by_class, key=lambda c: classes.index_of(c) if c in classes else len(classes)):
+            if class_id in clashes:
+                continue  # reported once, for its train folder
             if class_id not in classes:
                 problems.append(Problem("unknown-class", split_dirs[split] / class_id,
                                         f"class {class_id!r} is in {split}/ but not in train/; skipped"))
@@ -96,3 +106,8 @@ def read_imagefolder(root: str | Path) -> DatasetIndex:
                 samples.append(Sample(path, label, split, path.relative_to(split_dirs[split]).as_posix(),
                                       boxes.get(rel)))
     return DatasetIndex(root, "imagefolder", classes, samples, problems, ignored)
+
+
+# Last: any folder with subfolders looks like class folders, so every other layout goes first.
+register_format("imagefolder", reader=read_imagefolder, detector=looks_like_imagefolder, tree=IMAGEFOLDER_TREE,
+                priority=100)

@@ -1,0 +1,303 @@
+"""A run, opened once: config, class table, model spec, device, precision, processes, data, split,
+loaders and model — what ``train``, ``train --resume``, ``evaluate``, ``predict``, ``explain`` and
+``report`` all start from.
+
+* :meth:`Run.start` — a new training run from a config (the data gives the class table).
+* :meth:`Run.resume` — a run directory's ``last.pt``, with the overrides that are safe mid-run
+  (:data:`RESUMABLE_KEYS`, ``--data`` for a moved dataset); anything else is refused in one line.
+* :meth:`Run.open` — a checkpoint or run directory for inference; a run directory gives its
+  ``best.pt`` (else ``last.pt``) and :attr:`Run.checkpoint_note` says which and why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from ..config import Config, apply_overrides, config_from_dict, validate_config
+from ..data.classes import ClassTable, ClassTableError
+from ..data.dataset import FGVCDataset, collate_skipping
+from ..data.formats import read_dataset
+from ..data.index import DatasetIndex
+from ..data.split import apply_split, load_split
+from ..data.transforms import BatchTransform, Recipe, build_batch_transform, build_transform, recipe
+from ..errors import CheckpointError, ConfigError, DataError, UserError
+from ..models import backbone_stats, create_model, model_spec
+from ..models.inference import prepare_for_inference
+from ..models.registry import ModelSpec
+from .checkpoint import load_checkpoint
+from .distributed import DistInfo, init_distributed
+
+__all__ = [
+    "Run",
+    "RESUMABLE_KEYS",
+    "FGVCLoader",
+    "resolve_device",
+    "resolve_amp",
+    "choose_checkpoint",
+]
+
+# --set keys a resumed run may change: they alter how the run is carried out, not what it computes
+# (``train.epochs`` extends or shortens the run; a cosine schedule is then spread over the new length).
+RESUMABLE_KEYS = ("train.epochs", "train.device", "train.amp", "train.eval_batch_size", "train.save_every",
+                  "train.keep", "data.num_workers", "data.skip_unreadable", "track.*")
+
+
+def resolve_device(preference: str) -> torch.device:
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ConfigError(f"train.device = {preference!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {preference!r} requested but CUDA is not available here "
+                          "(no GPU, or a CPU-only PyTorch build); use --set train.device=cpu or auto")
+    return device
+
+
+def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 where the GPU supports it, else fp16 on CUDA; off on CPU (fp32 is the reference)."""
+    if setting == "off":
+        return None
+    if setting == "bf16":
+        return torch.bfloat16
+    if setting == "fp16":
+        return torch.float16
+    if setting == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    raise ConfigError(f"train.amp must be auto, off, bf16 or fp16, got {setting!r}")
+
+
+def choose_checkpoint(path: str | os.PathLike) -> tuple[Path, str]:
+    """A checkpoint file as given, or a run directory's ``best.pt`` (else ``last.pt``), with why."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "best.pt").is_file():
+            return path / "best.pt", "the run's best validation score"
+        if (path / "last.pt").is_file():
+            return path / "last.pt", "the run has no best.pt, so its latest epoch"
+        raise CheckpointError(f"run directory {path} holds no best.pt or last.pt; was training started there?")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint or run directory {path} not found")
+    return path, "as given"
+
+
+class FGVCLoader(DataLoader):
+    """A DataLoader of 8-bit images plus the batch transform that finishes them on the device."""
+
+    batch_transform: BatchTransform
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return self.batch_transform(images)
+
+
+def _check_resume_overrides(overrides: list[str]) -> None:
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if not any(fnmatch.fnmatchcase(key, pattern) for pattern in RESUMABLE_KEYS):
+            raise ConfigError(
+                f"--set {key} cannot change when resuming: it would make the resumed run a different run "
+                f"(only {', '.join(RESUMABLE_KEYS)} may); start a new run, e.g. with --init-from RUN/last.pt")
+
+
+@dataclass
+class Run:
+    """Everything a command needs about one run. Build it with :meth:`start`, :meth:`resume` or
+    :meth:`open`; the dataset is read once (:meth:`dataset`)."""
+
+    config: Config
+    device: torch.device
+    dist: DistInfo
+    classes: ClassTable | None = None
+    run_dir: Path | None = None
+    checkpoint_path: Path | None = None
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_note: str = ""
+    _indices: dict[str, DatasetIndex] = field(default_factory=dict, repr=False)
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def _make(cls, config: Config, **kwargs: Any) -> Run:
+        validate_config(config)
+        model_spec(config.model.name)  # an unknown model is a config error before anything is read
+        device = resolve_device(config.train.device)
+        dist = init_distributed(device.type)
+        if dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        return cls(config=config, device=device, dist=dist, **kwargs)
+
+    @classmethod
+    def start(cls, config: Config, run_dir: str | os.PathLike) -> Run:
+        """A new training run; ``data.root`` is stored absolute, so the run resumes from any folder."""
+        if config.data.root is None:
+            raise UserError("no dataset given: pass --data ROOT (or set data.root in the config)")
+        config.data.root = str(Path(config.data.root).expanduser().resolve())
+        return cls._make(config, run_dir=Path(run_dir))
+
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
+               overrides: list[str] | None = None) -> Run:
+        """The run in ``run_dir`` as its ``last.pt`` left it, with ``--data`` (a moved dataset: its
+        classes must still match) and the safe ``--set`` overrides applied."""
+        run_dir = Path(run_dir)
+        path = run_dir / "last.pt"
+        if not path.is_file():
+            raise UserError(f"cannot resume: {path} does not exist (no epoch finished in {run_dir} yet?)")
+        state = load_checkpoint(path)
+        config = config_from_dict(state["config"])
+        _check_resume_overrides(overrides or [])
+        apply_overrides(config, overrides or [])
+        if data is not None:
+            config.data.root = str(Path(data).expanduser().resolve())
+        run = cls._make(config, run_dir=run_dir, classes=ClassTable.from_dict(state["classes"]),
+                        checkpoint_path=path, checkpoint=state, checkpoint_note="the run's latest state")
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, device: str = "auto") -> Run:
+        """A trained checkpoint (file or run directory) for evaluation, prediction and pictures."""
+        ckpt_path, why = choose_checkpoint(path)
+        state = load_checkpoint(ckpt_path)
+        config = config_from_dict(state["config"])
+        config.train.device = device
+        run_dir = ckpt_path.parent
+        return cls._make(config, run_dir=run_dir, classes=ClassTable.from_dict(state["classes"]),
+                         checkpoint_path=ckpt_path, checkpoint=state, checkpoint_note=why)
+
+    # -- what the config resolves to ---------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        return model_spec(self.config.model.name)
+
+    @property
+    def transform(self) -> Recipe:
+        name = self.config.model.transform
+        return recipe(self.spec.default_transform if name == "auto" else name)
+
+    @property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Normalisation mean/std: the recipe's own, else those of the backbone's weights."""
+        r = self.transform
+        if r.mean is not None and r.std is not None:
+            return r.mean, r.std
+        return backbone_stats(self.config.model.backbone)
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return resolve_amp(self.config.train.amp, self.device)
+
+    @property
+    def describe_checkpoint(self) -> str:
+        return f"{self.checkpoint_path} ({self.checkpoint_note})" if self.checkpoint_path else "no checkpoint"
+
+    # -- data ---------------------------------------------------------------------------------
+    def dataset(self, root: str | os.PathLike | None = None) -> DatasetIndex:
+        """The dataset at ``root`` (default ``data.root``), read once; refused when it has layout errors
+        or (for a trained run) other classes than the run's."""
+        root = root if root is not None else self.config.data.root
+        if root is None:
+            raise UserError("no dataset given: pass --data ROOT (or set data.root in the config)")
+        key = str(Path(root).resolve())
+        if key not in self._indices:
+            fmt = None if self.config.data.format == "auto" else self.config.data.format
+            index = read_dataset(root, fmt, **self.config.data.options)
+            errors = [p for p in index.problems if p.severity == "error"]
+            if errors:
+                listed = "\n  ".join(str(p) for p in errors)
+                raise DataError(f"{len(errors)} problem(s) in {root}:\n  {listed}\n"
+                                f"Fix them first; `fgvc data check {root}` shows the full report.")
+            if self.classes is not None and "train" in index.splits:
+                try:
+                    self.classes.require_same(index.classes, f"the data in {root}")
+                except ClassTableError as e:
+                    raise DataError(f"{self.describe_checkpoint} was trained on other classes: {e}") from None
+            self._indices[key] = index
+        return self._indices[key]
+
+    def validation_ids(self) -> list[str] | None:
+        """The run's validation image IDs (checkpoint first, then ``split.json``), None when unknown."""
+        if self.checkpoint is not None and "val_ids" in self.checkpoint:
+            return list(self.checkpoint["val_ids"])
+        if self.run_dir is not None and (self.run_dir / "split.json").is_file():
+            return load_split(self.run_dir / "split.json")
+        return None
+
+    def evaluation_split(self, split: str, root: str | os.PathLike | None = None) -> DatasetIndex:
+        """The run's validation split, or a dataset's labelled test split."""
+        index = self.dataset(root)
+        if split == "val":
+            ids = self.validation_ids()
+            part = apply_split(index.split("train"), ids)[1] if ids is not None else None
+            if part is None or not len(part):
+                raise UserError(f"{self.describe_checkpoint} was trained without a validation split; use --split test")
+            return part
+        part = index.split("test")
+        if not part.has_labels:
+            raise UserError(f"the test split of {index.root} has no labels: use `fgvc predict` and `fgvc score`, "
+                            "or `fgvc submit` to the competition server")
+        return part
+
+    def loader(self, index: DatasetIndex, train: bool, *, batch_size: int | None = None,
+               sampler: Sampler | None = None) -> FGVCLoader:
+        """Workers decode and do 8-bit geometry; the batch transform finishes on the device."""
+        cfg, r = self.config, self.transform
+        mean, std = self.stats
+        transform = build_transform(r.name, cfg.model.input_size, train, mean, std, output="uint8")
+        num_classes = len(self.classes) if self.classes is not None else len(index.classes)
+        dataset = FGVCDataset(index, transform, num_classes=num_classes, skip_unreadable=cfg.data.skip_unreadable)
+        batch_size = batch_size or (cfg.train.batch_size if train else cfg.train.eval_batch_size)
+        loader = FGVCLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=cfg.data.num_workers,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+            drop_last=train and cfg.train.drop_last and len(dataset) > batch_size,
+            collate_fn=collate_skipping,
+        )
+        loader.batch_transform = build_batch_transform(r.name, train, mean, std)
+        return loader
+
+    def eval_transform(self):
+        """The full (float) evaluation transform, for one image at a time (``fgvc explain``)."""
+        mean, std = self.stats
+        return build_transform(self.transform.name, self.config.model.input_size, False, mean, std)
+
+    # -- model --------------------------------------------------------------------------------
+    def build_model(self, num_classes: int, pretrained: bool | str | None = None) -> nn.Module:
+        m = self.config.model
+        return create_model(m.name, num_classes, backbone=m.backbone,
+                            pretrained=m.pretrained if pretrained is None else pretrained, **m.options)
+
+    def load_weights(self, model: nn.Module, what: str = "checkpoint") -> None:
+        """The checkpoint's weights into ``model``; a model that does not fit is one line."""
+        assert self.checkpoint is not None
+        try:
+            model.load_state_dict(self.checkpoint["model"], strict=True)
+        except RuntimeError as e:
+            m = self.config.model
+            first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e)[:200])
+            raise CheckpointError(f"the weights in {self.checkpoint_path} do not fit a {m.name}/{m.backbone} model "
+                                  f"({first[:240]}); the config and the weights come from different models") from None
+
+    def trained_model(self, for_inference: bool = True) -> nn.Module:
+        """The checkpoint's model on the run's device; ``for_inference``: BatchNorm folded and
+        channels_last (:func:`prepare_for_inference`) — same outputs within float rounding."""
+        if self.classes is None:
+            raise CheckpointError("no checkpoint opened")
+        model = self.build_model(len(self.classes), pretrained=False)
+        self.load_weights(model)
+        model = model.to(self.device)
+        return prepare_for_inference(model) if for_inference else model.eval()

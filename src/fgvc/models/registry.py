@@ -1,0 +1,131 @@
+"""What a model and a backbone *are*, declared once where they are defined (like timm's
+``pretrained_cfg``), so the engine, ``explain`` and ``report`` ask the spec instead of naming models.
+
+A model module ends with ``register_model(ModelSpec(...))``; a backbone module with
+``register_backbone(BackboneSpec(...))``. A test (or a user's plug-in) registers its own the same
+way and the whole workflow — train, evaluate, predict, explain, report — takes it without edits.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = [
+    "ModelSpec",
+    "BackboneSpec",
+    "MODEL_REGISTRY",
+    "BACKBONE_REGISTRY",
+    "register_model",
+    "register_backbone",
+    "model_spec",
+    "backbone_spec",
+    "split_backbone_parameters",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ParamGroups = Callable[[nn.Module], dict[str, list[nn.Parameter]]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's recipe and capabilities.
+
+    ``builder(backbone, num_classes, **options)`` makes the model; its ``forward(x)`` returns a
+    :class:`~fgvc.models.output.ModelOutput` and ``loss(output, target, epoch)`` the total and named
+    terms, with ``epoch=None`` meaning "the full loss" (evaluation). ``head_prefixes`` are the
+    state-dict prefixes of the class-dependent layers (re-initialised on transfer). ``param_groups``
+    splits parameters for ``optim.backbone_lr`` (None: one group). ``warmup_epochs(model)`` is how
+    many first epochs train only some branches (announced by the trainer). ``step_stats`` maps an
+    ``extras`` key (one value per image) to the name its per-epoch sum is logged under.
+    ``pictures`` names what ``fgvc explain`` can draw: ``"windows"`` (``object_boxes`` and
+    ``part_boxes``), ``"strips"`` (``extras["strip_importanceN"]`` with ``stage_mapN``); the input
+    image and the top-5 are drawn for every model. ``explain_forward(model, x)`` is the forward that
+    returns everything the pictures need (default: ``model(x)``).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    head_prefixes: tuple[str, ...]
+    default_transform: str = "plain"
+    default_input_size: int = 224
+    param_groups: ParamGroups | None = None
+    warmup_epochs: Callable[[nn.Module], int] = lambda model: 0
+    step_stats: Mapping[str, str] = field(default_factory=dict)
+    pictures: tuple[str, ...] = ()
+    explain_forward: Callable[[nn.Module, Any], Any] | None = None
+    localises: bool = False  # ModelOutput.object_boxes is an object box: localisation metrics apply
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """``builder(pretrained)`` returns a :class:`~fgvc.models.backbones.Backbone`; ``mean``/``std``
+    are the statistics its weights were trained with (the ``plain`` transform normalises with them).
+    A spec with ``prefix=True`` serves every name that starts with ``name`` (``timm/<model>``) and its
+    builder takes ``(full_name, pretrained)``."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    prefix: bool = False
+    stats: Callable[[str], tuple[tuple[float, ...], tuple[float, ...]]] | None = None
+
+
+MODEL_REGISTRY: dict[str, ModelSpec] = {}
+BACKBONE_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    MODEL_REGISTRY[spec.name] = spec
+    return spec
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    BACKBONE_REGISTRY[spec.name] = spec
+    return spec
+
+
+def _unknown(kind: str, name: str, known: list[str], key: str) -> ConfigError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{key}: unknown {kind} {name!r}; known: {', '.join(known)}.{hint}")
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODEL_REGISTRY:
+        raise _unknown("model", name, sorted(MODEL_REGISTRY), "model.name")
+    return MODEL_REGISTRY[name]
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name in BACKBONE_REGISTRY and not BACKBONE_REGISTRY[name].prefix:
+        return BACKBONE_REGISTRY[name]
+    for spec in BACKBONE_REGISTRY.values():
+        if spec.prefix and name.startswith(spec.name):
+            return spec
+    known = sorted(s.name + ("<name>" if s.prefix else "") for s in BACKBONE_REGISTRY.values())
+    raise _unknown("backbone", name, known, "model.backbone")
+
+
+def backbone_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std of the named backbone's weights, without building it."""
+    spec = backbone_spec(name)
+    return spec.stats(name) if spec.stats is not None else (spec.mean, spec.std)
+
+
+def split_backbone_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """``"new"`` (everything the model adds) and ``"backbone"`` (``model.backbone``'s parameters)."""
+    backbone = list(model.backbone.parameters())  # type: ignore[union-attr]
+    ids = {id(p) for p in backbone}
+    return {"new": [p for p in model.parameters() if id(p) not in ids], "backbone": backbone}
