@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fgvc import viz
+from fgvc import draw
+from fgvc.boxes import scale_box
 from fgvc.data.decode import ImageDecodeError, load_rgb
 from fgvc.data.formats import read_dataset
 from fgvc.engine.run import Run
@@ -45,29 +46,29 @@ def test_mmal_picture_draws_the_model_boxes_where_its_coordinates_say(mmal_run, 
     pixels = e.picture.crop((panel[0], panel[1], panel[2] + 1, panel[3] + 1))
 
     # the AOLM box is drawn last: its outermost magenta pixels are exactly the mapped box
-    expected = viz.scale_box(out.object_boxes[0].tolist(), sx, sy)
-    magenta = colour_mask(pixels, viz.OBJECT_COLOUR)
+    expected = scale_box(out.object_boxes[0].tolist(), sx, sy)
+    magenta = colour_mask(pixels, draw.OBJECT_COLOUR)
     assert bounds(magenta) == expected
-    assert e.boxes["object"] == [viz.scale_box(out.object_boxes[0].tolist(), sx, sy, offset=(ox, oy))]
+    assert e.boxes["object"] == [scale_box(out.object_boxes[0].tolist(), sx, sy, offset=(ox, oy))]
 
     # the annotated box (exclusive original pixels) in green; other outlines may hide parts of it
-    true_box = viz.scale_box(sample.box_xyxy, e.image_size[0] / original.width, e.image_size[1] / original.height,
-                             inclusive=False)
-    green = colour_mask(pixels, viz.TRUE_BOX_COLOUR)
+    true_box = scale_box(sample.box_xyxy, e.image_size[0] / original.width, e.image_size[1] / original.height,
+                         inclusive=False)
+    green = colour_mask(pixels, draw.TRUE_BOX_COLOUR)
     assert inside(true_box, bounds(green))
     x0, y0, x1, y1 = true_box
     perimeter = np.concatenate([green[y0, x0:x1 + 1], green[y1, x0:x1 + 1], green[y0:y1 + 1, x0], green[y0:y1 + 1, x1]])
     assert perimeter.mean() > 0.5
 
     # part windows, coloured by scale group: each group's colour stays inside its own windows
-    windows = [viz.scale_box(w, sx, sy) for w in out.part_boxes[0].tolist()]
+    windows = [scale_box(w, sx, sy) for w in out.part_boxes[0].tolist()]
     start = 0
     for g, n in enumerate(loaded.model.preset.picks):
         group = windows[start:start + n]
         start += n
         union = (min(w[0] for w in group), min(w[1] for w in group), max(w[2] for w in group),
                  max(w[3] for w in group))
-        mask = colour_mask(pixels, viz.group_colour(g))
+        mask = colour_mask(pixels, draw.group_colour(g))
         assert mask.any() and inside(union, bounds(mask))
 
     # layout: header, then the image with the top-5 beside it, then the crop strip (object + parts)
@@ -106,7 +107,7 @@ def test_fbsd_picture_has_three_stage_overlays_and_heatmaps(fbsd_run, seeing_dat
         importance = out.extras[f"strip_importance{stage + 1}"][0]
         left = ox + (stage + 1) * (STAGE_SIZE + 10)
         panel = e.picture.crop((left, oy, left + STAGE_SIZE, oy + STAGE_SIZE))
-        red_rows = np.nonzero(colour_mask(panel, viz.SUPPRESSED_COLOUR).any(axis=1))[0]
+        red_rows = np.nonzero(colour_mask(panel, draw.SUPPRESSED_COLOUR).any(axis=1))[0]
         assert len(red_rows), f"stage {stage + 1}: no suppressed strip drawn"
         suppressed = torch.nonzero(importance == importance.max()).flatten().tolist()
         k = importance.numel()

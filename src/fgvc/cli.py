@@ -77,8 +77,12 @@ def _options(items: list[str]) -> list[tuple[str, object]]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import contextlib
+
     from .engine.run import Run
     from .engine.trainer import Trainer
+    from .fileio import remove_stale_temporaries
+    from .runlock import RunLock
 
     if args.resume is not None:
         if args.config_given or args.out or args.init_from:
@@ -89,21 +93,26 @@ def _train(args: argparse.Namespace) -> int:
         run = Run.resume(args.resume, data=args.data, overrides=args.set or [])
     else:
         config = _config(args)
-        run_dir = args.out or Path("runs") / config.name
-        if (run_dir / "last.pt").exists():
-            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-        run = Run.start(config, run_dir)
+        run = Run.start(config, args.out or Path("runs") / config.name)
     assert run.run_dir is not None
-    trainer = Trainer(run, init_from=None if args.resume else args.init_from, progress=not args.no_progress)
-    if args.resume is not None and trainer.finished:
-        print(f"{run.run_dir} has finished all {run.config.train.epochs} epochs; to train longer, resume with "
-              f"--set train.epochs=N (N > {run.config.train.epochs})")
-        return 0
-    trainer.fit()
-    if trainer.interrupted:
-        return 130  # `fgvc train && fgvc predict` must not carry on with a half-trained model
-    if not args.no_report:
-        _write_report(run.run_dir, device=run.config.train.device, progress=not args.no_progress)
+    # one process owns the run folder for the run's life (rank 0 under torchrun)
+    with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
+        if run.dist.is_main:
+            for path in remove_stale_temporaries(run.run_dir):
+                print(f"removed {path.name}, left by a run that was killed while writing it")
+        if args.resume is None and (run.run_dir / "last.pt").exists():
+            raise UserError(f"{run.run_dir} already holds a run; continue it with --resume {run.run_dir} "
+                            "or pick another --out")
+        trainer = Trainer(run, init_from=None if args.resume else args.init_from, progress=not args.no_progress)
+        if args.resume is not None and trainer.finished:
+            print(f"{run.run_dir} has finished all {run.config.train.epochs} epochs; to train longer, resume with "
+                  f"--set train.epochs=N (N > {run.config.train.epochs})")
+            return 0
+        trainer.fit()
+        if trainer.interrupted:
+            return 130  # `fgvc train && fgvc predict` must not carry on with a half-trained model
+        if not args.no_report:
+            _write_report(run.run_dir, device=run.config.train.device, progress=not args.no_progress)
     return 0
 
 

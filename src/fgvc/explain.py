@@ -5,16 +5,16 @@ classes with their probabilities and names. Then, by model:
 
 The model spec's ``pictures`` say what else a model can show (:data:`PICTURES`):
 
-* ``"windows"`` (MMAL-Net): the image with the object box, the part windows numbered in selection
+* ``"windows"``: the image with the object box, the part windows numbered in selection
   order and coloured by scale group, the annotated box in another colour when the image belongs
   to a dataset with boxes; below, the object crop and the part crops as a strip.
-* ``"strips"`` (FBSD): per stage, the model's input with the strip importances (softmax b) as a
+* ``"strips"``: per stage, the model's input with the strip importances (softmax b) as a
   translucent overlay, the suppressed strip outlined in red; below, each stage's activation
   (channel mean of the stage's feature map, the map the strips score) as a heatmap.
 * none: the image.
 
 Boxes come from ``ModelOutput`` (inclusive input pixels) and are mapped onto the displayed
-image with :func:`fgvc.viz.scale_box`. For a whole-image recipe (the input is the image resized)
+image with :func:`fgvc.boxes.scale_box`. For a whole-image recipe (the input is the image resized)
 the displayed image is the original file, aspect kept, and crops are cut from it at full
 resolution; for a cropping recipe it is the crop the model saw.
 """
@@ -32,20 +32,20 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from . import viz
+from . import draw
+from .boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
 from .data.classes import ClassTable
 from .data.decode import ImageDecodeError, load_rgb
 from .data.index import Sample, is_hidden, is_image_file
 from .engine.run import Run
 from .errors import UserError
 from .models.output import ModelOutput
-from .models.windows import paired_iou_inclusive
 
 __all__ = ["Explanation", "explain", "explain_images", "collect_images", "DISPLAY_SIZE"]
 
-DISPLAY_SIZE = 448  # px, longer side of the annotated image (MMAL and plain models)
-STAGE_SIZE = 300  # px, side of each FBSD stage panel
-TILE_SIZE = 120  # px, side of each crop in the MMAL crop strip
+DISPLAY_SIZE = 448  # px, longer side of the annotated image (whole-image recipes)
+STAGE_SIZE = 300  # px, side of each stage panel of a "strips" picture
+TILE_SIZE = 120  # px, side of each crop in the crop strip of a "windows" picture
 GAP = 10
 
 
@@ -138,7 +138,7 @@ def _header(path: Path, run: Run, probs: Tensor, true_index: int | None, width: 
     line = f"{m.name}/{m.backbone}  ·  predicted {_label(run.classes, pred)} ({100 * float(probs[pred]):.1f}%)"
     if true_index is not None:
         line += f"  ·  true {_label(run.classes, true_index)}" + ("  ✓" if pred == true_index else "  ✗")
-    return viz.text_block([(path.name, 17, True), (line, 14, False)], width)
+    return draw.text_block([(path.name, 17, True), (line, 14, False)], width)
 
 
 def _topk(run: Run, probs: Tensor, true_index: int | None, width: int) -> tuple[Image.Image, list]:
@@ -150,12 +150,12 @@ def _topk(run: Run, probs: Tensor, true_index: int | None, width: int) -> tuple[
     if true_index is not None and true_index not in indices.tolist():
         rank = int((probs > probs[true_index]).sum()) + 1
         footer = f"true class ranks {rank}: {100 * float(probs[true_index]):.2f}%"
-    panel = viz.topk_panel(rows, width=width, title=f"top-{k}", footer=footer)
+    panel = draw.topk_panel(rows, width=width, title=f"top-{k}", footer=footer)
     return panel, [(run.classes.id_of(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
 
 
 def _assemble(header: Image.Image, body: Image.Image, image_offset: tuple[int, int]) -> tuple[Image.Image, tuple]:
-    picture = viz.vstack([header, body], gap=GAP)
+    picture = draw.vstack([header, body], gap=GAP)
     return picture, (image_offset[0], image_offset[1] + header.height + GAP)
 
 
@@ -167,34 +167,34 @@ def _source(run: Run, original: Image.Image, x: Tensor, mean: Tensor, std: Tenso
 
 def _windows_picture(run, path, source, x, out, b, probs, sample, true_index) -> Explanation:
     h_in, w_in = x.shape[-2:]
-    display = viz.fit_image(source, DISPLAY_SIZE)
+    display = draw.fit_image(source, DISPLAY_SIZE)
     sx, sy = display.width / w_in, display.height / h_in
     drawn: dict[str, list] = {}
-    legend = [(viz.OBJECT_COLOUR, "object box (AOLM)")]
+    legend = [(draw.OBJECT_COLOUR, "object box")]
     notes = []
     original = source if run.transform.whole_image else None
     if sample is not None and sample.box_xyxy is not None and original is not None:
-        true_box = viz.scale_box(sample.box_xyxy, display.width / original.width, display.height / original.height,
-                                 inclusive=False)
-        viz.draw_box(display, true_box, viz.TRUE_BOX_COLOUR, width=3)
+        true_box = scale_box(sample.box_xyxy, display.width / original.width, display.height / original.height,
+                             inclusive=False)
+        draw.draw_box(display, true_box, draw.TRUE_BOX_COLOUR, width=3)
         drawn["true"] = [true_box]
-        legend.append((viz.TRUE_BOX_COLOUR, "true box (dataset annotation)"))
-        truth_in = viz.true_boxes_in_input(sample.box_xyxy, (original.height, original.width), (h_in, w_in))
+        legend.append((draw.TRUE_BOX_COLOUR, "true box (dataset annotation)"))
+        truth_in = true_boxes_in_input(sample.box_xyxy, (original.height, original.width), (h_in, w_in))
         iou = float(paired_iou_inclusive(out.object_boxes[b:b + 1].double().cpu(), truth_in)[0])
         notes.append(f"IoU of object box with true box: {iou:.2f}")
     picks = [int(n) for n in out.extras["window_group_sizes"].tolist()]
-    windows = [viz.scale_box(w, sx, sy) for w in out.part_boxes[b].tolist()]
-    viz.draw_windows(display, windows, picks)
+    windows = [scale_box(w, sx, sy) for w in out.part_boxes[b].tolist()]
+    draw.draw_windows(display, windows, picks)
     drawn["windows"] = windows
-    object_box = viz.scale_box(out.object_boxes[b].tolist(), sx, sy)
-    viz.draw_box(display, object_box, viz.OBJECT_COLOUR, width=4)
+    object_box = scale_box(out.object_boxes[b].tolist(), sx, sy)
+    draw.draw_box(display, object_box, draw.OBJECT_COLOUR, width=4)
     drawn["object"] = [object_box]
     for g, n in enumerate(picks):
         size = "smallest" if g == 0 else "largest" if g == len(picks) - 1 else "middle"
-        legend.append((viz.group_colour(g), f"part windows, scale group {g + 1} ({size}): {n} picked"))
-    if bool(out.extras["aolm_fallback"][b]):
-        notes.append("AOLM found no object: the whole image was used")
-    notes.append("window numbers: APPM selection order")
+        legend.append((draw.group_colour(g), f"part windows, scale group {g + 1} ({size}): {n} picked"))
+    if "object_fallback" in out.extras and bool(out.extras["object_fallback"][b]):
+        notes.append("no object found: the whole image was used")
+    notes.append("window numbers: selection order")
 
     ox, oy = source.width / w_in, source.height / h_in
 
@@ -204,16 +204,16 @@ def _windows_picture(run, path, source, x, out, b, probs, sample, true_index) ->
         return source.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BICUBIC, box=region)
 
     groups = [g for g, n in enumerate(picks) for _ in range(n)]
-    tiles = [(crop(out.object_boxes[b].tolist()), "object", viz.OBJECT_COLOUR)]
-    tiles += [(crop(w), str(i + 1), viz.group_colour(g)) for i, (w, g) in enumerate(zip(out.part_boxes[b].tolist(),
-                                                                                        groups, strict=True))]
+    tiles = [(crop(out.object_boxes[b].tolist()), "object", draw.OBJECT_COLOUR)]
+    tiles += [(crop(w), str(i + 1), draw.group_colour(g)) for i, (w, g) in enumerate(zip(out.part_boxes[b].tolist(),
+                                                                                         groups, strict=True))]
     side_width = 420
     topk, top5 = _topk(run, probs, true_index, side_width)
-    side = viz.vstack([topk, viz.legend_panel(legend + [(None, t) for t in notes], width=side_width)])
-    left = viz.titled(display, "input with object box and part windows")
-    top = viz.hstack([left, side], gap=2 * GAP)
-    strip = viz.titled(viz.crop_strip(tiles, TILE_SIZE), "object crop and part crops (what the branches see)")
-    body = viz.vstack([top, strip], gap=2 * GAP)
+    side = draw.vstack([topk, draw.legend_panel(legend + [(None, t) for t in notes], width=side_width)])
+    left = draw.titled(display, "input with object box and part windows")
+    top = draw.hstack([left, side], gap=2 * GAP)
+    strip = draw.titled(draw.crop_strip(tiles, TILE_SIZE), "object crop and part crops (what the branches see)")
+    body = draw.vstack([top, strip], gap=2 * GAP)
     header = _header(path, run, probs, true_index, body.width)
     picture, origin = _assemble(header, body, (0, left.height - display.height))
     shifted = {k: [tuple(v + origin[i % 2] for i, v in enumerate(box)) for box in boxes] for k, boxes in drawn.items()}
@@ -223,7 +223,7 @@ def _windows_picture(run, path, source, x, out, b, probs, sample, true_index) ->
 def _strips_picture(run, path, x, out, b, probs, true_index, mean, std) -> Explanation:
     view = _to_pil(x[b], mean, std).resize((STAGE_SIZE, STAGE_SIZE), Image.Resampling.BICUBIC)
     cropped = " (centre crop)" if not run.transform.whole_image else ""
-    strips_row = [viz.titled(view, f"model input{cropped}")]
+    strips_row = [draw.titled(view, f"model input{cropped}")]
     heat_row = []
     stages = sum(1 for key in out.extras if key.startswith("strip_importance"))
     for i in range(stages):
@@ -234,26 +234,26 @@ def _strips_picture(run, path, x, out, b, probs, true_index, mean, std) -> Expla
         k = len(edges) - 1
         suppressed = torch.nonzero(importance == importance.max()).flatten().tolist()
         stride = int(out.extras[f"stage_stride{i + 1}"])
-        overlay = viz.draw_strips(view, importance.tolist(), edges, suppressed)
-        strips_row.append(viz.titled(overlay, f"stage {i + 1}: {k} strips, b (stride {stride})"))
+        overlay = draw.draw_strips(view, importance.tolist(), edges, suppressed)
+        strips_row.append(draw.titled(overlay, f"stage {i + 1}: {k} strips, b (stride {stride})"))
         heat = fmap[b].float().mean(dim=0).cpu().numpy()
-        heat_row.append(viz.titled(viz.heatmap_overlay(view, heat), f"stage {i + 1} activation "
-                                   f"({heat.shape[0]}×{heat.shape[1]})"))
+        heat_row.append(draw.titled(draw.heatmap_overlay(view, heat), f"stage {i + 1} activation "
+                                    f"({heat.shape[0]}×{heat.shape[1]})"))
     topk, top5 = _topk(run, probs, true_index, STAGE_SIZE)
-    legend = viz.legend_panel([(viz.BOOST_COLOUR, "strip importance b (opacity)"),
-                               (viz.SUPPRESSED_COLOUR, "suppressed strip (max b)")], width=STAGE_SIZE)
-    body = viz.vstack([viz.hstack(strips_row, gap=GAP),
-                       viz.hstack([viz.vstack([topk, legend]), *heat_row], gap=GAP)], gap=2 * GAP)
+    legend = draw.legend_panel([(draw.BOOST_COLOUR, "strip importance b (opacity)"),
+                                (draw.SUPPRESSED_COLOUR, "suppressed strip (max b)")], width=STAGE_SIZE)
+    body = draw.vstack([draw.hstack(strips_row, gap=GAP),
+                        draw.hstack([draw.vstack([topk, legend]), *heat_row], gap=GAP)], gap=2 * GAP)
     header = _header(path, run, probs, true_index, body.width)
     picture, origin = _assemble(header, body, (0, strips_row[0].height - STAGE_SIZE))
     return Explanation(path, picture, top5, _true_id(run, true_index), origin, view.size)
 
 
 def _plain_picture(run, path, source, probs, true_index) -> Explanation:
-    display = viz.fit_image(source, DISPLAY_SIZE)
-    left = viz.titled(display, "input")
+    display = draw.fit_image(source, DISPLAY_SIZE)
+    left = draw.titled(display, "input")
     topk, top5 = _topk(run, probs, true_index, 420)
-    body = viz.hstack([left, topk], gap=2 * GAP)
+    body = draw.hstack([left, topk], gap=2 * GAP)
     header = _header(path, run, probs, true_index, body.width)
     picture, origin = _assemble(header, body, (0, left.height - display.height))
     return Explanation(path, picture, top5, _true_id(run, true_index), origin, display.size)

@@ -33,7 +33,8 @@ import torch
 import yaml
 from PIL import Image
 
-from . import viz
+from . import draw, plots
+from .boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
 from .data.classes import ClassTable
 from .data.decode import ImageDecodeError, load_rgb
 from .data.index import DatasetIndex, Sample
@@ -199,7 +200,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return f'<table id="metrics">{"".join(rows)}</table>'
 
 
-def _thumb(ex: _Examples, row: int, boxes: Sequence[tuple[Sequence[float], viz.RGB, bool]] = ()) -> Image.Image | None:
+def _thumb(ex: _Examples, row: int, boxes: Sequence[tuple[Sequence[float], draw.RGB, bool]] = ()) -> Image.Image | None:
     """Row ``row`` of the examples fitted to THUMB px, with boxes ``(box, colour, is input-pixel
     inclusive)``: input-pixel boxes are scaled from the model input, others are exclusive
     original-pixel boxes (the dataset's)."""
@@ -208,15 +209,15 @@ def _thumb(ex: _Examples, row: int, boxes: Sequence[tuple[Sequence[float], viz.R
         original = load_rgb(sample.path, ex.index.crop_bottom_px)
     except ImageDecodeError:
         return None
-    image = viz.fit_image(original, THUMB)
+    image = draw.fit_image(original, THUMB)
     for box, colour, in_input in boxes:
         if in_input:
             h_in, w_in = ex.input_size
-            scaled = viz.scale_box(box, image.width / w_in, image.height / h_in)
+            scaled = scale_box(box, image.width / w_in, image.height / h_in)
         else:
-            scaled = viz.scale_box(box, image.width / original.width, image.height / original.height,
-                                   inclusive=False)
-        viz.draw_box(image, scaled, colour, width=2, halo=False)
+            scaled = scale_box(box, image.width / original.width, image.height / original.height,
+                               inclusive=False)
+        draw.draw_box(image, scaled, colour, width=2, halo=False)
     return image
 
 
@@ -233,7 +234,7 @@ def _section(element_id: str, title: str, body: str) -> str:
 
 
 def _curves_section(rows: list[dict[str, float | None]]) -> str:
-    png = viz.plot_training_curves(rows)
+    png = plots.plot_training_curves(rows)
     if png is None:
         return _section("curves", "Training curves", '<p class="note">no metrics.csv rows in this run</p>')
     last = rows[-1]
@@ -252,7 +253,7 @@ def _confusion_section(metrics: dict[str, Any], classes: ClassTable) -> str:
     confusion = metrics.get("confusion")
     if not confusion:
         return _section("confusion-matrix", "Confusion matrix", '<p class="note">no confusion matrix</p>')
-    png = viz.plot_confusion(confusion, [_label(classes, cid) if len(classes) <= 40 else cid for cid in classes.ids])
+    png = plots.plot_confusion(confusion, [_label(classes, cid) if len(classes) <= 40 else cid for cid in classes.ids])
     return _section("confusion-matrix", "Confusion matrix",
                     '<p class="note">Rows: true class, columns: predicted class, each row as a fraction of its '
                     'images (square-root colour scale). Classes are ordered so that classes confused with each '
@@ -293,8 +294,8 @@ def _per_class_section(metrics: dict[str, Any], classes: ClassTable) -> str:
     if not per_class:
         return _section("per-class", "Per-class accuracy", '<p class="note">no per-class figures</p>')
     ids = sorted(per_class, key=lambda cid: (per_class[cid]["accuracy"], classes.index_of(cid)))
-    png = viz.plot_per_class_accuracy([_label(classes, c) if len(ids) <= 40 else c for c in ids],
-                                      [per_class[c]["accuracy"] for c in ids])
+    png = plots.plot_per_class_accuracy([_label(classes, c) if len(ids) <= 40 else c for c in ids],
+                                        [per_class[c]["accuracy"] for c in ids])
     rows = "".join(f"<tr><td>{i}</td><td>{_esc(cid)}</td><td>{_esc(classes.name_of(classes.index_of(cid)))}</td>"
                    f"<td>{per_class[cid]['correct']}/{per_class[cid]['total']}</td>"
                    f"<td>{100 * per_class[cid]['accuracy']:.1f}%</td></tr>" for i, cid in enumerate(ids, start=1))
@@ -310,13 +311,11 @@ def _localisation_section(metrics: dict[str, Any], ex: _Examples | None) -> str:
         return ""
     text = (f"<p>Localisation accuracy (object box IoU ≥ 0.5 with the annotated box): "
             f"<b>{100 * metrics['localisation_accuracy']:.2f}%</b>, mean IoU <b>{metrics['mean_iou']:.3f}</b>. "
-            f'Boxes: <span style="color:#c000c0">object box (AOLM)</span>, '
+            f'Boxes: <span style="color:#c000c0">object box (model)</span>, '
             f'<span style="color:#00a000">annotated box</span>.</p>')
     if ex is None or ex.object_boxes is None or any(s.box_xyxy is None for s in ex.samples):
         return _section("localisation", "Localisation", text)
-    from .models.windows import paired_iou_inclusive
-
-    truth_in = viz.true_boxes_in_input([s.box_xyxy for s in ex.samples], ex.orig_sizes, ex.input_size)
+    truth_in = true_boxes_in_input([s.box_xyxy for s in ex.samples], ex.orig_sizes, ex.input_size)
     iou = paired_iou_inclusive(ex.object_boxes.double(), truth_in)
     order = iou.argsort(descending=True).tolist()
     n = min(LOCALISATION_EXAMPLES, (len(order) + 1) // 2)  # few images: best and worst do not overlap
@@ -324,13 +323,13 @@ def _localisation_section(metrics: dict[str, Any], ex: _Examples | None) -> str:
     for title, rows in (("best IoU", order[:n]), ("worst IoU", order[n:][::-1][:LOCALISATION_EXAMPLES])):
         items = []
         for r in rows:
-            boxes = [(ex.samples[r].box_xyxy, viz.TRUE_BOX_COLOUR, False),
-                     (ex.object_boxes[r].tolist(), viz.OBJECT_COLOUR, True)]
+            boxes = [(ex.samples[r].box_xyxy, draw.TRUE_BOX_COLOUR, False),
+                     (ex.object_boxes[r].tolist(), draw.OBJECT_COLOUR, True)]
             image = _thumb(ex, r, boxes)
             if image is not None:
                 items.append((image, f"IoU {float(iou[r]):.2f}\n{ex.samples[r].path.name}"))
         if items:
-            grid = viz.image_grid(items, columns=min(len(items), 8), tile=140)
+            grid = draw.image_grid(items, columns=min(len(items), 8), tile=140)
             grids.append(f"<h3>{title}</h3>" + _img(_jpeg(grid), f"{title} examples", "image/jpeg"))
     return _section("localisation", "Localisation (object box)", text + "".join(grids))
 

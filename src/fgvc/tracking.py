@@ -9,7 +9,6 @@ Files written under ``run_dir``::
 
     run_dir/
         metrics.csv             one row per log(step=...) call; a column per metric key, blank where absent
-        metrics_summary.json    log_summary() figures, merged across calls
         wandb_run_id.txt        W&B run id, so a resumed training continues the same W&B run
         wandb/                  W&B files (offline-run-*/ by default: nothing leaves the machine)
         tensorboard/            TensorBoard event files
@@ -27,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from .fileio import atomic_open, atomic_write_json, atomic_write_text
+from .fileio import atomic_open, atomic_write_text
 
 __all__ = [
     "Tracker",
@@ -39,13 +38,11 @@ __all__ = [
     "create_tracker",
     "read_metrics_csv",
     "METRICS_CSV",
-    "SUMMARY_JSON",
     "WANDB_RUN_ID_FILE",
     "TENSORBOARD_DIR",
 ]
 
 METRICS_CSV = "metrics.csv"
-SUMMARY_JSON = "metrics_summary.json"
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -59,8 +56,6 @@ class Tracker(Protocol):
     increasing integer)."""
 
     def log(self, metrics: Mapping[str, float], step: int) -> None: ...
-
-    def log_summary(self, metrics: Mapping[str, float]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -79,7 +74,6 @@ class CsvTracker:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / METRICS_CSV
-        self.summary_path = Path(run_dir) / SUMMARY_JSON
         self._columns: list[str] = ["step"]
         self._rows: list[dict[str, str]] = []  # cells kept as written, so rewrites never round values
         self._resuming = self.path.exists()
@@ -96,10 +90,6 @@ class CsvTracker:
             writer = csv.DictWriter(f, fieldnames=self._columns, restval="", lineterminator="\n")
             writer.writeheader()
             writer.writerows(self._rows)
-
-    def log_summary(self, metrics: Mapping[str, float]) -> None:
-        summary = json.loads(self.summary_path.read_text(encoding="utf-8")) if self.summary_path.exists() else {}
-        atomic_write_json(self.summary_path, {**summary, **metrics})
 
     def close(self) -> None:
         pass  # every call already left a complete file
@@ -131,9 +121,6 @@ class WandbTracker:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self._run.log(dict(metrics), step=step)
 
-    def log_summary(self, metrics: Mapping[str, float]) -> None:
-        self._run.summary.update(dict(metrics))
-
     def close(self) -> None:
         self._run.finish()
 
@@ -156,20 +143,12 @@ class TensorBoardTracker:
         self._resuming = self.log_dir.exists()
         self._config_text = "\n".join("    " + line for line in json.dumps(_plain(config), indent=1).splitlines())
         self._writer: Any = None
-        self._last_step = 0
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         writer = self._open(purge_step=step if self._resuming else None)
         for key, value in metrics.items():
             writer.add_scalar(key, value, global_step=step)
         writer.flush()  # the default is every 120 s; a killed run should keep its last epochs
-        self._last_step = step
-
-    def log_summary(self, metrics: Mapping[str, float]) -> None:
-        writer = self._open(purge_step=None)
-        for key, value in metrics.items():
-            writer.add_scalar(f"summary/{key}", value, global_step=self._last_step)
-        writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:
@@ -196,16 +175,12 @@ class CompositeTracker:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Active backends, e.g. ``("csv", "wandb")``, for the trainer's start-up log line."""
+        """Active backends, e.g. ``("csv", "wandb")``; a failing backend's warning names those still on."""
         return tuple(backend.name for backend in self._backends)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         values = _as_floats(metrics)
         self._fan_out(f"log(step={step})", lambda backend: backend.log(values, int(step)))
-
-    def log_summary(self, metrics: Mapping[str, Any]) -> None:
-        values = _as_floats(metrics)
-        self._fan_out("log_summary()", lambda backend: backend.log_summary(values))
 
     def close(self) -> None:
         self._fan_out("close()", lambda backend: backend.close())

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.evaluate import evaluate_checkpoint
 
@@ -34,4 +36,6 @@ def test_two_process_training_and_exact_evaluation(tiny_data, tmp_path):
     assert multi["images"] == single.metrics["images"] == 9
     assert multi["confusion"] == single.metrics["confusion"]
     assert abs(multi["top1"] - single.metrics["top1"]) < 1e-12
-    assert abs(multi["loss"] - single.metrics["loss"]) < 1e-5
+    # batches of 2 vs 32 may run other conv kernels: logits agree to ~1e-4 relative (the bound derived in
+    # test_training's channels_last test), and cross-entropy moves by at most twice the largest logit change
+    assert multi["loss"] == pytest.approx(single.metrics["loss"], rel=1e-3)

@@ -184,21 +184,6 @@ def test_fgvc_models_train_and_evaluate_through_the_workflow(tiny_data, tmp_path
         assert "lr/backbone" in rows[0] and rows[0]["lr/backbone"] < rows[0]["lr/new"]
 
 
-def _train_plain_and_with(tiny_data, tmp_path, option):
-    common = {"train.epochs": 1}
-    initial = start_trainer(tiny_config(tiny_data, **common), tmp_path / "init", progress=False).model.state_dict()
-    plain = train(tiny_config(tiny_data, **common), tmp_path / "plain", progress=False)
-    trainer = start_trainer(tiny_config(tiny_data, **common, **{option: True}), tmp_path / "other", progress=False)
-    other = trainer.fit()
-    a, b = _weights(tmp_path / "plain" / "last.pt"), _weights(tmp_path / "other" / "last.pt")
-    assert a.keys() == b.keys()  # no "_orig_mod." from a compiled wrapper
-    params = [k for k in a if k.endswith("weight") or k.endswith("bias")]
-    update = max(float((a[k] - initial[k]).abs().max()) for k in params)
-    gap = max(float((a[k] - b[k]).abs().max()) for k in params)
-    assert update > 1e-3  # training moved the weights
-    return trainer, plain, other, gap / update
-
-
 def test_channels_last_computes_the_same_outputs_and_gradients(tiny_data, tmp_path):
     # What train.channels_last promises: the same function of the same weights, computed by other
     # convolution kernels, so the same forward output and the same gradients of one step within fp32
@@ -215,7 +200,6 @@ def test_channels_last_computes_the_same_outputs_and_gradients(tiny_data, tmp_pa
     # (also with 1 thread and with oneDNN off). A layout bug (a view of channels_last memory read as
     # NCHW) is off by O(1).
     import copy
-    import math
 
     trainer = start_trainer(tiny_config(tiny_data, **{"train.channels_last": True}), tmp_path / "cl", progress=False)
     model = trainer.model
@@ -224,40 +208,52 @@ def test_channels_last_computes_the_same_outputs_and_gradients(tiny_data, tmp_pa
     assert not plain.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     batch = next(iter(trainer.train_loader))
     x, y = trainer.train_loader.prepare(batch["image"]), batch["label"]
+    _assert_same_step(plain, plain, model, model, x.contiguous(), x.contiguous(memory_format=torch.channels_last), y)
 
-    def one_step(m, inputs):
-        m.train()
-        m.zero_grad(set_to_none=True)
-        torch.manual_seed(0)  # the same dropout mask, if the model has one
-        out = m(inputs)
-        loss, _ = m.loss(out, y, epoch=0)
-        loss.backward()
-        return out.logits.detach(), {k: p.grad for k, p in m.named_parameters() if p.grad is not None}
 
-    logits, grads = one_step(plain, x.contiguous())
-    logits_cl, grads_cl = one_step(model, x.contiguous(memory_format=torch.channels_last))
+def _one_step(model, forward, inputs, y):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)  # the same dropout mask, if the model has one
+    out = forward(inputs)
+    loss, _ = model.loss(out, y, epoch=0)
+    loss.backward()
+    return out.logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+def _assert_same_step(model_a, forward_a, model_b, forward_b, x_a, x_b, y):
+    """One training step of two computations of the same function: same logits and gradients within
+    the rounding bound derived in test_channels_last_computes_the_same_outputs_and_gradients."""
+    import math
+
+    logits, grads = _one_step(model_a, forward_a, x_a, y)
+    logits_b, grads_b = _one_step(model_b, forward_b, x_b, y)
+    convs = [m for m in model_a.modules() if isinstance(m, torch.nn.Conv2d)]
     k = max(c.in_channels // c.groups * math.prod(c.kernel_size) for c in convs)
     eps = torch.finfo(torch.float32).eps
     forward_tol = 4 * math.sqrt(len(convs) * k) * eps
     gradient_tol = 4 * math.sqrt(2 * len(convs) * k) * eps
     assert 1e-5 < forward_tol < gradient_tol < 1e-3  # the derivation above, for this model
-    torch.testing.assert_close(logits_cl, logits, rtol=0, atol=forward_tol * float(logits.abs().max()))
-    assert grads_cl.keys() == grads.keys() and len(grads) == len(list(model.parameters()))
+    torch.testing.assert_close(logits_b, logits, rtol=0, atol=forward_tol * float(logits.abs().max()))
+    assert grads_b.keys() == grads.keys() and len(grads) == len(list(model_a.parameters()))
     for key, g in grads.items():
-        torch.testing.assert_close(grads_cl[key], g, rtol=0, atol=gradient_tol * float(g.abs().max()),
+        torch.testing.assert_close(grads_b[key], g, rtol=0, atol=gradient_tol * float(g.abs().max()),
                                    msg=lambda m, key=key: f"{key}: {m}")
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager_training(tiny_data, tmp_path):
-    # Rounding differences of inductor's fused kernels grow over SGD steps on 64 px images (layer4's
-    # BatchNorm sees 16 values per channel; eager channels_last drifts as far on random data), so the
-    # first epoch's mean loss is compared, not the weights after it.
-    _, plain, other, _ = _train_plain_and_with(tiny_data, tmp_path, "train.compile")
-    assert other["train/loss"] == pytest.approx(plain["train/loss"], rel=0.01)
-    assert other["train/acc"] == plain["train/acc"]
+def test_compiled_training_computes_the_same_outputs_and_gradients(tiny_data, tmp_path):
+    # Inductor's fused kernels round differently from eager ones, and SGD amplifies that over steps;
+    # what torch.compile promises is the same function: one step's logits and gradients (bound derived
+    # in the channels_last test). Checkpoints keep plain parameter names (no "_orig_mod.").
+    import copy
+
+    trainer = start_trainer(tiny_config(tiny_data, **{"train.compile": True}), tmp_path / "compiled", progress=False)
+    eager = copy.deepcopy(trainer.model)
+    batch = next(iter(trainer.train_loader))
+    x, y = trainer.train_loader.prepare(batch["image"]), batch["label"]
+    _assert_same_step(eager, eager, trainer.model, trainer.train_forward, x, x, y)
+    assert trainer._state()["model"].keys() == eager.state_dict().keys()
 
 
 def test_gradient_accumulation_steps_the_optimiser_every_k_batches(tiny_data, tmp_path):

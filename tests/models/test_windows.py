@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fgvc.models.mmal import window_scores
-from fgvc.models.windows import WINDOW_PRESETS, WindowGeometry, box_iou_inclusive
+from fgvc.models.windows import WINDOW_PRESETS, WindowGeometry
 
 
 def _ref(coords):
@@ -76,11 +76,3 @@ def test_ratios_scale_with_the_map():
     g = WindowGeometry(WINDOW_PRESETS["cub"], 7, 7)
     assert g.ratios[0] == ((2, 2), (2, 3), (3, 2))  # 4x4, 3x5, 5x3 at half resolution, halves round up
     assert g.ratios[2][0] == (4, 4)
-
-
-def test_inclusive_iou_by_hand():
-    a = torch.tensor([[0.0, 0.0, 9.0, 9.0]])  # 10x10 = 100 px
-    b = torch.tensor([[5.0, 0.0, 14.0, 9.0], [10.0, 10.0, 12.0, 12.0]])  # overlap 5x10 = 50; none
-    iou = box_iou_inclusive(a, b)
-    assert iou[0, 0].item() == pytest.approx(50 / 150)
-    assert iou[0, 1].item() == 0.0

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistInfo", "init_distributed", "ShardSampler", "all_gather_objects", "barrier", "shutdown"]
+__all__ = ["DistInfo", "init_distributed", "ShardSampler", "all_gather_objects", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,6 @@ def init_distributed(device_type: str) -> DistInfo:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local)
-
-
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def barrier() -> None:

@@ -1,7 +1,7 @@
 """Batched inference and the metrics a fine-grained practitioner reads.
 
 ``infer`` runs a model over a loader (sharded exactly under DDP, gathered on every rank) and
-keeps logits per branch, labels and AOLM boxes; ``compute_metrics`` turns that into top-1/top-5,
+keeps logits per branch, labels and object boxes; ``compute_metrics`` turns that into top-1/top-5,
 per-class accuracy, the confusion matrix and its most-confused pairs, per-branch accuracy and,
 for models that localise on data with true boxes, the localisation accuracy (IoU >= 0.5,
 inclusive pixels — REFERENCE M11).
@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..boxes import paired_iou_inclusive, true_boxes_in_input
 from ..data.classes import ClassTable
 from ..data.index import Sample
-from ..models.windows import paired_iou_inclusive
 from .distributed import all_gather_objects
 
 __all__ = ["Inference", "infer", "compute_metrics", "autocast_context"]
@@ -114,14 +114,10 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype:
 
 
 def _true_boxes_in_input(samples: list[Sample], result: Inference) -> Tensor:
-    """True boxes (original pixels, exclusive ends) scaled to the resized input, inclusive ends.
-    Valid for transforms that resize the whole image without cropping (mmal, plain)."""
-    h_in, w_in = result.input_size
-    boxes = torch.tensor([samples[i].box_xyxy for i in result.indices.tolist()], dtype=torch.float64)
-    sy = h_in / result.orig_sizes[:, 0].double()
-    sx = w_in / result.orig_sizes[:, 1].double()
-    x0, y0, x1, y1 = boxes.unbind(1)
-    return torch.stack([x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1], dim=1)
+    """True boxes of ``result``'s images, in its order, on the model input (inclusive ends); see
+    :func:`fgvc.boxes.true_boxes_in_input` (whole-image resize recipes only)."""
+    return true_boxes_in_input([samples[i].box_xyxy for i in result.indices.tolist()], result.orig_sizes,
+                               result.input_size)
 
 
 def compute_metrics(result: Inference, classes: ClassTable, samples: list[Sample] | None = None,

@@ -5,10 +5,10 @@ gradient accumulation need no special cases:
 
 * ``cosine`` — annealed over the whole run (``epochs x steps_per_epoch``), with optional linear
   warm-up: the fix of REFERENCE F1.
-* ``cosine`` + ``reference_per_batch`` — the authors' FBSD behaviour, kept for parity: cosine
+* ``cosine`` + ``reference_per_batch`` — the behaviour of one paper's code (REFERENCE F1), kept for parity: cosine
   with ``T_max = epochs`` advanced every batch *before* the optimiser step, which makes the rate
   periodic with period ``2 x epochs`` batches.
-* ``multistep`` — MMAL's ``MultiStepLR(milestones, gamma)`` at epoch granularity (epochs count
+* ``multistep`` — ``MultiStepLR(milestones, gamma)`` at epoch granularity (epochs count
   from 0 here, so milestone 60 starts at the 61st epoch, as in the reference).
 * ``constant``.
 """
@@ -30,7 +30,7 @@ __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
 def build_optimizer(model: nn.Module, cfg: OptimConfig,
                     param_groups: Callable[[nn.Module], dict[str, list[nn.Parameter]]] | None = None,
                     ) -> torch.optim.Optimizer:
-    """SGD (the papers') or AdamW; with ``param_groups`` (the model spec's, e.g. FBSD's) the backbone
+    """SGD (the papers') or AdamW; with ``param_groups`` (the model spec's) the backbone
     gets its own rate when ``backbone_lr`` is set."""
     if cfg.backbone_lr is not None and param_groups is not None:
         groups = param_groups(model)

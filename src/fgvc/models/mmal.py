@@ -9,7 +9,7 @@ host synchronisation (REFERENCE M4).
 Conventions: boxes are ``(x0, y0, x1, y1)``, x = column, inclusive pixel indices (the reference
 stores rows first; only the order differs). Fixes: M1 (any input size multiple of 32), M5/M6 (an
 empty mask or empty intersection falls back to the whole image and is counted in
-``extras["aolm_fallback"]``), M12 (no window loss on zero logits in eval), M20 (``self.training``
+``extras["object_fallback"]``), M12 (no window loss on zero logits in eval), M20 (``self.training``
 instead of a status string).
 """
 
@@ -247,7 +247,7 @@ class MMALNet(nn.Module):
         object_fm, _, object_logits = self._branch(object_images)
         logits = object_logits if self.predict == "object" else raw_logits + object_logits
         out = ModelOutput(logits=logits, branch_logits={"raw": raw_logits, "object": object_logits},
-                          object_boxes=object_boxes, extras={"aolm_fallback": fallback})
+                          object_boxes=object_boxes, extras={"object_fallback": fallback})
         if parts:
             geometry = self.geometry(*object_fm.shape[-2:])
             with _region("mmal.appm"):
@@ -286,6 +286,6 @@ class MMALNet(nn.Module):
 
 register_model(ModelSpec(
     "mmal", MMALNet, head_prefixes=("classifier.",), default_transform="mmal", default_input_size=448,
-    warmup_epochs=lambda model: model.raw_only_epochs, step_stats={"aolm_fallback": "aolm_fallbacks"},
+    warmup_epochs=lambda model: model.raw_only_epochs, step_stats={"object_fallback": "aolm_fallbacks"},
     pictures=("windows",), explain_forward=MMALNet.explain_forward, localises=True,
 ))

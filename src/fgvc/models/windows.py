@@ -21,7 +21,9 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-__all__ = ["WindowPreset", "WindowGeometry", "WINDOW_PRESETS", "box_iou_inclusive", "paired_iou_inclusive"]
+from ..boxes import box_iou_inclusive
+
+__all__ = ["WindowPreset", "WindowGeometry", "WINDOW_PRESETS"]
 
 Ratio = tuple[int, int]
 
@@ -70,25 +72,6 @@ _CARS = WindowPreset(
     iou_thresholds=(0.25, 0.25, 0.25),
 )
 WINDOW_PRESETS: dict[str, WindowPreset] = {"cub": _CUB, "cars": _CARS, "aircraft": _CARS, "competition": _CARS}
-
-
-def box_iou_inclusive(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), inclusive pixels (+1 widths)."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt + 1).clamp(min=0).prod(dim=2)
-    area_a = (a[:, 2:] - a[:, :2] + 1).prod(dim=1)
-    area_b = (b[:, 2:] - b[:, :2] + 1).prod(dim=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
-def paired_iou_inclusive(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of ``a[i]`` with ``b[i]`` for (N, 4) boxes, inclusive pixels."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt + 1).clamp(min=0).prod(dim=1)
-    area = lambda t: (t[:, 2:] - t[:, :2] + 1).prod(dim=1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
 
 
 def _scale(cells: int, size: int, reference: int) -> int:
