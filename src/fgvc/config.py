@@ -88,6 +88,7 @@ class TrainConfig:
     drop_last: bool = True
     channels_last: bool = False  # NHWC weights and inputs: faster convolutions with AMP on GPUs
     compile: bool = False  # torch.compile the training forward (one-off compile time; eval stays eager)
+    deterministic: bool = False  # PyTorch's deterministic algorithms (errors on ops that have none)
 
 
 @dataclass

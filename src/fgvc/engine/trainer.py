@@ -57,6 +57,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _deterministic_algorithms() -> None:
+    """What PyTorch needs for run-to-run identical results on one machine beyond our own seeding:
+    deterministic kernels (cuDNN, scatter-add, ...) and cuBLAS's fixed workspace."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 class EpochSampler(DistributedSampler):
     """DistributedSampler (also for one process) that can start part-way into an epoch."""
 
@@ -90,6 +101,8 @@ class Trainer:
         self.classes = run.classes
         self.train_index, self.val_index = self._split()
 
+        if config.train.deterministic:
+            _deterministic_algorithms()
         seed_everything(config.train.seed)  # the same initial weights for the same seed
         self.model = run.build_model(len(self.classes)).to(self.device)
         self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
