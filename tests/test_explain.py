@@ -63,7 +63,7 @@ def test_mmal_picture_draws_the_model_boxes_where_its_coordinates_say(mmal_run, 
     # part windows, coloured by scale group: each group's colour stays inside its own windows
     windows = [scale_box(w, sx, sy) for w in out.part_boxes[0].tolist()]
     start = 0
-    for g, n in enumerate(loaded.model.preset.picks):
+    for g, n in enumerate(loaded.trained_model(for_inference=False).preset.picks):
         group = windows[start:start + n]
         start += n
         union = (min(w[0] for w in group), min(w[1] for w in group), max(w[2] for w in group),

@@ -141,7 +141,7 @@ def test_newest_evaluation_wins_and_missing_data_costs_only_the_examples(mmal_re
         def gone(*args, **kwargs):
             raise UserError("data folder not found")
 
-        monkeypatch.setattr("fgvc.engine.runtime.load_data", gone)
+        monkeypatch.setattr("fgvc.engine.run.Run.dataset", gone)
         path = write_report(run, tmp_path / "r2.html", metrics_path=run / "eval_val" / "metrics.json")
         text = path.read_text(encoding="utf-8")
         page = Page(text)
