@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import ConfigError, FgvcError, UserError
+from .errors import ConfigError, FgvcError, UserError, output_error
 
 __all__ = ["main", "build_parser"]
 
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_USER_FIXABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Expected failures (:class:`FgvcError`) are one line, exit 2; anything else is a bug in fgvc,
     shown with its traceback, exit 1. ``--debug`` shows every traceback."""
@@ -327,7 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = [line for line in message.splitlines() if line.strip()][-1].split(": ", 1)[-1]
         print(f"fgvc: error: {message}", file=sys.stderr)
         return 2
-    except Exception:  # noqa: BLE001  not an expected failure: a bug, shown whole
+    except Exception as e:  # noqa: BLE001  not an expected failure: a bug, shown whole
+        if isinstance(e, OSError) and e.errno in _USER_FIXABLE and e.filename and not args.debug:
+            # a path the user gave that cannot be written (permission, full disk, a file in the way)
+            print(f"fgvc: error: {output_error(e.filename, e, 'write to')}", file=sys.stderr)
+            return 2
+        if args.debug:
+            raise
         import traceback
 
         traceback.print_exc()

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 _LIMIT = 10  # items shown per problem; the count is always given in full
 _REPLY_QUOTE_CHARS = 300
 _EXAMPLE = '{"images": {"<test file name>": "<class ID>", ...}, "groupname": "<group>"}'
+_HOW_TO_WRITE = "`fgvc predict RUN --data ROOT --out DIR --group NAME` writes DIR/submission.json"
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "true/false",
+               type(None): "null"}
 
 
 class SubmissionError(FgvcError, ValueError):
@@ -70,13 +73,20 @@ def _bullets(problems: Sequence[str]) -> str:
     return "\n".join(f"  - {p}" for p in problems)
 
 
+def _json_type(value: Any) -> str:
+    """What a JSON reader calls the value's type ("array", not Python's "list")."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
 def _structure_problems(images: Any, groupname: Any) -> list[str]:
     """Everything wrong with the shape of a submission, without reference to the test set."""
     problems = []
     if not isinstance(groupname, str) or not groupname.strip():
-        problems.append(f"'groupname' must be a non-empty string (your group's name), got {groupname!r}")
+        problems.append(f"'groupname' must be a non-empty string (your group's name, given to `fgvc predict` "
+                        f"as --group NAME), got {groupname!r}")
     if not isinstance(images, Mapping):
-        problems.append(f"'images' must map test file name -> class ID, got {type(images).__name__}")
+        problems.append(f"'images' must be a JSON object mapping test file name -> class ID, "
+                        f"got a JSON {_json_type(images)}")
         return problems
     if not images:
         problems.append("'images' is empty: it must hold one prediction per test image")
@@ -130,7 +140,7 @@ def _parse_submission(text: str, path: Path) -> dict:
     except json.JSONDecodeError as e:
         raise SubmissionError(f"{path} is not JSON ({e}); a submission looks like {_EXAMPLE}") from None
     if not isinstance(data, dict):
-        raise SubmissionError(f"{path} holds a JSON {type(data).__name__}; a submission looks like {_EXAMPLE}")
+        raise SubmissionError(f"{path} holds a JSON {_json_type(data)}; a submission looks like {_EXAMPLE}")
     problems = [f"missing key {key!r}" for key in ("images", "groupname") if key not in data]
     if not problems:
         problems = _structure_problems(data["images"], data["groupname"])
@@ -144,17 +154,36 @@ def _parse_submission(text: str, path: Path) -> dict:
 def load_submission(path: str | os.PathLike) -> dict:
     """Read a submission file and check its shape; errors name the file."""
     path = Path(path)
+    return _parse_submission(_decode(_read_submission_bytes(path), path), path)
+
+
+def _read_submission_bytes(path: Path) -> bytes:
+    """The file's bytes; a missing file, a folder or an unreadable file is one line with the fix."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SubmissionError(f"cannot read submission {path}: {e}") from None
-    return _parse_submission(text, path)
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SubmissionError(f"submission {path} does not exist; {_HOW_TO_WRITE}") from None
+    except IsADirectoryError:
+        raise SubmissionError(
+            f"submission {path} is a folder; pass the submission file inside it, e.g. {path / 'submission.json'}"
+        ) from None
+    except PermissionError:
+        raise SubmissionError(f"cannot read submission {path}: permission denied; fix its permissions") from None
+    except OSError as e:
+        raise SubmissionError(f"cannot read submission {path}: {e.strerror or e}") from None
+
+
+def _decode(body: bytes, path: Path) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SubmissionError(f"{path} is not UTF-8 text ({e}); a submission looks like {_EXAMPLE}") from None
 
 
 def validate_submission(submission: dict, expected_files: Iterable[str], class_ids: Iterable[str]) -> None:
     """Check a submission against the test set and class list, reporting every problem in one error."""
     if not isinstance(submission, Mapping):
-        raise SubmissionError(f"a submission is a dict like {_EXAMPLE}, got {type(submission).__name__}")
+        raise SubmissionError(f"a submission is a JSON object like {_EXAMPLE}, got a JSON {_json_type(submission)}")
     images = submission.get("images")
     problems = _structure_problems(images, submission.get("groupname"))
     if problems:
@@ -224,18 +253,20 @@ def score_submission(
 ) -> ScoreReport:
     """Score locally as the server does, after the same checks (an invalid file scores nothing).
 
-    ``class_ids`` defaults to the classes present in ``labels``; pass the full class list when a
-    prediction may be a real class that simply has no test image.
+    ``class_ids`` defaults to the classes present in ``labels``; give the full class list (on the
+    command line: ``--classes RUN/classes.json``) when a prediction may be a real class that simply has
+    no test image.
     """
     if not labels:
-        raise SubmissionError("no labels to score against")
+        raise SubmissionError("no labels to score against: the --labels file needs one 'file,class_id' row per "
+                              "test image")
     try:
         validate_submission(submission, labels.keys(), set(labels.values()) if class_ids is None else class_ids)
     except SubmissionError as e:
         if class_ids is None and "unknown class ID" in str(e):
             raise SubmissionError(
-                f"{e}\n(the known class IDs were taken from the labels; pass class_ids= with every "
-                "training class if a prediction is a real class without test images)"
+                f"{e}\n(the known class IDs were taken from the --labels file; if a prediction is a real "
+                "class without test images, add --classes RUN/classes.json to know every training class)"
             ) from None
         raise
     counts: dict[str, list[int]] = {}
@@ -308,21 +339,16 @@ def submit_submission(
     request would fail the same way). The file is never modified, so it can always be resent.
     """
     path = Path(path)
-    try:
-        body = path.read_bytes()
-    except OSError as e:
-        raise SubmissionError(f"cannot read submission {path}: {e}; write it with write_submission first") from None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SubmissionError(f"{path} is not UTF-8 text ({e}); a submission looks like {_EXAMPLE}") from None
-    _parse_submission(text, path)
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise SubmissionError(f"submission URL must start with http:// or https://, got {url!r}")
+    body = _read_submission_bytes(path)
+    _parse_submission(_decode(body, path), path)
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise SubmissionError(f"--url must be the scoring server's address, starting with http:// or https://, "
+                              f"got {url!r}")
     if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
+        raise SubmissionError(f"--retries must be 0 or more, got {retries}")
 
-    still_there = f"The submission is unchanged at {path}; send it again once the problem is fixed."
+    still_there = (f"The submission is unchanged at {path}; send it again with `fgvc submit {path} --url {url}` "
+                   "once the problem is fixed.")
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json", "Accept": "application/json"}
     )
@@ -345,7 +371,7 @@ def submit_submission(
                 continue
             raise SubmissionError(
                 f"{url} rejected the submission with HTTP {e.code} {e.reason}: {quoted}. Not retried: a 4xx "
-                f"reply means the request itself is wrong (check the URL). {still_there}"
+                f"reply means the request itself is wrong (check --url). {still_there}"
             ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             failure = _connection_failure(e, timeout)
@@ -353,7 +379,7 @@ def submit_submission(
         reply = _accuracy_reply(raw, charset)
         if reply is None:
             redirected = (
-                f" The request was redirected to {final_url}, which turns a POST into a GET; use that URL."
+                f" The request was redirected to {final_url}, which turns a POST into a GET; pass --url {final_url}."
                 if final_url != url
                 else ""
             )
@@ -363,5 +389,6 @@ def submit_submission(
             )
         return SubmitResult(accuracy=float(reply["accuracy"]), attempts=attempt, reply=reply)
     raise SubmissionError(
-        f"gave up after {attempts} attempt(s) to POST to {url}; last failure: {failure}. {still_there}"
+        f"gave up after {attempts} attempt(s) to POST to {url}; last failure: {failure}. Check --url and that "
+        f"the server is up (--retries sets how often to retry). {still_there}"
     )

@@ -9,13 +9,15 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FgvcError
 
-__all__ = ["ImageDecodeError", "decode_rgb", "load_rgb", "to_rgb", "NEEDS_CONVERSION"]
+__all__ = ["DecodedImage", "ImageDecodeError", "decode_image", "decode_rgb", "load_rgb", "to_rgb",
+           "NEEDS_CONVERSION", "EXIF_ORIENTATION"]
 
 # Modes that load_rgb converts, with the words a report uses for them.
 NEEDS_CONVERSION = {
@@ -24,6 +26,7 @@ NEEDS_CONVERSION = {
     "F": "32-bit float",
 }
 _BACKGROUND = (255, 255, 255)  # what transparent pixels become
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 2..8 mean the pixels must be flipped and/or rotated for display
 
 
 class ImageDecodeError(FgvcError, OSError):
@@ -64,8 +67,22 @@ def load_rgb(path: str | Path, crop_bottom_px: int = 0) -> Image.Image:
     return decode_rgb(path, crop_bottom_px=crop_bottom_px)[0]
 
 
+class DecodedImage(NamedTuple):
+    """An image as training sees it, plus what was done to it at load time."""
+
+    rgb: Image.Image  # 8-bit RGB, oriented, banner cropped
+    mode: str  # the file's own PIL mode (a key of NEEDS_CONVERSION when it was converted)
+    orientation: int  # the EXIF orientation applied: 1 (none) or 2..8 (flipped and/or rotated)
+
+
 def decode_rgb(path: str | Path, data: bytes | None = None, crop_bottom_px: int = 0) -> tuple[Image.Image, str]:
     """Like :func:`load_rgb`, from ``data`` when given (bytes already read); also returns the file's mode."""
+    decoded = decode_image(path, data, crop_bottom_px)
+    return decoded.rgb, decoded.mode
+
+
+def decode_image(path: str | Path, data: bytes | None = None, crop_bottom_px: int = 0) -> DecodedImage:
+    """Like :func:`decode_rgb`; also says which EXIF orientation was applied (for ``fgvc data check``)."""
     path = Path(path)
     try:
         if (len(data) if data is not None else path.stat().st_size) == 0:
@@ -75,6 +92,7 @@ def decode_rgb(path: str | Path, data: bytes | None = None, crop_bottom_px: int 
             with Image.open(io.BytesIO(data) if data is not None else path) as img:
                 mode = img.mode
                 img.load()
+                orientation = img.getexif().get(EXIF_ORIENTATION, 1)
                 img = ImageOps.exif_transpose(img)
                 rgb = to_rgb(img)
     except ImageDecodeError:
@@ -101,4 +119,5 @@ def decode_rgb(path: str | Path, data: bytes | None = None, crop_bottom_px: int 
                                    f"{rgb.height} px tall, cannot crop a {crop_bottom_px} px banner",
                                    "Check the file or disable banner cropping.")
         rgb = rgb.crop((0, 0, rgb.width, rgb.height - crop_bottom_px))
-    return rgb, mode
+    # exif_transpose acts on 2..8 only; anything else (1, junk) leaves the pixels as stored
+    return DecodedImage(rgb, mode, orientation if isinstance(orientation, int) and 2 <= orientation <= 8 else 1)

@@ -80,10 +80,20 @@ def predict(run: Run, model: torch.nn.Module, index: DatasetIndex, batch_size: i
 
 def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname: str) -> tuple[Path, Path]:
     """``predictions.csv`` (file, class_id, class_name, confidence, top5) and ``submission.json``."""
+    from ..errors import OutputError, output_error
+
     out_dir = Path(out_dir)
     duplicates = [f for f, n in Counter(r.file for r in rows).items() if n > 1]
     if duplicates:
         raise UserError(f"test image names must be unique for a submission; repeated: {', '.join(duplicates[:5])}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} must be a folder, but a file is in the way there: fgvc predict "
+                          "writes predictions.csv and submission.json into the --out folder; pass another --out "
+                          "(a new or existing folder) or move the file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(out_dir, e, "create the --out folder") from e
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "class_id", "class_name", "confidence", "top5"])
