@@ -108,3 +108,16 @@ def test_resume_with_weights_of_another_backbone_is_one_line(run, tmp_path, caps
     assert main(["train", "--resume", str(copy), "--set", "train.epochs=2", "--no-progress"]) == 2
     err = _one_line_error(capsys)
     assert f"the weights in {copy / 'last.pt'} do not fit a baseline/resnet34 model" in err
+
+
+def test_train_on_a_folder_with_errors_lists_every_problem_at_once(tmp_path, capsys):
+    root = tmp_path / "data"
+    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "4", "--size", "64"]) == 0
+    classes = sorted(p for p in (root / "train").iterdir() if p.is_dir())
+    classes[0].rename(root / "train" / "no_number_here")  # a folder-level error
+    victim = sorted(classes[1].glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # an image-level error only decoding finds
+    capsys.readouterr()
+    assert main(_train(root, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "no_number_here" in err and victim.name in err

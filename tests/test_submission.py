@@ -76,7 +76,7 @@ def test_int_value_error_says_how_to_spell_class_ids(tmp_path):
     ("content", "expected"),
     [
         ("images: nope", "is not JSON"),
-        ("[1, 2]", "holds a JSON list"),
+        ("[1, 2]", "holds a JSON array"),
         ('{"groupname": "g"}', "missing key 'images'"),
         ('{"images": {"a.jpg": "01"}}', "missing key 'groupname'"),
         ('{"images": {"a.jpg": 4654}, "groupname": "g"}', "not class-ID strings: 'a.jpg': 4654"),
@@ -91,10 +91,26 @@ def test_load_errors_name_the_file(tmp_path, content, expected):
     assert str(path) in str(e.value)
 
 
-def test_load_missing_file_names_it(tmp_path):
-    with pytest.raises(SubmissionError, match="cannot read submission") as e:
+def test_load_missing_file_names_it_and_the_command_that_writes_it(tmp_path):
+    with pytest.raises(SubmissionError) as e:
         load_submission(tmp_path / "nope.json")
-    assert "nope.json" in str(e.value)
+    assert str(e.value) == (f"submission {tmp_path / 'nope.json'} does not exist; `fgvc predict RUN --data ROOT "
+                            "--out DIR --group NAME` writes DIR/submission.json")
+
+
+def test_load_a_folder_points_at_the_file_inside(tmp_path):
+    with pytest.raises(SubmissionError) as e:
+        load_submission(tmp_path)
+    assert f"submission {tmp_path} is a folder" in str(e.value)
+    assert str(tmp_path / "submission.json") in str(e.value)
+
+
+def test_images_of_the_wrong_json_type_are_named_in_json_terms(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text('{"images": ["a.jpg"], "groupname": "g"}', encoding="utf-8")
+    with pytest.raises(SubmissionError, match="got a JSON array") as e:
+        load_submission(path)
+    assert "list" not in str(e.value)
 
 
 # -- validate -----------------------------------------------------------------------------------------
@@ -206,8 +222,10 @@ def test_score_validates_before_scoring():
 
 def test_score_accepts_a_known_class_absent_from_labels_when_class_ids_given():
     submission = {"images": {"a.jpg": "04", "b.jpg": "01", "c.jpg": "02", "d.jpg": "03"}, "groupname": "g"}
-    with pytest.raises(SubmissionError, match="pass class_ids="):
+    with pytest.raises(SubmissionError) as e:
         score_submission(submission, LABELS)
+    assert "taken from the --labels file" in str(e.value)
+    assert "add --classes RUN/classes.json" in str(e.value) and "class_ids" not in str(e.value)
     report = score_submission(submission, LABELS, class_ids=["01", "02", "03", "04"])
     assert (report.correct, report.total) == (3, 4)
 
@@ -361,6 +379,30 @@ def test_submit_refuses_an_invalid_file_or_url_before_any_request(scoring_server
     path.write_text('{"images": {"a.jpg": 1}, "groupname": "g"}', encoding="utf-8")
     with pytest.raises(SubmissionError, match="bad.json"):
         submit_submission(path, server.url, sleep=lambda s: None)
-    with pytest.raises(SubmissionError, match="http://"):
+    with pytest.raises(SubmissionError, match="--url must be .* http://"):
         submit_submission(saved, "file:///etc/passwd")
+    with pytest.raises(SubmissionError, match="--url must be"):
+        submit_submission(saved, "http://")
+    with pytest.raises(SubmissionError, match="--retries must be 0 or more, got -1"):
+        submit_submission(saved, server.url, retries=-1)
     assert server.received == []
+
+
+def test_submit_missing_file_says_which_command_writes_it(tmp_path):
+    with pytest.raises(SubmissionError) as e:
+        submit_submission(tmp_path / "nope.json", "http://127.0.0.1:9/", sleep=lambda s: pytest.fail("no request"))
+    message = str(e.value)
+    assert f"submission {tmp_path / 'nope.json'} does not exist" in message
+    assert "`fgvc predict RUN --data ROOT --out DIR --group NAME` writes DIR/submission.json" in message
+    assert "write_submission" not in message and "Errno" not in message
+
+
+def test_failed_upload_says_how_to_send_it_again(saved):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    with pytest.raises(SubmissionError) as e:
+        submit_submission(saved, url, retries=0, timeout=1, sleep=lambda s: None)
+    assert f"send it again with `fgvc submit {saved} --url {url}`" in str(e.value)
+    assert "Check --url" in str(e.value) and "--retries" in str(e.value)

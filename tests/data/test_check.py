@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from fgvc.data.check import check_dataset
+from fgvc.data.check import check_dataset, problems_for_training
 from fgvc.data.dataset import FGVCDataset, collate_skipping
 from fgvc.data.formats import read_dataset
 from tests.data.fixtures import competition_tree, exif_rotated_jpeg, sixteen_bit_png
@@ -72,7 +72,7 @@ def test_every_problem_is_reported_with_its_path(messy):
     [dup] = kinds["duplicate-across-splits"]
     assert dup.path == paths["dup"] and "img1.jpg" in dup.message
     assert report.ignored["hidden"] == 3
-    assert report.conversions == {"CMYK": 1, "RGBA": 1, "16-bit": 1}
+    assert report.conversions == {"CMYK": 1, "RGBA": 1, "16-bit": 1, "EXIF-rotated": 1}
     assert not report.ok
     assert report.format == "competition"
     assert report.class_ids == ["04615", "04780"]
@@ -80,8 +80,17 @@ def test_every_problem_is_reported_with_its_path(messy):
     assert report.images_per_class == {"04615": 5, "04780": 4}
     text = report.to_text()
     assert str(paths["truncated"]) in text and "NOT usable" in text
+    # 13 train files listed, 4 of them cannot be decoded; the classes hold the 9 readable ones
+    assert report.split_counts == {"train": 13, "test": 3} and report.unreadable == {"train": 4}
+    assert "images:   train 13 (4 unreadable), test 3\n" in text
+    assert "per class (train, readable): min 4, median 4.5, max 5\n" in text
+    assert f"  1 rotated (or flipped) as their EXIF orientation tag says: {paths['exif']}\n" in text
+    assert f"  1 CMYK to RGB: {paths['cmyk']}\n" in text
     data = json.loads(json.dumps(report.to_dict()))
     assert data["usable"] is False and data["num_classes"] == 2
+    assert data["unreadable_per_split"] == {"train": 4, "test": 0}
+    assert data["converted_to_rgb"] == {"CMYK": 1, "RGBA": 1, "16-bit": 1}
+    assert data["converted_at_load"]["EXIF-rotated"] == {"count": 1, "examples": [str(paths["exif"])]}
 
 
 def test_usable_images_load_as_three_channel_tensors(messy):
@@ -138,3 +147,57 @@ def test_decompression_bomb_is_a_message_not_a_crash(tmp_path, monkeypatch):
     [bomb] = [p for p in report.problems if p.kind == "decompression-bomb"]
     assert bomb.path.name == "huge.png" and "MAX_IMAGE_PIXELS" in bomb.message
     assert np.isclose(Image.MAX_IMAGE_PIXELS, 3000)
+
+
+def test_exif_rotated_images_are_counted_with_the_first_paths(tmp_path):
+    root = competition_tree(tmp_path, {"04615_A": 2, "04620_B": 2}, size=(40, 40))
+    rotated = [exif_rotated_jpeg(root / "train" / "04615_A" / f"r{i}.jpg") for i in range(5)]
+    upright = exif_rotated_jpeg(root / "train" / "04620_B" / "upright.jpg")
+    with Image.open(upright) as img:  # the same kind of file, but with orientation 1 (as stored)
+        exif = img.getexif()
+        exif[0x0112] = 1
+        img.save(upright, exif=exif)
+    report = check_dataset(root, min_side=1)
+    assert report.ok and report.conversions == {"EXIF-rotated": 5}
+    assert report.conversion_examples["EXIF-rotated"] == rotated[:3]
+    shown = ", ".join(str(p) for p in rotated[:3])
+    assert f"  5 rotated (or flipped) as their EXIF orientation tag says: {shown} (+2 more)\n" in report.to_text()
+    assert "unreadable" not in report.to_text()
+
+
+def test_totals_say_how_many_listed_images_are_unreadable(tmp_path):
+    root = competition_tree(tmp_path, {"04615_A": 3, "04620_B": 2}, test=2, size=(40, 40))
+    good = (root / "train" / "04615_A" / "img0.jpg").read_bytes()
+    (root / "train" / "04615_A" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (root / "train" / "04620_B" / "empty.jpg").write_bytes(b"")
+    (root / "test" / "empty.jpg").write_bytes(b"")
+    report = check_dataset(root)
+    assert report.split_counts == {"train": 7, "test": 3}
+    assert report.unreadable == {"train": 2, "test": 1}
+    assert sum(report.images_per_class.values()) == 7 - 2  # classes hold the readable images only
+    text = report.to_text()
+    assert "images:   train 7 (2 unreadable), test 3 (1 unreadable)\n" in text
+    assert "per class (train, readable): min 2, median 2.5, max 3\n" in text
+
+
+def test_problems_for_training_lists_layout_and_image_errors_together(tmp_path):
+    root = competition_tree(tmp_path, {"04615_A": 2, "04620_B": 2}, size=(40, 40))
+    good = (root / "train" / "04615_A" / "img0.jpg").read_bytes()
+    truncated = root / "train" / "04615_A" / "cut.jpg"
+    truncated.write_bytes(good[: len(good) // 2])
+    write_image(root / "train" / "no_id_here" / "x.jpg", seed=3)  # a folder the reader refuses
+    read_errors = [p for p in read_dataset(root).problems if p.severity == "error"]
+    assert [p.kind for p in read_errors] == ["bad-folder-name"]  # what reading the layout alone finds
+
+    lines = problems_for_training(root, "competition", {})
+    assert len(lines) == 2
+    assert lines[0].startswith(f"[error] bad-folder-name: {root / 'train' / 'no_id_here'}: ")
+    assert lines[1].startswith(f"[error] truncated: {truncated}: cannot decode image")
+    assert problems_for_training(root) == problems_for_training(root, "auto") == lines  # detected
+
+
+def test_problems_for_training_of_a_clean_folder_is_empty_and_warnings_are_left_out(tmp_path):
+    root = competition_tree(tmp_path, {"04615_A": 1, "04620_B": 1}, size=(20, 20))  # too small: a warning
+    assert problems_for_training(root, None, None) == []
+    assert problems_for_training(tmp_path / "nope") == [
+        f"[error] layout: {tmp_path / 'nope'}: data folder not found (the path does not exist)"]

@@ -211,9 +211,12 @@ class Run:
         if key not in self._indices:
             fmt = None if self.config.data.format == "auto" else self.config.data.format
             index = read_dataset(root, fmt, **self.config.data.options)
-            errors = [p for p in index.problems if p.severity == "error"]
-            if errors:
-                listed = "\n  ".join(str(p) for p in errors)
+            errors = [str(p) for p in index.problems if p.severity == "error"]
+            if errors:  # list every problem at once, unreadable images included (what `fgvc data check` finds)
+                from ..data.check import problems_for_training
+
+                errors = problems_for_training(root, fmt, self.config.data.options) or errors
+                listed = "\n  ".join(errors)
                 raise DataError(f"{len(errors)} problem(s) in {root}:\n  {listed}\n"
                                 f"Fix them first; `fgvc data check {root}` shows the full report.")
             if self.classes is not None and "train" in index.splits:
