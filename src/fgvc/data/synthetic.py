@@ -64,6 +64,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import ConfigError, FgvcError
+
 __all__ = [
     "ATTRIBUTE_LEVELS",
     "LAYOUTS",
@@ -264,7 +266,7 @@ def choose_class_attributes(rng: np.random.Generator, num_classes: int) -> tuple
     The choice is prefix-stable: asking for more classes never changes the first ones.
     """
     if not MIN_CLASSES <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be between {MIN_CLASSES} and {MAX_CLASSES}, got {num_classes}")
+        raise ConfigError(f"num_classes must be between {MIN_CLASSES} and {MAX_CLASSES}, got {num_classes}")
     combos = list(itertools.product(*ATTRIBUTE_LEVELS.values()))
     shuffled = [combos[i] for i in rng.permutation(len(combos))]
     rank = {combo: i for i, combo in enumerate(shuffled)}
@@ -595,7 +597,7 @@ def render_bird(rng: np.random.Generator, attributes: BirdAttributes, size: int,
     ``background=False`` paints the bird on flat ``PLAIN_BACKGROUND``, without lighting or noise.
     """
     if size < MIN_SIZE:
-        raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+        raise ConfigError(f"size must be at least {MIN_SIZE} pixels, got {size}")
     pose = _draw_pose(rng)
     look = _draw_look(rng)
     scene_rng = np.random.default_rng(int(rng.integers(2**63)))
@@ -642,21 +644,21 @@ class _Sample:
 def _validate(layout: str, num_classes: int, per_class: int, size: int, seed: int,
               test_fraction: float) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not MIN_CLASSES <= num_classes <= MAX_CLASSES:
-        raise ValueError(
+        raise ConfigError(
             f"num_classes must be between {MIN_CLASSES} and {MAX_CLASSES} (the number of distinct "
             f"part-attribute combinations), got {num_classes}"
         )
     if per_class < MIN_PER_CLASS:
-        raise ValueError(f"per_class must be at least {MIN_PER_CLASS} (images per class, train and test), "
+        raise ConfigError(f"per_class must be at least {MIN_PER_CLASS} (images per class, train and test), "
                          f"got {per_class}")
     if size < MIN_SIZE:
-        raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+        raise ConfigError(f"size must be at least {MIN_SIZE} pixels, got {size}")
     if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
     if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
 
 def _test_count(per_class: int, test_fraction: float) -> int:
@@ -666,10 +668,14 @@ def _test_count(per_class: int, test_fraction: float) -> int:
     return min(max(round(per_class * test_fraction), 1), per_class - 1)
 
 
+class FolderNotEmptyError(FgvcError, FileExistsError):
+    """The output folder already holds files: generating into it could mix two datasets."""
+
+
 def _check_empty(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         found = "is a file" if not out.is_dir() else "already exists and is not empty"
-        raise FileExistsError(
+        raise FolderNotEmptyError(
             f"{out} {found}; pick an empty folder (or one that does not exist yet) or delete it first"
         )
 
