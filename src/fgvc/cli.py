@@ -44,13 +44,11 @@ def _config(args: argparse.Namespace):
     return config
 
 
-def _write_report(run_dir: Path, metrics_path: Path | None = None, device: str = "auto",
+def _write_report(run_dir: Path, dist, metrics_path: Path | None = None, device: str = "auto",
                   progress: bool = True) -> None:
     """report.html at the end of train/evaluate; a multi-process (torchrun) job leaves it to `fgvc report`."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if os.environ.get("RANK", "0") == "0":
+    if dist.enabled:
+        if dist.is_main:
             print(f"report: run `fgvc report {run_dir}` once this multi-process job has finished")
         return
     from .report import write_report
@@ -113,22 +111,20 @@ def _train(args: argparse.Namespace) -> int:
         if trainer.interrupted:
             return 130  # `fgvc train && fgvc predict` must not carry on with a half-trained model
         if not args.no_report:
-            _write_report(run.run_dir, device=run.config.train.device, progress=not args.no_progress)
+            _write_report(run.run_dir, run.dist, device=run.config.train.device, progress=not args.no_progress)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import os
-
     from .engine.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir=args.out,
                                  batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") == "0":
+    if report.dist.is_main:
         print(report.to_text())
         print(f"metrics written to {report.json_path}")
     if not args.no_report:
-        _write_report(report.checkpoint.parent, metrics_path=report.json_path, device=args.device,
+        _write_report(report.checkpoint.parent, report.dist, metrics_path=report.json_path, device=args.device,
                       progress=not args.no_progress)
     return 0
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..boxes import paired_iou_inclusive, true_boxes_in_input
 from ..data.classes import ClassTable
 from ..data.index import Sample
-from .distributed import all_gather_objects
+from .distributed import DistInfo, all_gather_objects
 
 __all__ = ["Inference", "infer", "compute_metrics", "autocast_context"]
 
@@ -173,6 +173,7 @@ class EvaluationReport:
     checkpoint: Path
     json_path: Path
     checkpoint_note: str = ""
+    dist: DistInfo = field(default_factory=DistInfo)  # the processes that computed it (rank 0 prints)
 
     def to_text(self, rows: int = 10) -> str:
         m = self.metrics
@@ -224,4 +225,5 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         atomic_write_json(json_path, {"checkpoint": str(run.checkpoint_path), "checkpoint_note": run.checkpoint_note,
                                       "split": split, "data": str(Path(data).resolve()),
                                       "processes": dist_info.world_size, **metrics})
-    return EvaluationReport(metrics, run.classes, split, run.checkpoint_path, json_path, run.checkpoint_note)
+    return EvaluationReport(metrics, run.classes, split, run.checkpoint_path, json_path, run.checkpoint_note,
+                            dist_info)

@@ -21,6 +21,7 @@ missing images, and labels that only val/test use are error problems naming the 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,41 +175,47 @@ def _image_folder(root: Path, base: Path, split: str, probe: list[str]) -> Path:
     return next((folder for folder in mmal if folder.is_dir()), base)
 
 
-def _drop_duplicates(root: Path, located: Located, problems: list[Problem]) -> Located:
-    """An image listed twice would count twice, or leak from train into test: keep the first listing."""
-    first: dict[Path, _Entry] = {}
+def _keep_first(located: Located, key: Callable[[_Entry, Path], object],
+                keeps: Callable[[_Entry, _Entry], bool],
+                problem: Callable[[_Entry, Path, _Entry], Problem],
+                problems: list[Problem]) -> tuple[Located, dict[object, _Entry]]:
+    """Walk every listing (train first); the first entry of each ``key`` decides, a later one is kept
+    when ``keeps(first, later)`` and otherwise reported as ``problem(later, path, first)`` and skipped."""
+    first: dict[object, _Entry] = {}
     kept: Located = {}
     for split, rows in located.items():
         kept[split] = []
         for entry, path in rows:
-            earlier = first.setdefault(path, entry)
-            if earlier is entry:
+            earlier = first.setdefault(key(entry, path), entry)
+            if keeps(earlier, entry):
                 kept[split].append((entry, path))
             else:
-                problems.append(Problem(
-                    "duplicate-image", entry.list_file,
-                    f"line {entry.line_no}: image {_name(root, path)} is already listed on "
-                    f"{earlier.list_file.name} line {earlier.line_no}; skipped"))
-    return kept
+                problems.append(problem(entry, path, earlier))
+    return kept, first
+
+
+def _drop_duplicates(root: Path, located: Located, problems: list[Problem]) -> Located:
+    """An image listed twice would count twice, or leak from train into test: keep the first listing."""
+    return _keep_first(
+        located, key=lambda entry, path: path, keeps=lambda earlier, entry: earlier is entry,
+        problem=lambda entry, path, earlier: Problem(
+            "duplicate-image", entry.list_file,
+            f"line {entry.line_no}: image {_name(root, path)} is already listed on "
+            f"{earlier.list_file.name} line {earlier.line_no}; skipped"),
+        problems=problems)[0]
 
 
 def _drop_respelled_labels(located: Located, problems: list[Problem]) -> tuple[Located, dict[int, str]]:
     """Keep one spelling per label number (the first seen, train first): ``01`` and ``1`` in one
     dataset would otherwise be two classes, or a test label that silently matches nothing."""
-    spelling: dict[int, _Entry] = {}
-    kept: Located = {}
-    for split, rows in located.items():
-        kept[split] = []
-        for entry, path in rows:
-            first = spelling.setdefault(int(entry.label), entry)
-            if first.label == entry.label:
-                kept[split].append((entry, path))
-            else:
-                problems.append(Problem(
-                    "respelled-label", entry.list_file,
-                    f"line {entry.line_no}: label {entry.label} is the number written {first.label} on "
-                    f"{first.list_file.name} line {first.line_no}; write each label one way; skipped"))
-    return kept, {number: entry.label for number, entry in spelling.items()}
+    kept, spelling = _keep_first(
+        located, key=lambda entry, path: int(entry.label), keeps=lambda first, entry: first.label == entry.label,
+        problem=lambda entry, path, first: Problem(
+            "respelled-label", entry.list_file,
+            f"line {entry.line_no}: label {entry.label} is the number written {first.label} on "
+            f"{first.list_file.name} line {first.line_no}; write each label one way; skipped"),
+        problems=problems)
+    return kept, {number: entry.label for number, entry in spelling.items()}  # type: ignore[misc]
 
 
 def _class_names(base: Path, ids: list[str], problems: list[Problem]) -> dict[str, str]:
