@@ -121,3 +121,24 @@ def test_train_on_a_folder_with_errors_lists_every_problem_at_once(tmp_path, cap
     assert main(_train(root, tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert "no_number_here" in err and victim.name in err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_output_file_gets_the_mode_the_umask_gives(data, tmp_path, umask):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        run, pred = tmp_path / "run", tmp_path / "pred"
+        assert main(_train(data, run)) == 0
+        assert main(["predict", str(run), "--data", str(data), "--out", str(pred), "--group", "g", "--device", "cpu",
+                     "--no-progress"]) == 0
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    files = [run / n for n in ("last.pt", "best.pt", "config.yaml", "classes.json", "split.json", "metrics.csv",
+                               "report.html")] + [run / "eval_val" / "metrics.json", pred / "predictions.csv",
+                                                  pred / "submission.json"]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path.name}: {oct(path.stat().st_mode)}"

@@ -72,7 +72,7 @@ def test_mmal_picture_draws_the_model_boxes_where_its_coordinates_say(mmal_run, 
         assert mask.any() and inside(union, bounds(mask))
 
     # layout: header, then the image with the top-5 beside it, then the crop strip (object + parts)
-    n_parts = sum(loaded.model.preset.picks)
+    n_parts = sum(loaded.trained_model(for_inference=False).preset.picks)
     assert e.picture.width >= (n_parts + 1) * 120 and e.picture.height > DISPLAY_SIZE + 120
     assert e.true_class == loaded.classes.id_of(sample.label)
     written = explain(mmal_run, [sample.path], tmp_path, data_root=seeing_data)

@@ -155,8 +155,12 @@ def test_same_training_is_bit_identical_whatever_the_worker_count(tiny_data, tmp
 
 # -- one owner per run folder --------------------------------------------------------------------
 
-def test_a_second_train_into_a_busy_run_folder_is_refused(tiny_data, tmp_path, capsys):
+def test_a_second_train_into_a_busy_run_folder_is_refused(reference, tiny_data, tmp_path, capsys):
+    import shutil
+
     run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
         from fgvc.runlock import RunLock
@@ -166,10 +170,11 @@ def test_a_second_train_into_a_busy_run_folder_is_refused(tiny_data, tmp_path, c
     """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert main(_args(tiny_data, run)) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"pid {holder.pid}" in err and "in use by another fgvc process" in err
-        assert not (run / "split.json").exists() and not (run / "config.yaml").exists()
-        assert main(["train", "--resume", str(run)]) == 2
+        for argv in (_args(tiny_data, run), ["train", "--resume", str(run), "--set", "train.epochs=5"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"pid {holder.pid}" in err and "in use by another fgvc process" in err
+        after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+        assert after == {k: v for k, v in before.items() if k != ".lock"}  # nothing of the run was touched
     finally:
         holder.communicate("\n", timeout=30)

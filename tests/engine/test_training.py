@@ -135,7 +135,7 @@ def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
     while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert (run / "last.pt").exists(), proc.communicate()[0].decode()[-2000:]
-    time.sleep(0.3)  # well inside epoch 2 (each epoch is several batches)
+    # a real SIGKILL wherever the run is now (the exact write points are covered in test_faults.py)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert load_checkpoint(run / "last.pt")["epoch"] >= 1  # the file is whole: atomic writes
