@@ -150,3 +150,27 @@ def test_unreadable_files_are_skipped_in_folders_and_refused_when_named(baseline
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no image files found"):
         explain(baseline_run, tmp_path / "empty", tmp_path / "out4")
+
+
+def test_grad_cam_is_the_gradient_weighted_feature_map(baseline_run, seeing_data):  # noqa: F811
+    """Grad-CAM by hand: weights = spatial mean of d(logit_c)/dA, map = ReLU(sum_k w_k A_k)."""
+    from fgvc.explain import class_activation
+
+    loaded = Run.open(baseline_run, device="cpu")
+    model = loaded.trained_model(for_inference=False)
+    sample = first_sample(seeing_data)
+    x = loaded.eval_transform()(load_rgb(sample.path))[None]
+    target = torch.tensor([1])
+    cam = class_activation(model, model.backbone.features_out, x, target)
+
+    feats = {}
+    handle = model.backbone.features_out.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+    logit = model(x).logits[0, 1]
+    handle.remove()
+    grads = torch.autograd.grad(logit, feats["a"])[0]
+    expected = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * feats["a"]).sum(dim=1)).detach()
+    assert cam.shape == expected.shape == (1, *feats["a"].shape[-2:])
+    torch.testing.assert_close(cam, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()) + 1e-12)
+
+    e = next(explain_images(loaded, [sample.path]))  # the plain picture gains the heatmap panel
+    assert e.picture.width > 2 * max(e.image_size)

@@ -249,11 +249,28 @@ def _strips_picture(run, path, x, out, b, probs, true_index, mean, std) -> Expla
     return Explanation(path, picture, top5, _true_id(run, true_index), origin, view.size)
 
 
-def _plain_picture(run, path, source, probs, true_index) -> Explanation:
+def class_activation(model: torch.nn.Module, layer: torch.nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+    """Grad-CAM (Captum's LayerGradCam) of ``targets`` at ``layer``: (B, h, w) at the layer's
+    resolution, ReLU'd — where the evidence for each image's class lies."""
+    from captum.attr import LayerGradCam
+
+    def logits(inputs: Tensor) -> Tensor:
+        return model(inputs).logits
+
+    with torch.enable_grad():
+        cam = LayerGradCam(logits, layer).attribute(x, target=targets.tolist(), relu_attributions=True)
+    return cam.detach()[:, 0]
+
+
+def _plain_picture(run, path, source, probs, true_index, heat: Tensor | None = None) -> Explanation:
     display = draw.fit_image(source, DISPLAY_SIZE)
     left = draw.titled(display, "input")
     topk, top5 = _topk(run, probs, true_index, 420)
-    body = draw.hstack([left, topk], gap=2 * GAP)
+    panels = [left]
+    if heat is not None:
+        overlay = draw.heatmap_overlay(display, heat.float().cpu().numpy())
+        panels.append(draw.titled(overlay, f"Grad-CAM of the predicted class ({heat.shape[0]}×{heat.shape[1]})"))
+    body = draw.hstack([*panels, topk], gap=2 * GAP)
     header = _header(path, run, probs, true_index, body.width)
     picture, origin = _assemble(header, body, (0, left.height - display.height))
     return Explanation(path, picture, top5, _true_id(run, true_index), origin, display.size)
@@ -299,6 +316,8 @@ def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None
         x = torch.stack([transform(original) for _, original, _ in batch]).to(run.device)
         out: ModelOutput = forward(model, x)
         probs = torch.softmax(out.logits.float(), dim=1).cpu()
+        layer = spec.cam_layer(model) if not spec.pictures else None
+        heat = class_activation(model, layer, x, probs.argmax(dim=1)).cpu() if layer is not None else None
         x_cpu = x.cpu()
         for b, (path, original, sample) in enumerate(batch):
             true_index = sample.label if sample is not None else None
@@ -309,7 +328,7 @@ def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None
             if "windows" in spec.pictures:
                 yield _windows_picture(run, path, source, x_cpu, out, b, probs[b], sample, true_index)
             else:
-                yield _plain_picture(run, path, source, probs[b], true_index)
+                yield _plain_picture(run, path, source, probs[b], true_index, None if heat is None else heat[b])
 
 
 def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, out_dir: str | Path,

@@ -66,6 +66,9 @@ class Backbone(nn.Module):
         self.mean, self.std = mean, std
         self.stage_ends = tuple(stage_ends)
         self.unit_names = [tuple(unit) for unit in units]
+        # the stride-32 map leaves through this one module, so attribution (Grad-CAM) has a layer to
+        # hook whatever the network inside; no parameters, so state dicts are unchanged
+        self.features_out = nn.Identity()
         self.refresh_units()
 
     def refresh_units(self) -> None:
@@ -82,7 +85,8 @@ class Backbone(nn.Module):
     def stage(self, i: int, x: Tensor) -> Tensor:
         """Run stage ``i`` (0: image -> stride 8, 1: -> stride 16, 2: -> stride 32)."""
         start = 0 if i == 0 else self.stage_ends[i - 1]
-        return self._run(x, start, self.stage_ends[i])
+        x = self._run(x, start, self.stage_ends[i])
+        return self.features_out(x) if i == 2 else x
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Feature maps at strides 8, 16 and 32."""
@@ -100,7 +104,7 @@ class Backbone(nn.Module):
             x = self.stage(2, x)
             return x, x
         penultimate = self._run(x, self.stage_ends[1], self.stage_ends[2] - 1)
-        return penultimate, self._run(penultimate, self.stage_ends[2] - 1, self.stage_ends[2])
+        return penultimate, self.features_out(self._run(penultimate, self.stage_ends[2] - 1, self.stage_ends[2]))
 
 
 # -- weights ------------------------------------------------------------------------------------

@@ -50,7 +50,9 @@ class ModelSpec:
     ``extras`` key (one value per image) to the name its per-epoch sum is logged under.
     ``pictures`` names what ``fgvc explain`` can draw: ``"windows"`` (``object_boxes`` and
     ``part_boxes``), ``"strips"`` (``extras["strip_importanceN"]`` with ``stage_mapN``); the input
-    image and the top-5 are drawn for every model. ``explain_forward(model, x)`` is the forward that
+    image and the top-5 are drawn for every model, and for a model with no picture of its own a
+    Grad-CAM heatmap at ``cam_layer(model)`` (default: the backbone's stride-32 output; None: none).
+    ``explain_forward(model, x)`` is the forward that
     returns everything the pictures need (default: ``model(x)``).
     """
 
@@ -65,6 +67,8 @@ class ModelSpec:
     pictures: tuple[str, ...] = ()
     explain_forward: Callable[[nn.Module, Any], Any] | None = None
     localises: bool = False  # ModelOutput.object_boxes is an object box: localisation metrics apply
+    cam_layer: Callable[[nn.Module], nn.Module | None] = lambda model: getattr(
+        getattr(model, "backbone", None), "features_out", None)  # Grad-CAM's layer in explain pictures
 
 
 @dataclass(frozen=True)
