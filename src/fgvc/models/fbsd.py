@@ -14,7 +14,8 @@ Differences from the reference, all documented in REFERENCE terms:
     identical). The 1-channel BatchNorm reproduces the reference's per-strip calls: in train mode
     each strip is normalised with its own batch statistics, and the running statistics receive
     the k sequential momentum updates in closed form. Eval mode is the plain running-stat BN.
-  * F6 — alpha, beta, gamma, the FDM factor, top-k and dropout are constructor arguments.
+  * F6 — alpha, beta, gamma, the FDM factor, top-k, dropout and the conv blocks' BatchNorm momentum
+    (0.01, the authors'; a short run wants 0.1) are constructor arguments.
   * F7 — the BatchNorm1d layers of the heads accept a training batch of one (see layers.py).
 """
 
@@ -186,6 +187,7 @@ class FBSD(nn.Module):
         part_feature: int = 1024,
         part_loss_weight: float = 2.0,
         concat_loss_weight: float = 1.0,
+        bn_momentum: float = 0.01,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -194,7 +196,8 @@ class FBSD(nn.Module):
         self.part_loss_weight, self.concat_loss_weight = part_loss_weight, concat_loss_weight
         self.fbsm = nn.ModuleList(FBSM(c, k, alpha, beta) for c, k in zip(backbone.channels, strips, strict=True))
         self.conv_blocks = nn.ModuleList(
-            nn.Sequential(BasicConv(c, feature_size, 1), BasicConv(feature_size, part_feature, 3))
+            nn.Sequential(BasicConv(c, feature_size, 1, bn_momentum), BasicConv(feature_size, part_feature, 3,
+                                                                                  bn_momentum))
             for c in backbone.channels
         )
         self.dropout = nn.Dropout(dropout)

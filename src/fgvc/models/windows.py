@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..boxes import box_iou_inclusive
+from ..errors import ConfigError
 
 __all__ = ["WindowPreset", "WindowGeometry", "WINDOW_PRESETS"]
 
@@ -39,7 +40,8 @@ class WindowPreset:
 
     def __post_init__(self) -> None:
         if not len(self.groups) == len(self.picks) == len(self.iou_thresholds):
-            raise ValueError("a window preset needs one pick count and one IoU threshold per group")
+            raise ConfigError("model.options.windows: a window preset needs one pick count and one IoU threshold "
+                              "per group")
 
     @property
     def num_parts(self) -> int:
@@ -54,7 +56,8 @@ class WindowPreset:
             return cls(groups, tuple(int(n) for n in data["picks"]),
                        tuple(float(t) for t in data["iou_thresholds"]), int(data.get("reference_map", 14)))
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"a window preset needs groups, picks and iou_thresholds: {e}") from None
+            raise ConfigError(f"model.options.windows: a window preset needs groups, picks and iou_thresholds: "
+                              f"{e}") from None
 
 
 _CUB = WindowPreset(
