@@ -25,7 +25,8 @@ __all__ = ["EfficientNetLite0", "efficientnet_lite0_backbone", "LITE0_MEAN", "LI
 # The TF-Lite models take (pixel - 127) / 128 on 0..255 input.
 LITE0_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
 LITE0_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
-_BN_EPS, _BN_MOMENTUM = 1e-3, 0.01
+# eps from the TF weights; momentum as PyTorch and timm (TF's 0.01 barely moves in a short fine-tune)
+_BN_EPS, _BN_MOMENTUM = 1e-3, 0.1
 
 # (kernel, stride, expansion, in, out, repeats) per stage; EfficientNet-B0 widths, Lite0 = x1.0.
 _STAGES = (
