@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fgvc-installed
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench bench-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# `fgvc server` under a deadline rush (SQLite; PostgreSQL too when FGVC_TEST_POSTGRES_URL is set, as .ci/run does)
+bench-server: $(STAMP)
+	$(BIN)/python benchmarks/server.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -116,16 +116,30 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .engine.evaluate import evaluate_checkpoint
+    from .engine.ensemble import evaluate_runs, parse_weights
 
-    report = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir=args.out,
-                                 batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    runs = [args.checkpoint, *args.more_runs]
+    report = evaluate_runs(runs, args.data, args.split, out_dir=args.out, batch_size=args.batch_size,
+                           device=args.device, tta=args.tta, weights=parse_weights(args.weights, len(runs)),
+                           progress=not args.no_progress)
     if report.dist.is_main:
         print(report.to_text())
         print(f"metrics written to {report.json_path}")
-    if not args.no_report:
+    if args.no_report:
+        return 0
+    if report.ensemble is None:
         _write_report(report.checkpoint.parent, report.dist, metrics_path=report.json_path, device=args.device,
                       progress=not args.no_progress)
+    elif report.dist.is_main:  # beside its metrics.json: a member's own report.html stays the member's
+        from .report import write_report
+
+        try:
+            path = write_report(report.checkpoint.parent, report.json_path.with_name("report.html"),
+                                metrics_path=report.json_path, device=args.device, progress=not args.no_progress)
+        except Exception as e:  # noqa: BLE001  the report is a by-product: the evaluation itself succeeded
+            print(f"fgvc: warning: report not written ({type(e).__name__}: {e})", file=sys.stderr)
+        else:
+            print(f"report written to {path}")
     return 0
 
 
@@ -149,24 +163,31 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine.predict import collect_test_images, predict, write_predictions
-    from .engine.run import Run
+    if _is_exported_file(args.checkpoint):  # written by `fgvc export`, not a run
+        return _predict_exported(args)
+    from .engine.ensemble import Ensemble, parse_weights
+    from .engine.predict import collect_test_images, predict_ensemble, write_predictions
 
-    run = Run.open(args.checkpoint, device=args.device)
-    index = collect_test_images(args.data, run)
-    rows = predict(run, run.trained_model(), index, batch_size=args.batch_size, progress=not args.no_progress)
-    csv_path, json_path = write_predictions(args.out, rows, args.group)
-    print(f"predicted {len(rows)} images with {run.describe_checkpoint}")
-    print(f"wrote {csv_path}")
-    print(f"wrote {json_path}")
+    runs = [args.checkpoint, *args.more_runs]
+    ensemble = Ensemble.open(runs, device=args.device, tta=args.tta, weights=parse_weights(args.weights, len(runs)))
+    index = collect_test_images(args.data, ensemble.reference)
+    rows = predict_ensemble(ensemble, index, batch_size=args.batch_size, progress=not args.no_progress)
+    written = write_predictions(args.out, rows, args.group, setup=ensemble.setup())
+    print(f"predicted {len(rows)} images with {ensemble.describe()}")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from .submission import submit_submission
+    import os
 
-    result = submit_submission(args.submission, args.url, retries=args.retries)
-    print(f"accuracy is {result.accuracy} (server reply after {result.attempts} attempt(s))")
+    from .submission import TOKEN_ENV, submit_submission
+
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    result = submit_submission(args.submission, args.url, retries=args.retries, token=token)
+    for line in result.summary_lines():
+        print(line)
     return 0
 
 
@@ -183,6 +204,77 @@ def _score(args: argparse.Namespace) -> int:
     report = score_submission(submission, labels, class_ids=class_ids)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.to_text())
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import VerificationError, export_run
+
+    try:
+        result = export_run(args.checkpoint, args.format, out=args.out, batch=args.batch,
+                            input_size=args.input_size, data_root=args.data, images=args.verify_images)
+    except VerificationError as e:
+        print(e.verification.to_text(), file=sys.stderr)
+        raise
+    print(result.to_text())
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import ServeSettings, serve
+
+    settings = ServeSettings(max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+                             max_upload_bytes=int(args.max_upload_mb * 2**20), max_images=args.max_images)
+    serve(args.source, host=args.host, port=args.port, device=args.device, settings=settings)
+    return 0
+
+
+def _is_exported_file(path: Path) -> bool:
+    from .export.runtime import exported_format
+
+    return exported_format(path) is not None
+
+
+def _predict_exported(args: argparse.Namespace) -> int:
+    """``fgvc predict`` with a file written by ``fgvc export`` (no run, no model code needed)."""
+    if args.more_runs or args.tta != "none" or args.weights:
+        raise UserError(f"{args.checkpoint} is an exported file: it predicts alone, without more runs, --tta or "
+                        "--weights (ensembles need the runs)")
+    from .engine.predict import write_predictions
+    from .export import load_exported
+    from .export.predict import images_to_predict, predict_exported
+
+    model = load_exported(args.checkpoint, device=args.device)
+    index = images_to_predict(args.data, model)
+    rows = predict_exported(model, index, batch_size=args.batch_size, progress=not args.no_progress)
+    written = write_predictions(args.out, rows, args.group)
+    print(f"predicted {len(rows)} images with {args.checkpoint} ({model.description})")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _float_at_least(low: float, inclusive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= low if inclusive else value > low):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be "
+                                             f"{'at least' if inclusive else 'more than'} {low:g}")
+        return value
+
+    return parse
+
+
+def _batch(text: str) -> int | None:
+    """``dynamic`` (None: any batch size) or a fixed batch size."""
+    if text == "dynamic":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'dynamic' nor a batch size of at least 1") from None
 
 
 def _positive_int(text: str) -> int:
@@ -250,15 +342,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report.html at the end")
     train.set_defaults(func=_train)
 
-    evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on the validation or test split")
-    evaluate.add_argument("checkpoint", type=Path, help="checkpoint file or run directory")
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a checkpoint, or of an ensemble of runs, on the validation or test split")
+    evaluate.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoint file")
+    evaluate.add_argument("more_runs", type=Path, nargs="*", metavar="RUN",
+                          help="more runs: class probabilities averaged with the first's (an ensemble, in the first "
+                               "run's class order)")
+    evaluate.add_argument("--tta", choices=["none", "flip", "flip+crops"], default="none",
+                          help="test-time views, probabilities averaged: flip = the image and its mirror; flip+crops = "
+                               "those and the centre and four corner crops of 7/8 of each side (7 views)")
+    evaluate.add_argument("--weights", default=None, metavar="W1,W2,...",
+                          help="one positive weight per run, normalised (default: equal)")
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
-    evaluate.add_argument("--out", type=Path, default=None)
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="folder for metrics.json (default RUN/eval_SPLIT; for an ensemble or --tta, "
+                               "ensemble_eval_SPLIT_RUN1+RUN2[_TTA] beside the first run's folder)")
     evaluate.add_argument("--batch-size", type=_positive_int, default=32)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--no-progress", action="store_true")
-    evaluate.add_argument("--no-report", action="store_true", help="do not rewrite the run's report.html")
+    evaluate.add_argument("--no-report", action="store_true",
+                          help="do not rewrite the run's report.html (an ensemble's goes beside its metrics.json)")
     evaluate.set_defaults(func=_evaluate)
 
     expl = commands.add_parser("explain", help="pictures of what a model looks at: boxes, windows, strips, top-5")
@@ -278,8 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(func=_report)
 
-    pred = commands.add_parser("predict", help="predict test images; writes predictions.csv and submission.json")
-    pred.add_argument("checkpoint", type=Path)
+    pred = commands.add_parser("predict", help="predict test images with a run or an ensemble of runs; writes "
+                                               "predictions.csv and submission.json")
+    pred.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoint file")
+    pred.add_argument("more_runs", type=Path, nargs="*", metavar="RUN",
+                      help="more runs: class probabilities averaged with the first's (an ensemble, in the first "
+                           "run's class order)")
+    pred.add_argument("--tta", choices=["none", "flip", "flip+crops"], default="none",
+                      help="test-time views, probabilities averaged: flip = the image and its mirror; flip+crops = "
+                           "those and the centre and four corner crops of 7/8 of each side (7 views)")
+    pred.add_argument("--weights", default=None, metavar="W1,W2,...",
+                      help="one positive weight per run, normalised (default: equal)")
     pred.add_argument("--data", type=Path, required=True, help="dataset with test/ or a folder of images")
     pred.add_argument("--out", type=Path, required=True)
     pred.add_argument("--group", required=True, help="group name in the submission JSON")
@@ -290,8 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="POST a submission JSON to the scoring server")
     submit.add_argument("submission", type=Path)
-    submit.add_argument("--url", required=True)
+    submit.add_argument("--url", required=True,
+                        help="the server's submission address, e.g. http://HOST:8000/api/submissions")
     submit.add_argument("--retries", type=_non_negative_int, default=3)
+    submit.add_argument("--token", default=None,
+                        help="team token from `fgvc server team add` (default: the FGVC_TOKEN environment variable)")
     submit.set_defaults(func=_submit)
 
     score = commands.add_parser("score", help="score a submission locally against a labels CSV")
@@ -300,6 +416,41 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--classes", type=Path, default=None, help="classes.json of the run (all known IDs)")
     score.add_argument("--json", action="store_true")
     score.set_defaults(func=_score)
+
+    export = commands.add_parser("export", help="export a run to ONNX, TorchScript or an ExportedProgram "
+                                                "(classes and preprocessing inside), verified on real images")
+    export.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoint file")
+    export.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx")
+    export.add_argument("--out", type=Path, default=None,
+                        help="file to write (default RUN/model.onnx, model.torchscript.pt or model.pt2)")
+    export.add_argument("--batch", type=_batch, default=None, metavar="dynamic|N",
+                        help="dynamic (default: any batch size) or a fixed batch size")
+    export.add_argument("--input-size", type=_positive_int, default=None, metavar="N",
+                        help="input side in px (default: the run's model.input_size)")
+    export.add_argument("--data", type=Path, default=None,
+                        help="images to verify on: the run's dataset (moved) or a folder (default: the run's data)")
+    export.add_argument("--verify-images", type=_positive_int, default=8, metavar="N",
+                        help="how many images the export is verified on (default 8)")
+    export.set_defaults(func=_export)
+
+    srv = commands.add_parser("serve", help="HTTP service for a run or an exported file: POST /predict, "
+                                            "GET /healthz, a drop-a-photo page at /")
+    srv.add_argument("source", type=Path, metavar="RUN|EXPORTED_FILE",
+                     help="run directory, checkpoint, or a file written by fgvc export")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    srv.add_argument("--port", type=_non_negative_int, default=8000)
+    srv.add_argument("--device", default="auto")
+    srv.add_argument("--max-batch", type=_positive_int, default=16,
+                     help="images per forward pass across requests (1: no dynamic batching)")
+    srv.add_argument("--batch-window-ms", type=_float_at_least(0, inclusive=True), default=5.0,
+                     help="how long a batch waits for more images (default 5 ms)")
+    srv.add_argument("--max-upload-mb", type=_float_at_least(0, inclusive=False), default=10.0,
+                     help="largest request body; larger ones get 413 (default 10)")
+    srv.add_argument("--max-images", type=_positive_int, default=32, help="images per request (default 32)")
+    srv.set_defaults(func=_serve)
+    from .server.commands import add_server_commands  # argparse only: FastAPI/SQLAlchemy load when a server cmd runs
+
+    add_server_commands(commands)
     return parser
 
 

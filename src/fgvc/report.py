@@ -340,6 +340,42 @@ def _true_vs_predicted(classes: ClassTable, ex: _Examples, row: int) -> str:
             f'{_esc(_label(classes, predicted))} ({100 * float(ex.confidence[row]):.0f}%)</span>')
 
 
+def _ensemble_section(metrics: dict[str, Any], run_dir: Path) -> str:
+    """Each member of an ensemble (``metrics["ensemble"]``, from ``fgvc evaluate RUN RUN ...`` or
+    ``--tta``): its top-1 and the ensemble's gain over it, in percentage points."""
+    ensemble = metrics.get("ensemble") or {}
+    members = ensemble.get("members") or []
+    if not members:
+        return ""
+    with_views = any(m.get("top1_without_tta") is not None for m in members)
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.2f}%"
+
+    def gain(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:+.2f} pp"
+
+    head = "<th>member</th><th>run</th><th>weight</th><th>input</th><th>top-1</th><th>ensemble gain</th>"
+    head += "<th>top-1 without views</th><th>gain over it</th>" if with_views else ""
+    rows = []
+    for m in members:
+        cells = [m.get("name"), m.get("run"), f"{m.get('weight', 0):.3g}",
+                 f"{m.get('input_size', '?')} px, {m.get('transform', '?')}", pct(m.get("top1")),
+                 gain(m.get("gain_top1"))]
+        if with_views:
+            cells += [pct(m.get("top1_without_tta")), gain(m.get("gain_top1_over_without_tta"))]
+        member = _esc(m.get("name"))
+        rows.append("<tr>" + "".join(f'<td data-member="{member}">{_esc(c)}</td>' for c in cells) + "</tr>")
+    views = ensemble.get("tta", "none")
+    text = (f"<p>{len(members)} model(s), views: <b>{_esc(views)}</b> ({ensemble.get('views', 1)} per model); "
+            f"ensemble top-1 <b>{pct(metrics.get('top1'))}</b>, gain over the best member "
+            f"<b>{gain(ensemble.get('gain_over_best_member'))}</b>. Class probabilities are averaged with the "
+            f"weights shown. The training curves and config on this page are those of the first member "
+            f"({_esc(run_dir)}); example images are left out, as they would show one member's predictions.</p>")
+    table = f'<table id="ensemble-members"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return _section("ensemble", "Ensemble: gain over each member", text + table)
+
+
 def _misclassified_section(classes: ClassTable, ex: _Examples | None) -> str:
     if ex is None:
         return ""
@@ -381,7 +417,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         notes.append(f"no metrics: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
         path = None
     ex = None
-    if metrics:
+    if metrics and "ensemble" not in metrics:  # an ensemble's example images would be one member's
         try:
             ex = _examples(metrics, run_dir, device, progress)
         except (FgvcError, KeyError, OSError) as e:
@@ -396,6 +432,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         '<p class="note">no metrics</p>'
     sections = [
         _section("summary", "Final metrics", summary + "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)),
+        _ensemble_section(metrics, run_dir),
         _confusion_section(metrics, classes) if metrics else "",
         _curves_section(rows),
         _pairs_section(metrics, classes, ex) if metrics else "",
@@ -405,7 +442,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         _section("config", "Resolved config", f"<pre>{_esc(config_text)}</pre>"),
     ]
     nav = " ".join(f'<a href="#{i}">{t}</a>' for i, t in (
-        ("summary", "metrics"), ("confusion-matrix", "confusion"), ("curves", "curves"),
+        ("summary", "metrics"), ("ensemble", "ensemble"), ("confusion-matrix", "confusion"), ("curves", "curves"),
         ("confused-pairs", "confused pairs"), ("per-class", "per class"), ("localisation", "localisation"),
         ("misclassified", "misclassified"), ("config", "config")) if f'id="{i}"' in "".join(sections))
     page = f"""<!DOCTYPE html>

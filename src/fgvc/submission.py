@@ -5,8 +5,8 @@ A submission is the JSON the scoring server takes::
     {"images": {"0742e155-1759-4f20-8d18-36f87d36a194.jpg": "04654", ...}, "groupname": "my-team"}
 
 Keys are bare test file names, values are class IDs spelled exactly as the training folders spell
-them (strings, leading zeros kept). The server answers ``{"accuracy": <float>}`` on success and an
-HTML page on failure.
+them (strings, leading zeros kept). The course's server answers ``{"accuracy": <float>}`` on success and
+an HTML page on failure; ``fgvc server`` answers JSON always, adding the submission id, rank and quota.
 
 Why this module is strict: the team this toolkit replaces lost predictions to a failed upload and
 scored 1.5% by pairing predictions with a differently-ordered file list. So the file is always
@@ -16,6 +16,7 @@ is reported at once, and an upload never deletes or rewrites the file.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import http.client
 import json
@@ -38,10 +39,13 @@ from .errors import FgvcError
 from .fileio import atomic_write_json
 
 __all__ = [
+    "TOKEN_ENV",
     "ScoreReport",
     "SubmissionError",
     "SubmitResult",
+    "idempotency_key",
     "load_submission",
+    "parse_submission_text",
     "read_labels_csv",
     "score_submission",
     "submit_submission",
@@ -53,8 +57,12 @@ log = logging.getLogger(__name__)
 
 _LIMIT = 10  # items shown per problem; the count is always given in full
 _REPLY_QUOTE_CHARS = 300
+_SERVER_MESSAGE_CHARS = 2000  # a server's own message names its first problems; keep all of it
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 _EXAMPLE = '{"images": {"<test file name>": "<class ID>", ...}, "groupname": "<group>"}'
 _HOW_TO_WRITE = "`fgvc predict RUN --data ROOT --out DIR --group NAME` writes DIR/submission.json"
+TOKEN_ENV = "FGVC_TOKEN"
+"""Environment variable `fgvc submit` reads the team token from when --token is not given."""
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "true/false",
                type(None): "null"}
 
@@ -127,7 +135,7 @@ def write_submission(path: str | os.PathLike, predictions: Mapping[str, str], gr
     return submission
 
 
-def _parse_submission(text: str, path: Path) -> dict:
+def _parse_submission(text: str, path: Path | str, default_groupname: str | None = None) -> dict:
     duplicates: list[str] = []
 
     def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
@@ -141,6 +149,8 @@ def _parse_submission(text: str, path: Path) -> dict:
         raise SubmissionError(f"{path} is not JSON ({e}); a submission looks like {_EXAMPLE}") from None
     if not isinstance(data, dict):
         raise SubmissionError(f"{path} holds a JSON {_json_type(data)}; a submission looks like {_EXAMPLE}")
+    if default_groupname is not None and "groupname" not in data:
+        data["groupname"] = default_groupname
     problems = [f"missing key {key!r}" for key in ("images", "groupname") if key not in data]
     if not problems:
         problems = _structure_problems(data["images"], data["groupname"])
@@ -149,6 +159,16 @@ def _parse_submission(text: str, path: Path) -> dict:
     if problems:
         raise SubmissionError(f"{path} is not a valid submission:\n{_bullets(problems)}\nExpected {_EXAMPLE}")
     return data
+
+
+def parse_submission_text(text: str, source: str, *, default_groupname: str | None = None) -> dict:
+    """Parse and shape-check a submission received as text (the scoring server's request body).
+
+    The same checks as :func:`load_submission` (JSON, duplicate keys, the two keys and their types);
+    ``source`` names the text in messages. ``default_groupname`` fills a missing 'groupname' (a team
+    that identified itself by token need not repeat its name).
+    """
+    return _parse_submission(text, source, default_groupname)
 
 
 def load_submission(path: str | os.PathLike) -> dict:
@@ -292,6 +312,34 @@ class SubmitResult:
     attempts: int
     reply: dict
 
+    def summary_lines(self) -> list[str]:
+        """What `fgvc submit` prints: the accuracy, then what ``fgvc server`` adds (id, rank, quota)."""
+        reply = self.reply
+        lines = [f"accuracy is {self.accuracy} (server reply after {self.attempts} attempt(s))"]
+        if "submission_id" in reply:
+            rank = reply.get("rank")
+            ranked = f", rank {rank} of {reply['teams_ranked']} team(s)" if rank and reply.get("teams_ranked") else ""
+            score = reply.get("public_score")
+            shown = f"{score:.2%}" if isinstance(score, (int, float)) else "not scored yet"
+            lines.append(f"submission {reply['submission_id']}: public score {shown}{ranked}")
+        if reply.get("replayed"):
+            lines.append("the server had already received this exact file from your team; this is the first reply "
+                         "again and no quota was used")
+        left, limit = reply.get("quota_left_today"), reply.get("daily_limit")
+        if isinstance(left, int) and isinstance(limit, int) and limit > 0:
+            resets = f" (the quota resets at {reply['quota_resets_at']})" if reply.get("quota_resets_at") else ""
+            lines.append(f"{left} of {limit} submission(s) left today{resets}")
+        return lines
+
+
+def idempotency_key(body: bytes) -> str:
+    """The Idempotency-Key `fgvc submit` sends: the file's SHA-256.
+
+    The server keeps keys per team (the team is the token's, or the file's groupname), so a retry of a
+    POST whose reply was lost returns the first result instead of counting the file twice.
+    """
+    return "sha256-" + hashlib.sha256(body).hexdigest()
+
 
 def _quote_reply(raw: bytes, charset: str | None) -> str:
     """The first few hundred characters of a reply, HTML tags stripped, for an error message."""
@@ -303,6 +351,18 @@ def _quote_reply(raw: bytes, charset: str | None) -> str:
     if not text:
         return "(empty reply)"
     return repr(text if len(text) <= _REPLY_QUOTE_CHARS else text[:_REPLY_QUOTE_CHARS] + "...")
+
+
+def _reply_message(raw: bytes, charset: str | None) -> str | None:
+    """The human-readable 'message' of a JSON error reply (``fgvc server`` sends one with every reply)."""
+    try:
+        reply = json.loads(raw.decode(charset or "utf-8"))
+    except (ValueError, LookupError):
+        return None
+    message = reply.get("message") if isinstance(reply, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return None
+    return message if len(message) <= _SERVER_MESSAGE_CHARS else message[:_SERVER_MESSAGE_CHARS] + "..."
 
 
 def _accuracy_reply(raw: bytes, charset: str | None) -> dict | None:
@@ -323,6 +383,25 @@ def _connection_failure(error: BaseException, timeout: float) -> str:
     return f"{type(reason).__name__}: {reason}"
 
 
+def _refusal(url: str, error: urllib.error.HTTPError, still_there: str) -> SubmissionError:
+    """The error for a 4xx reply: the server's own message when it sent one, with what to do."""
+    raw = error.read() if error.fp else b""
+    charset = error.headers.get_content_charset() if error.headers else None
+    message = _reply_message(raw, charset)
+    if message is None:
+        return SubmissionError(
+            f"{url} rejected the submission with HTTP {error.code} {error.reason}: {_quote_reply(raw, charset)}. "
+            f"Not retried: a 4xx reply means the request itself is wrong (check --url). {still_there}"
+        )
+    message = message.rstrip()
+    if not message.endswith((".", "!", "?")):
+        message += "."
+    if error.code == 401:
+        message += f" Pass your team's token with --token, or set {TOKEN_ENV} in the environment."
+    return SubmissionError(f"{url} refused the submission (HTTP {error.code}): {message} "
+                           f"Not retried: the same request would be refused again. {still_there}")
+
+
 def submit_submission(
     path: str | os.PathLike,
     url: str,
@@ -331,12 +410,16 @@ def submit_submission(
     backoff: float = 1.0,
     timeout: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
+    token: str | None = None,
 ) -> SubmitResult:
     """POST a saved submission file to the scoring server, exactly as it is on disk.
 
     Connection errors, timeouts and HTTP 5xx are retried ``retries`` times, waiting
     ``backoff * 2**i`` seconds after the i-th failure; 4xx and non-JSON replies are not (the same
     request would fail the same way). The file is never modified, so it can always be resent.
+    Every attempt carries the same Idempotency-Key (the file's hash), so a server that stored an
+    attempt whose reply was lost answers the retry with the first result instead of counting it
+    twice. ``token`` is sent as ``Authorization: Bearer <token>`` (``fgvc server``'s team token).
     """
     path = Path(path)
     body = _read_submission_bytes(path)
@@ -346,12 +429,18 @@ def submit_submission(
                               f"got {url!r}")
     if retries < 0:
         raise SubmissionError(f"--retries must be 0 or more, got {retries}")
+    headers = {"Content-Type": "application/json", "Accept": "application/json",
+               "Idempotency-Key": idempotency_key(body)}
+    if token is not None:
+        token = token.strip()
+        if not token or not _TOKEN_CHARS.fullmatch(token):
+            raise SubmissionError(f"--token (or {TOKEN_ENV}) must be the team token `fgvc server team add` printed: "
+                                  "one word of letters, digits and -_.~+/= characters")
+        headers["Authorization"] = f"Bearer {token}"
 
     still_there = (f"The submission is unchanged at {path}; send it again with `fgvc submit {path} --url {url}` "
                    "once the problem is fixed.")
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json", "Accept": "application/json"}
-    )
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     opener = urllib.request.build_opener()  # built per call so proxy settings are read now, not at import
     attempts = retries + 1
     failure = ""
@@ -365,14 +454,13 @@ def submit_submission(
                 status, raw = response.status, response.read()
                 charset, final_url = response.headers.get_content_charset(), response.geturl()
         except urllib.error.HTTPError as e:
-            quoted = _quote_reply(e.read() if e.fp else b"", e.headers.get_content_charset() if e.headers else None)
             if 500 <= e.code < 600:
-                failure = f"HTTP {e.code} {e.reason}: {quoted}"
+                raw = e.read() if e.fp else b""
+                charset = e.headers.get_content_charset() if e.headers else None
+                message = _reply_message(raw, charset)
+                failure = f"HTTP {e.code} {e.reason}: {repr(message) if message else _quote_reply(raw, charset)}"
                 continue
-            raise SubmissionError(
-                f"{url} rejected the submission with HTTP {e.code} {e.reason}: {quoted}. Not retried: a 4xx "
-                f"reply means the request itself is wrong (check --url). {still_there}"
-            ) from None
+            raise _refusal(url, e, still_there) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             failure = _connection_failure(e, timeout)
             continue

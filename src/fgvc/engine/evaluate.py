@@ -174,14 +174,18 @@ class EvaluationReport:
     json_path: Path
     checkpoint_note: str = ""
     dist: DistInfo = field(default_factory=DistInfo)  # the processes that computed it (rank 0 prints)
+    ensemble: dict[str, Any] | None = None  # metrics["ensemble"] when several runs or views were averaged
 
     def to_text(self, rows: int = 10) -> str:
         m = self.metrics
         note = f" ({self.checkpoint_note})" if self.checkpoint_note else ""
-        lines = [f"checkpoint: {self.checkpoint}{note}", f"split:      {self.split} ({m['images']} images)"]
+        first = f"ensemble:   {self.checkpoint_note}" if self.ensemble else f"checkpoint: {self.checkpoint}{note}"
+        lines = [first, f"split:      {self.split} ({m['images']} images)"]
         for key in ("top1", "top5", "mean_class_accuracy", "loss", "localisation_accuracy", "mean_iou"):
             if m.get(key) is not None:
                 lines.append(f"{key + ':':<22}{m[key]:.4f}")
+        if self.ensemble:
+            lines += _member_lines(self.ensemble)
         branches = {k[4:]: v for k, v in m.items() if k.startswith("acc_")}
         if len(branches) > 1:
             lines.append("per branch: " + ", ".join(f"{k} {v:.4f}" for k, v in branches.items()))
@@ -199,6 +203,22 @@ class EvaluationReport:
 
     def _name(self, class_id: str) -> str:
         return self.classes.name_of(self.classes.index_of(class_id))
+
+
+def _member_lines(ensemble: dict[str, Any]) -> list[str]:
+    """Each member's top-1 and the ensemble's gain over it (percentage points)."""
+    def pp(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:+.2f} pp"
+
+    lines = ["members (top-1, ensemble gain):"]
+    for m in ensemble["members"]:
+        top1 = "–" if m.get("top1") is None else f"{m['top1']:.4f}"
+        line = f"  {m['name']} {m['run']} (weight {m['weight']:.3g}): {top1}, gain {pp(m.get('gain_top1'))}"
+        if m.get("top1_without_tta") is not None:
+            line += (f"; without views {m['top1_without_tta']:.4f}, "
+                     f"gain {pp(m.get('gain_top1_over_without_tta'))}")
+        lines.append(line)
+    return lines
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "val",

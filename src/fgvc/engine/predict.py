@@ -2,6 +2,11 @@
 
 Both files are written atomically before anything is sent anywhere. Class IDs come from the
 checkpoint's ClassTable, spelled exactly as the training folders spell them.
+
+One run without views writes exactly those two files. An ensemble (several runs, or views:
+:mod:`fgvc.engine.ensemble`) writes its own top-1 and top-5 in the same columns, each member's top-1
+in ``model1_class_id``, ``model2_class_id``, ... and, in ``ensemble.json``, which run is which and
+the weights and views used.
 """
 
 from __future__ import annotations
@@ -9,21 +14,26 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data.classes import ClassTableError
+from ..data.classes import ClassTable, ClassTableError
 from ..data.formats import read_dataset
 from ..data.index import DatasetIndex, DatasetLayoutError, Sample, is_hidden, is_image_file, list_dir
 from ..errors import UserError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text
 from ..submission import write_submission
+from .ensemble import Ensemble
 from .evaluate import infer
 from .run import Run
 
-__all__ = ["PredictionRow", "collect_test_images", "predict", "write_predictions"]
+__all__ = ["PredictionRow", "collect_test_images", "predict", "predict_ensemble", "write_predictions",
+           "ENSEMBLE_FILE"]
+
+ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class PredictionRow:
     class_name: str
     confidence: float
     top5: tuple[tuple[str, float], ...]
+    members: tuple[str, ...] = ()  # each ensemble member's top-1 class ID; empty for one model
 
 
 def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
@@ -62,24 +73,43 @@ def predict(run: Run, model: torch.nn.Module, index: DatasetIndex, batch_size: i
     """Top-5 per image with the run's trained ``model`` (:meth:`Run.trained_model`)."""
     loader = run.loader(index, False, batch_size=batch_size)
     result = infer(model, loader, run.device, None, progress=progress, desc="predict", with_loss=False)
-    probs = result.logits.softmax(dim=1)
+    assert run.classes is not None
+    return _rows(index, run.classes, result.indices, result.logits.softmax(dim=1))
+
+
+def predict_ensemble(ensemble: Ensemble, index: DatasetIndex, batch_size: int = 32,
+                     progress: bool = True) -> list[PredictionRow]:
+    """Top-5 per image of the ensemble's mean probabilities, with each member's top-1 when there
+    are several members; one run without views gives exactly what :func:`predict` gives."""
+    result = ensemble.infer(index, batch_size=batch_size, progress=progress, desc="predict", amp=False)
+    members = result.members if len(result.members) > 1 else ()
+    return _rows(index, ensemble.classes, result.reference.indices, result.probabilities, members)
+
+
+def _rows(index: DatasetIndex, classes: ClassTable, positions: torch.Tensor, probs: torch.Tensor,
+          members: Sequence[torch.Tensor] = ()) -> list[PredictionRow]:
+    """One row per predicted image (``members``: each member's probabilities, for its top-1); an
+    image the loader skipped (undecodable) is refused."""
     k = min(5, probs.shape[1])
     top_p, top_i = probs.topk(k, dim=1)
-    classes = run.classes
-    assert classes is not None
+    member_top1 = torch.stack([m.argmax(dim=1) for m in members], dim=1).tolist() if members else None
     rows = []
-    for pos, ps, ids in zip(result.indices.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
+    for row, (pos, ps, ids) in enumerate(zip(positions.tolist(), top_p.tolist(), top_i.tolist(), strict=True)):
         sample = index.samples[pos]
+        own = tuple(classes.id_of(i) for i in member_top1[row]) if member_top1 is not None else ()
         rows.append(PredictionRow(sample.image_id, classes.id_of(ids[0]), classes.name_of(ids[0]), ps[0],
-                                  tuple((classes.id_of(i), p) for i, p in zip(ids, ps, strict=True))))
+                                  tuple((classes.id_of(i), p) for i, p in zip(ids, ps, strict=True)), own))
     skipped = len(index) - len(rows)
     if skipped:
         raise UserError(f"{skipped} test image(s) could not be decoded; run `fgvc data check` on the data")
     return rows
 
 
-def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname: str) -> tuple[Path, Path]:
-    """``predictions.csv`` (file, class_id, class_name, confidence, top5) and ``submission.json``."""
+def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname: str,
+                      setup: dict | None = None) -> tuple[Path, ...]:
+    """``predictions.csv`` (file, class_id, class_name, confidence, top5, then ``model<i>_class_id`` per
+    ensemble member) and ``submission.json``; with ``setup`` (:meth:`Ensemble.setup`) also
+    ``ensemble.json``. Returns the paths written."""
     from ..errors import OutputError, output_error
 
     out_dir = Path(out_dir)
@@ -96,11 +126,17 @@ def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname:
         raise output_error(out_dir, e, "create the --out folder") from e
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "class_id", "class_name", "confidence", "top5"])
+    members = len(rows[0].members) if rows else 0
+    writer.writerow(["file", "class_id", "class_name", "confidence", "top5",
+                     *(f"model{i}_class_id" for i in range(1, members + 1))])
     for r in rows:
         writer.writerow([r.file, r.class_id, r.class_name, f"{r.confidence:.6f}",
-                         " ".join(f"{cid}:{p:.4f}" for cid, p in r.top5)])
+                         " ".join(f"{cid}:{p:.4f}" for cid, p in r.top5), *r.members])
     csv_path, json_path = out_dir / "predictions.csv", out_dir / "submission.json"
     atomic_write_text(csv_path, buffer.getvalue())
     write_submission(json_path, {r.file: r.class_id for r in rows}, groupname)
-    return csv_path, json_path
+    if setup is None:
+        return csv_path, json_path
+    setup_path = out_dir / ENSEMBLE_FILE
+    atomic_write_json(setup_path, setup)
+    return csv_path, json_path, setup_path

@@ -1,0 +1,209 @@
+"""The HTTP side: FastAPI routes over :class:`~fgvc.server.service.CompetitionService`.
+
+Routes::
+
+    POST /api/submissions   submission JSON, 'Authorization: Bearer <token>' (or groupname in --auth open)
+    POST /results/          the course's protocol: the same, any Content-Type, reply has "accuracy"
+    GET  /                  leaderboard page            GET  /api/leaderboard[?format=csv]
+    GET  /team, POST /team  a team's own submissions (token typed into a form)
+    GET  /api/team          the same as JSON (Bearer token)
+    GET  /healthz           liveness and database check
+
+Every reply is JSON with a "message" for a person, errors included (404, 405, 413, 500, ...), except
+the HTML pages. Request bodies are read as raw bytes whatever the Content-Type, up to a size limit.
+There are no admin routes: the instructor's actions are `fgvc server` commands on the machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from urllib.parse import parse_qs
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import pages
+from .competition import format_time
+from .service import CompetitionService, Refusal
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+_FORM_MAX_BYTES = 4096
+_DRAIN_FACTOR = 4  # an oversized body up to 4x the limit is read and dropped, so the client sees the 413
+
+
+class _SecurityHeaders:
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): no sniffing, no framing, no caching of
+    API replies, and a script-free Content-Security-Policy on pages."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("Content-Security-Policy", pages.CONTENT_SECURITY_POLICY)
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    too_large = Refusal(413, "body_too_large",
+                        f"the request body is larger than this server's limit of {limit // (1024 * 1024)} MB "
+                        f"({limit} bytes); a submission of 6,000 images is about 0.4 MB. Nothing was stored.")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refusal(400, "bad_request", "the Content-Length header is not a number")
+        if int(declared) > limit:
+            if int(declared) <= _DRAIN_FACTOR * limit:
+                async for _ in request.stream():
+                    pass
+            raise too_large
+    chunks, size, over = [], 0, False
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _DRAIN_FACTOR * limit:
+            raise too_large
+        if size > limit:
+            over = True
+        elif chunk:
+            chunks.append(chunk)
+    if over:
+        raise too_large
+    return b"".join(chunks)
+
+
+def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               submit_workers: int = 3) -> FastAPI:
+    app = FastAPI(title="fgvc server", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_SecurityHeaders)
+
+    @app.exception_handler(Refusal)
+    async def _refusal(_request: Request, refusal: Refusal) -> JSONResponse:
+        return JSONResponse(refusal.to_dict(), status_code=refusal.status, headers=refusal.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            message = (f"nothing at {request.url.path}; the leaderboard is at /, submissions go to "
+                       "POST /api/submissions (or POST /results/)")
+        elif error.status_code == 405:
+            message = f"{request.method} is not accepted at {request.url.path}"
+        else:
+            message = str(error.detail)
+        return _json_error(error.status_code, "http_error", message, getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return _json_error(400, "bad_request", f"the request is malformed: {error.errors()[:3]}")
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_request: Request, error: OperationalError) -> JSONResponse:
+        log.error("database error: %s", error.orig)
+        return _json_error(503, "database_unavailable", "the server's database is unavailable right now; send the "
+                           "same request again in a moment (a retry with the same Idempotency-Key, as `fgvc submit` "
+                           "sends, is never counted twice)", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _bug(_request: Request, error: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return _json_error(500, "internal_error", "the server failed on this request (a bug, logged for the "
+                           "instructor); a submission stored before the failure is kept and scored at restart")
+
+    # Submissions are CPU work (JSON, checks, scoring) around short database writes. A few threads keep
+    # the disk busy while another parses; more would only queue on the GIL and stretch every write.
+    submit_threads = anyio.CapacityLimiter(submit_workers)
+
+    async def submit(request: Request) -> JSONResponse:
+        raw = await _read_body(request, max_body_bytes)
+        call = functools.partial(service.submit, raw, authorization=request.headers.get("authorization"),
+                                 idempotency_key=request.headers.get("idempotency-key"))
+        return JSONResponse(await anyio.to_thread.run_sync(call, limiter=submit_threads))
+
+    for path in ("/api/submissions", "/results/", "/results"):
+        app.add_api_route(path, submit, methods=["POST"], include_in_schema=False)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(service.health))
+
+    @app.get("/api/leaderboard")
+    async def leaderboard_api(format: str = "json") -> Response:
+        board = await run_in_threadpool(service.leaderboard)
+        if format == "csv":
+            return PlainTextResponse(board.to_csv(), media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition": 'attachment; filename="leaderboard.csv"'})
+        if format != "json":
+            raise Refusal(400, "bad_request", f"format must be json or csv, got {format!r}")
+        return JSONResponse(board.to_dict())
+
+    @app.get("/api/team")
+    async def team_api(request: Request) -> JSONResponse:
+        def view() -> dict:
+            team = service.team_from_token(request.headers.get("authorization"))
+            v = service.team_view(team)
+            return {"team": team.name, "rank": v.rank, "quota_left_today": v.quota_left, "daily_limit": v.daily_limit,
+                    "quota_resets_at": format_time(v.quota_resets_at), "final": v.final,
+                    "message": f"{len(v.submissions)} submission(s) of team {team.name!r}",
+                    "submissions": [{"submission_id": s.id, "submitted_at": format_time(s.created_at),
+                                     "status": s.status, "public_score": s.public_score,
+                                     "counts": s.id == v.counted_id,
+                                     **({"private_score": s.private_score} if v.final else {})}
+                                    for s in v.submissions]}
+
+        return JSONResponse(await run_in_threadpool(view))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def leaderboard_page() -> HTMLResponse:
+        board = await run_in_threadpool(service.leaderboard)
+        return HTMLResponse(pages.leaderboard_page(board, board.generated_at), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/team", response_class=HTMLResponse)
+    async def team_login() -> HTMLResponse:
+        return HTMLResponse(pages.team_login_page(service.competitions.current().title))
+
+    @app.post("/team", response_class=HTMLResponse)
+    async def team_page(request: Request) -> HTMLResponse:
+        title = service.competitions.current().title
+        form = parse_qs((await _read_body(request, _FORM_MAX_BYTES)).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+
+        def view():
+            return service.team_view(service.team_from_token(f"Bearer {token}" if token else None))
+
+        try:
+            team_view = await run_in_threadpool(view)
+        except Refusal as refusal:
+            message = "Enter your team token." if refusal.code == "token_required" else \
+                "That token belongs to no team; check it, or ask your instructor for a new one."
+            return HTMLResponse(pages.team_login_page(title, message), status_code=refusal.status)
+        return HTMLResponse(pages.team_page(title, team_view))
+
+    return app

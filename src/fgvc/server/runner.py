@@ -1,0 +1,88 @@
+"""`fgvc server run`: open the database, recover, register teams, serve with Uvicorn.
+
+Start-up scores every submission a crash left 'pending' (stored, not yet scored) and every one scored
+with other labels before the first request is taken, so a restart after ``kill -9`` serves complete
+data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from ..errors import UserError
+from . import store
+from .app import DEFAULT_MAX_BODY_BYTES, create_app
+from .competition import CompetitionCache, utc_now
+from .db import Database
+from .faults import Faults
+from .security import check_team_name
+from .service import CompetitionService
+
+__all__ = ["open_database", "read_teams_file", "serve"]
+
+
+def open_database(competitions: CompetitionCache, db_url: str | None) -> Database:
+    """The database named by --db, else the competition's (its --db at init, else SQLite in COMP_DIR)."""
+    competition = competitions.current()
+    db = Database(db_url or competition.database_url)
+    db.ensure_schema(competition.competition_id)
+    return db
+
+
+def read_teams_file(path: str | os.PathLike) -> frozenset[str]:
+    """Team names, one per line; blank lines and lines starting with # are skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read --teams-file {path}: {e}") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise UserError(f"--teams-file {path} lists no team names (one per line)")
+    return frozenset(check_team_name(name) for name in names)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}; pass another --port (or --host)") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, db_url: str | None = None,
+          auth: str = "token", teams_file: str | os.PathLike | None = None,
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    import uvicorn
+
+    competitions = CompetitionCache(comp_dir)
+    competition = competitions.current()
+    if teams_file is not None and auth != "open":
+        raise UserError("--teams-file lists the team names accepted with --auth open; with token auth, add teams "
+                        "with `fgvc server team add`")
+    faults = Faults.from_environment()
+    db = open_database(competitions, db_url)
+    registered = read_teams_file(teams_file) if teams_file is not None else None
+    for name in sorted(registered or ()):
+        store.get_or_create_team(db, name, utc_now())
+    service = CompetitionService(competitions, db, auth=auth, registered=registered, faults=faults)
+    recovered = service.rescore()
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"fgvc server: {competition.title!r} on http://{shown_host}:{bound_port}/ (auth {auth}, database "
+          f"{db.safe_url}); {recovered.rescored} submission(s) scored at start-up", flush=True)
+    config = uvicorn.Config(create_app(service, max_body_bytes=max_body_bytes), log_level="info",
+                            server_header=False, timeout_keep_alive=5, timeout_graceful_shutdown=10, backlog=2048)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        db.dispose()
