@@ -1,0 +1,101 @@
+"""What an exported file carries besides the network, so that the file alone can be used: the class
+table (index, ID, name) and the preprocessing (recipe, input size, mean/std), as one JSON document.
+
+ONNX keeps it in ``metadata_props["fgvc"]``; TorchScript and ExportedProgram archives in the extra
+file ``fgvc.json``. The preprocessing is rebuilt with the run's own code,
+:func:`fgvc.data.transforms.build_transform` with the stored recipe name, so an exported model sees
+the same input tensor as ``fgvc predict`` gives the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ..data.classes import ClassTable
+from ..data.transforms import BatchTransform, build_batch_transform, build_transform
+from ..errors import FgvcError
+
+__all__ = ["METADATA_KEY", "EXTRA_FILE", "SCHEMA", "ExportMetadata", "Preprocessing", "MetadataError"]
+
+METADATA_KEY = "fgvc"  # ONNX metadata_props key
+EXTRA_FILE = "fgvc.json"  # TorchScript / ExportedProgram archive extra file
+SCHEMA = "fgvc-export-v1"
+
+
+class MetadataError(FgvcError, ValueError):
+    """An exported file without fgvc's metadata, or with metadata this fgvc cannot read."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The run's evaluation transform: recipe name, square input size and normalisation statistics."""
+
+    recipe: str
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    whole_image: bool  # the input is the whole image resized: boxes map to the original by plain scaling
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]:
+        """PIL image -> uint8 (3, S, S): decoding-side geometry, as the run's loader workers do it."""
+        return build_transform(self.recipe, self.input_size, False, self.mean, self.std, output="uint8")
+
+    def batch_transform(self) -> BatchTransform:
+        """uint8 batch -> normalised float batch, as the run's loader finishes it on the device."""
+        return build_batch_transform(self.recipe, False, self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    """Everything but the weights: which model, its classes, its preprocessing, its outputs."""
+
+    format: str
+    model: str
+    backbone: str
+    classes: ClassTable
+    preprocessing: Preprocessing
+    outputs: tuple[str, ...]  # "logits" (N, C), then "object_boxes" (N, 4) where the model localises
+    batch: int | None  # None: any batch size; else the fixed batch the file was exported with
+    source: str = ""  # the checkpoint it came from
+    notes: tuple[str, ...] = field(default_factory=tuple)  # what the export leaves out, and why
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def localises(self) -> bool:
+        return "object_boxes" in self.outputs
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["schema"] = SCHEMA
+        data["classes"] = [{"index": i, "id": cid, "name": name}
+                           for i, (cid, name) in enumerate(zip(self.classes.ids, self.classes.names, strict=True))]
+        return json.dumps(data, indent=1, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str) -> ExportMetadata:
+        try:
+            data = json.loads(text)
+            if data.get("schema") != SCHEMA:
+                raise MetadataError(f"{where}: metadata schema {data.get('schema')!r} is not {SCHEMA!r}; "
+                                    "export the run again with this fgvc")
+            rows = sorted(data["classes"], key=lambda row: row["index"])
+            if [row["index"] for row in rows] != list(range(len(rows))):
+                raise MetadataError(f"{where}: the class table's indices are not 0..{len(rows) - 1}")
+            classes = ClassTable(tuple(r["id"] for r in rows), tuple(r["name"] for r in rows))
+            p = data["preprocessing"]
+            preprocessing = Preprocessing(p["recipe"], int(p["input_size"]), tuple(p["mean"]), tuple(p["std"]),
+                                          bool(p["whole_image"]))
+            return cls(format=data["format"], model=data["model"], backbone=data["backbone"], classes=classes,
+                       preprocessing=preprocessing, outputs=tuple(data["outputs"]), batch=data["batch"],
+                       source=data.get("source", ""), notes=tuple(data.get("notes", ())),
+                       versions=dict(data.get("versions", {})))
+        except MetadataError:
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            raise MetadataError(f"{where}: fgvc metadata unreadable ({type(e).__name__}: {e}); "
+                                "export the run again with `fgvc export`") from None

@@ -1,0 +1,88 @@
+"""Running the service with Uvicorn: in the foreground (``fgvc serve``) or in a thread (tests, benchmarks).
+
+The socket is bound before Uvicorn starts, so a port in use is one line naming ``--port``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from .app import create_app
+from .predictors import Predictor, open_predictor
+from .settings import ServeSettings
+
+__all__ = ["serve", "bind", "ThreadedServer"]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}; pass another --port (or --host)") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app, log_level: str):
+    import uvicorn
+
+    return uvicorn.Config(app, log_level=log_level, server_header=False, timeout_keep_alive=5,
+                          timeout_graceful_shutdown=10, backlog=2048)
+
+
+def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          settings: ServeSettings | None = None) -> None:
+    """Serve a run folder, checkpoint or exported file until interrupted."""
+    import uvicorn
+
+    predictor = open_predictor(source, device)
+    settings = settings or ServeSettings()
+    sock = bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    batching = ("off" if settings.max_batch == 1 else
+                f"up to {settings.max_batch} images per pass, {settings.batch_window_ms:g} ms window")
+    print(f"fgvc serve: {predictor.description}\n  http://{shown}:{sock.getsockname()[1]}/  (page; POST /predict, "
+          f"POST /explain, GET /healthz, GET /metrics); dynamic batching {batching}", flush=True)
+    try:
+        uvicorn.Server(_config(create_app(predictor, settings), "info")).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+class ThreadedServer:
+    """The service on a free local port, in a thread of this process; ``url`` is its address."""
+
+    def __init__(self, predictor: Predictor, settings: ServeSettings | None = None,
+                 gate: threading.Event | None = None, host: str = "127.0.0.1") -> None:
+        import uvicorn
+
+        self.app = create_app(predictor, settings, gate)
+        self.sock = bind(host, 0)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(_config(self.app, "warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the service did not start")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+    def __enter__(self) -> ThreadedServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
