@@ -13,26 +13,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	rm -rf $(DEMO_DIR)
-	$(BIN)/fgvc data synth $(DEMO_DIR)/data --layout competition --classes 10 --per-class 60 --size 224
-	$(BIN)/fgvc data check $(DEMO_DIR)/data
-	$(BIN)/fgvc train --config demo --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run
-	$(BIN)/fgvc evaluate $(DEMO_DIR)/run --data $(DEMO_DIR)/data --split val
-	$(BIN)/fgvc predict $(DEMO_DIR)/run --data $(DEMO_DIR)/data --out $(DEMO_DIR)/predictions --group demo
-	$(BIN)/fgvc explain $(DEMO_DIR)/run $$(ls $(DEMO_DIR)/data/test/*.jpg | head -n 4) --data $(DEMO_DIR)/data \
-		--out $(DEMO_DIR)/explain
-	$(BIN)/fgvc score $(DEMO_DIR)/predictions/submission.json --labels $(DEMO_DIR)/data/test_labels.csv \
-		--classes $(DEMO_DIR)/run/classes.json
-	@echo
-	@echo "artefacts:"
-	@echo "  data         $(DEMO_DIR)/data"
-	@echo "  run          $(DEMO_DIR)/run  (best.pt, last.pt, metrics.csv, config.yaml)"
-	@echo "  evaluation   $(DEMO_DIR)/run/eval_val/metrics.json"
-	@echo "  predictions  $(DEMO_DIR)/predictions/predictions.csv"
-	@echo "  submission   $(DEMO_DIR)/predictions/submission.json"
-	@echo "  pictures     $(DEMO_DIR)/explain/*.png"
-	@echo
-	@echo "report: $(abspath $(DEMO_DIR))/run/report.html"
+	BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
