@@ -71,6 +71,9 @@ done
 printf '  %-9s' ensemble
 "$FGVC" score "$OUT/predictions/submission.json" --labels "$DATA/test_labels.csv" --classes "$OUT/fbsd/classes.json" \
     | head -n 1
+echo "MMAL-Net's object boxes on the test images (their true boxes are known):"
+"$FGVC" evaluate "$OUT/mmal" --data "$DATA" --split test --out "$OUT/mmal/test_localisation" --no-progress \
+    --no-report | grep -E "^(localisation_accuracy|mean_iou)" | sed 's/^/  /'
 echo
 echo "artefacts:"
 echo "  data         $DATA"
