@@ -5,30 +5,16 @@ The socket is bound before Uvicorn starts, so a port in use is one line naming `
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
 
-from ..errors import UserError
+from ..netbind import bind
 from .app import create_app
 from .predictors import Predictor, open_predictor
 from .settings import ServeSettings
 
 __all__ = ["serve", "bind", "ThreadedServer"]
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}; pass another --port (or --host)") from None
-    sock.set_inheritable(True)
-    return sock
 
 
 def _config(app, log_level: str):

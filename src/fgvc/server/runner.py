@@ -8,10 +8,10 @@ data.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from ..errors import UserError
+from ..netbind import bind as _bind
 from . import store
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 from .competition import CompetitionCache, utc_now
@@ -42,19 +42,6 @@ def read_teams_file(path: str | os.PathLike) -> frozenset[str]:
     if not names:
         raise UserError(f"--teams-file {path} lists no team names (one per line)")
     return frozenset(check_team_name(name) for name in names)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}; pass another --port (or --host)") from None
-    sock.set_inheritable(True)
-    return sock
 
 
 def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, db_url: str | None = None,
