@@ -16,11 +16,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from torch import Tensor
 
+from ..bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
 from ..data.decode import ImageDecodeError, decode_rgb
 
 __all__ = ["Refusal", "Upload", "DecodedImage", "read_body", "read_uploads", "decode_upload"]
 
-_DRAIN_FACTOR = 4  # an oversized body up to 4x the limit is read and dropped, so the client sees the 413
 IMAGE_TYPES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 
 
@@ -62,25 +62,12 @@ def too_many(max_images: int) -> Refusal:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise Refusal(400, "bad_request", "the Content-Length header is not a number")
-        if int(declared) > limit:
-            if int(declared) <= _DRAIN_FACTOR * limit:
-                async for _ in request.stream():
-                    pass
-            raise too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _DRAIN_FACTOR * limit:
-            raise too_large(limit)
-        if size <= limit:
-            chunks.append(chunk)
-    if size > limit:
-        raise too_large(limit)
-    return b"".join(chunks)
+    try:
+        return await read_bounded_body(request, limit)
+    except BodyTooLarge:
+        raise too_large(limit) from None
+    except BadContentLength:
+        raise Refusal(400, "bad_request", "the Content-Length header is not a number") from None
 
 
 def _replay(body: bytes) -> Callable[[], Any]:

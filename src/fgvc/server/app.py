@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
 from . import pages
 from .competition import format_time
 from .service import CompetitionService, Refusal
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _FORM_MAX_BYTES = 4096
-_DRAIN_FACTOR = 4  # an oversized body up to 4x the limit is read and dropped, so the client sees the 413
 
 
 class _SecurityHeaders:
@@ -74,30 +74,14 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    too_large = Refusal(413, "body_too_large",
-                        f"the request body is larger than this server's limit of {limit // (1024 * 1024)} MB "
-                        f"({limit} bytes); a submission of 6,000 images is about 0.4 MB. Nothing was stored.")
-    if declared is not None:
-        if not declared.isdigit():
-            raise Refusal(400, "bad_request", "the Content-Length header is not a number")
-        if int(declared) > limit:
-            if int(declared) <= _DRAIN_FACTOR * limit:
-                async for _ in request.stream():
-                    pass
-            raise too_large
-    chunks, size, over = [], 0, False
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _DRAIN_FACTOR * limit:
-            raise too_large
-        if size > limit:
-            over = True
-        elif chunk:
-            chunks.append(chunk)
-    if over:
-        raise too_large
-    return b"".join(chunks)
+    try:
+        return await read_bounded_body(request, limit)
+    except BodyTooLarge:
+        raise Refusal(413, "body_too_large",
+                      f"the request body is larger than this server's limit of {limit // (1024 * 1024)} MB "
+                      f"({limit} bytes); a submission of 6,000 images is about 0.4 MB. Nothing was stored.") from None
+    except BadContentLength:
+        raise Refusal(400, "bad_request", "the Content-Length header is not a number") from None
 
 
 def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
