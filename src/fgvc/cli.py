@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .argtypes import non_negative_int, port, positive_int
 from .errors import ConfigError, FgvcError, UserError, output_error
 
 __all__ = ["main", "build_parser"]
@@ -272,30 +273,22 @@ def _batch(text: str) -> int | None:
     if text == "dynamic":
         return None
     try:
-        return _positive_int(text)
+        return positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither 'dynamic' nor a batch size of at least 1") from None
 
 
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be at least 0")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+def _add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
+    """RUN [RUN ...], --tta, --weights: what `fgvc evaluate` and `fgvc predict` share."""
+    parser.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoint file")
+    parser.add_argument("more_runs", type=Path, nargs="*", metavar="RUN",
+                        help="more runs: class probabilities averaged with the first's (an ensemble, in the first "
+                             "run's class order)")
+    parser.add_argument("--tta", choices=["none", "flip", "flip+crops"], default="none",
+                        help="test-time views, probabilities averaged: flip = the image and its mirror; flip+crops = "
+                             "those and the centre and four corner crops of 7/8 of each side (7 views)")
+    parser.add_argument("--weights", default=None, metavar="W1,W2,...",
+                        help="one positive weight per run, normalised (default: equal)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,9 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("root", type=Path)
     check.add_argument("--format", default=None,
                        help="competition, imagefolder, cub, aircraft, cars (default: detect)")
-    check.add_argument("--min-side", type=_non_negative_int, default=32,
+    check.add_argument("--min-side", type=non_negative_int, default=32,
                        help="warn about images with a smaller side (px)")
-    check.add_argument("--workers", type=_positive_int, default=4, help="decoding threads")
+    check.add_argument("--workers", type=positive_int, default=4, help="decoding threads")
     check.add_argument("--aircraft-level", choices=["variant", "family", "manufacturer"], default=None,
                        help="shorthand for --option level=...")
     check.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -323,10 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth = data_commands.add_parser("synth", help="generate the embedded synthetic fine-grained dataset")
     synth.add_argument("out", type=Path)
     synth.add_argument("--layout", default="competition", choices=["competition", "cub", "imagefolder"])
-    synth.add_argument("--classes", type=_positive_int, default=10)
-    synth.add_argument("--per-class", type=_positive_int, default=40)
-    synth.add_argument("--size", type=_positive_int, default=224)
-    synth.add_argument("--seed", type=_non_negative_int, default=0)
+    synth.add_argument("--classes", type=positive_int, default=10)
+    synth.add_argument("--per-class", type=positive_int, default=40)
+    synth.add_argument("--size", type=positive_int, default=224)
+    synth.add_argument("--seed", type=non_negative_int, default=0)
     synth.add_argument("--test-fraction", type=float, default=0.2)
     synth.set_defaults(func=_data_synth)
 
@@ -344,21 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate", help="metrics of a checkpoint, or of an ensemble of runs, on the validation or test split")
-    evaluate.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoint file")
-    evaluate.add_argument("more_runs", type=Path, nargs="*", metavar="RUN",
-                          help="more runs: class probabilities averaged with the first's (an ensemble, in the first "
-                               "run's class order)")
-    evaluate.add_argument("--tta", choices=["none", "flip", "flip+crops"], default="none",
-                          help="test-time views, probabilities averaged: flip = the image and its mirror; flip+crops = "
-                               "those and the centre and four corner crops of 7/8 of each side (7 views)")
-    evaluate.add_argument("--weights", default=None, metavar="W1,W2,...",
-                          help="one positive weight per run, normalised (default: equal)")
+    _add_ensemble_arguments(evaluate)
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
     evaluate.add_argument("--out", type=Path, default=None,
                           help="folder for metrics.json (default RUN/eval_SPLIT; for an ensemble or --tta, "
                                "ensemble_eval_SPLIT_RUN1+RUN2[_TTA] beside the first run's folder)")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
+    evaluate.add_argument("--batch-size", type=positive_int, default=32)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.add_argument("--no-report", action="store_true",
@@ -371,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     expl.add_argument("--out", type=Path, default=Path("explain"), help="folder for the PNGs (default ./explain)")
     expl.add_argument("--data", type=Path, default=None,
                       help="dataset the images come from, for true class and box (default: the run's, if inside)")
-    expl.add_argument("--batch-size", type=_positive_int, default=8)
+    expl.add_argument("--batch-size", type=positive_int, default=8)
     expl.add_argument("--device", default="auto")
     expl.set_defaults(func=_explain)
 
@@ -384,19 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pred = commands.add_parser("predict", help="predict test images with a run or an ensemble of runs; writes "
                                                "predictions.csv and submission.json")
-    pred.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoint file")
-    pred.add_argument("more_runs", type=Path, nargs="*", metavar="RUN",
-                      help="more runs: class probabilities averaged with the first's (an ensemble, in the first "
-                           "run's class order)")
-    pred.add_argument("--tta", choices=["none", "flip", "flip+crops"], default="none",
-                      help="test-time views, probabilities averaged: flip = the image and its mirror; flip+crops = "
-                           "those and the centre and four corner crops of 7/8 of each side (7 views)")
-    pred.add_argument("--weights", default=None, metavar="W1,W2,...",
-                      help="one positive weight per run, normalised (default: equal)")
+    _add_ensemble_arguments(pred)
     pred.add_argument("--data", type=Path, required=True, help="dataset with test/ or a folder of images")
     pred.add_argument("--out", type=Path, required=True)
     pred.add_argument("--group", required=True, help="group name in the submission JSON")
-    pred.add_argument("--batch-size", type=_positive_int, default=32)
+    pred.add_argument("--batch-size", type=positive_int, default=32)
     pred.add_argument("--device", default="auto")
     pred.add_argument("--no-progress", action="store_true")
     pred.set_defaults(func=_predict)
@@ -405,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("submission", type=Path)
     submit.add_argument("--url", required=True,
                         help="the server's submission address, e.g. http://HOST:8000/api/submissions")
-    submit.add_argument("--retries", type=_non_negative_int, default=3)
+    submit.add_argument("--retries", type=non_negative_int, default=3)
     submit.add_argument("--token", default=None,
                         help="team token from `fgvc server team add` (default: the FGVC_TOKEN environment variable)")
     submit.set_defaults(func=_submit)
@@ -425,11 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file to write (default RUN/model.onnx, model.torchscript.pt or model.pt2)")
     export.add_argument("--batch", type=_batch, default=None, metavar="dynamic|N",
                         help="dynamic (default: any batch size) or a fixed batch size")
-    export.add_argument("--input-size", type=_positive_int, default=None, metavar="N",
+    export.add_argument("--input-size", type=positive_int, default=None, metavar="N",
                         help="input side in px (default: the run's model.input_size)")
     export.add_argument("--data", type=Path, default=None,
                         help="images to verify on: the run's dataset (moved) or a folder (default: the run's data)")
-    export.add_argument("--verify-images", type=_positive_int, default=8, metavar="N",
+    export.add_argument("--verify-images", type=positive_int, default=8, metavar="N",
                         help="how many images the export is verified on (default 8)")
     export.set_defaults(func=_export)
 
@@ -438,15 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("source", type=Path, metavar="RUN|EXPORTED_FILE",
                      help="run directory, checkpoint, or a file written by fgvc export")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    srv.add_argument("--port", type=_non_negative_int, default=8000)
+    srv.add_argument("--port", type=port, default=8000)
     srv.add_argument("--device", default="auto")
-    srv.add_argument("--max-batch", type=_positive_int, default=16,
+    srv.add_argument("--max-batch", type=positive_int, default=16,
                      help="images per forward pass across requests (1: no dynamic batching)")
     srv.add_argument("--batch-window-ms", type=_float_at_least(0, inclusive=True), default=5.0,
                      help="how long a batch waits for more images (default 5 ms)")
     srv.add_argument("--max-upload-mb", type=_float_at_least(0, inclusive=False), default=10.0,
                      help="largest request body; larger ones get 413 (default 10)")
-    srv.add_argument("--max-images", type=_positive_int, default=32, help="images per request (default 32)")
+    srv.add_argument("--max-images", type=positive_int, default=32, help="images per request (default 32)")
     srv.set_defaults(func=_serve)
     from .server.commands import add_server_commands  # argparse only: FastAPI/SQLAlchemy load when a server cmd runs
 

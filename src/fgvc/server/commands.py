@@ -18,6 +18,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from ..argtypes import non_negative_int, port
 from ..errors import UserError
 
 __all__ = ["add_server_commands"]
@@ -47,23 +48,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{value} is out of range: it must be above 0 and at most 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be at least 0")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _count(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
     return value
 
 
@@ -171,12 +155,14 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
                       help="class list: a run's classes.json or class_labels.txt (default: the labels' classes)")
     init.add_argument("--public-fraction", type=_fraction, default=0.3,
                       help="share of test images scored publicly before the deadline (default 0.3)")
-    init.add_argument("--daily-limit", type=_count, default=5, help="submissions per team per UTC day (0: none)")
+    init.add_argument("--daily-limit", type=non_negative_int, default=5,
+                      help="submissions per team per UTC day (0: none)")
     init.add_argument("--deadline", type=_deadline, default=None, help="e.g. 2027-01-15T23:59Z")
     init.add_argument("--title", default=None, help="shown on the leaderboard (default: the folder's name)")
     init.add_argument("--leaderboard", choices=["best", "last"], default="best",
                       help="which submission of a team counts: its best public score or its latest")
-    init.add_argument("--seed", type=_count, default=None, help="seed of the public/private split (default: random)")
+    init.add_argument("--seed", type=non_negative_int, default=None,
+                      help="seed of the public/private split (default: random)")
     init.add_argument("--db", default=None, metavar="URL",
                       help="e.g. postgresql+psycopg://USER@HOST/DB (default: SQLite in COMP_DIR)")
     init.set_defaults(func=_init)
@@ -198,13 +184,13 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="serve the competition (leaderboard at /, submissions at /api/submissions)")
     _comp_dir(run)
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    run.add_argument("--port", type=_port, default=8000)
+    run.add_argument("--port", type=port, default=8000)
     run.add_argument("--auth", choices=["token", "open"], default="token",
                      help="token: teams send their token; open: teams name themselves by 'groupname' (the "
                           "course's original protocol)")
     run.add_argument("--teams-file", type=Path, default=None,
                      help="with --auth open: accept only these team names (one per line)")
-    run.add_argument("--max-body-mb", type=_count, default=16, help="largest accepted request body (MB)")
+    run.add_argument("--max-body-mb", type=non_negative_int, default=16, help="largest accepted request body (MB)")
     run.set_defaults(func=_run)
 
     settings = sub.add_parser("set", help="change the deadline, daily limit, title or leaderboard rule")
@@ -212,7 +198,7 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
     deadline = settings.add_mutually_exclusive_group()
     deadline.add_argument("--deadline", type=_deadline, default=None)
     deadline.add_argument("--no-deadline", action="store_true")
-    settings.add_argument("--daily-limit", type=_count, default=None)
+    settings.add_argument("--daily-limit", type=non_negative_int, default=None)
     settings.add_argument("--title", default=None)
     settings.add_argument("--leaderboard", choices=["best", "last"], default=None)
     settings.set_defaults(func=_set)
