@@ -39,6 +39,7 @@ from .data.decode import ImageDecodeError, load_rgb
 from .data.index import Sample, is_hidden, is_image_file
 from .engine.run import Run
 from .errors import UserError
+from .fileio import atomic_open
 from .models.output import ModelOutput
 
 __all__ = ["Explanation", "explain", "explain_images", "collect_images", "DISPLAY_SIZE"]
@@ -340,12 +341,12 @@ def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, o
     found = collect_images(images)
     run = Run.open(checkpoint, device=device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = {path: name for path, name, _ in found}
     written = []
     for e in explain_images(run, [p for p, _, _ in found], data_root, batch_size,
                             skip_unreadable=[not explicit for _, _, explicit in found]):
         target = out_dir / names[e.path]
-        e.picture.save(target, format="PNG", optimize=True)
+        with atomic_open(target, "wb") as f:  # a kill leaves no half picture; unwritable --out is one line
+            e.picture.save(f, format="PNG", optimize=True)
         written.append(target)
     return written
