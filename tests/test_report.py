@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from fgvc.engine.run import Run
 from fgvc.errors import UserError
-from fgvc.report import find_metrics, write_report
+from fgvc.explain import explain_images
+from fgvc.report import _explained_rows, _jpeg, find_metrics, write_report
 from tests.seeing_fixtures import baseline_run, fresh_copy, mmal_run, seeing_data  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -163,6 +166,61 @@ def test_report_of_a_baseline_run_without_data(baseline_run, tmp_path):  # noqa:
     assert "metrics" not in page.ids and "no metrics" in text and "fgvc evaluate" in text
     assert "curves" in page.ids and "config" in page.ids
     assert not (run / "eval_val").exists()
+
+
+def explained_figures(text: str) -> list[tuple[str, str, bytes]]:
+    """(verdict, file name, JPEG bytes) of each figure of the explanations section, in page order."""
+    section = text[text.index('<section id="explanations">'):]
+    section = section[:section.index("</section>")]
+    figures = []
+    for chunk in section.split('<figure class="wide">')[1:]:
+        src = chunk[chunk.index('src="') + 5:]
+        payload = src[:src.index('"')].split(",", 1)[1]
+        caption = chunk[chunk.index("<figcaption>") + 12:chunk.index("</figcaption>")]
+        verdict = "misclassified" if ">misclassified<" in caption else "correct"
+        figures.append((verdict, caption.rsplit(": ", 1)[1], base64.b64decode(payload)))
+    return figures
+
+
+def test_explained_rows_are_the_most_confident_mistakes_then_correct_images():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    predictions = torch.tensor([0, 2, 2, 1, 0, 2, 0])  # rows 1, 3, 4 wrong
+    confidence = torch.tensor([0.5, 0.6, 0.9, 0.95, 0.4, 0.7, 0.8])
+    assert _explained_rows(labels, predictions, confidence) == [3, 1, 2, 6]
+    assert _explained_rows(labels[:1], predictions[:1], confidence[:1]) == [0]
+    assert _explained_rows(labels, labels, confidence) == [3, 2, 6, 5]
+
+
+def check_explanations_match_fgvc_explain(run_dir: Path, text: str, data: Path) -> list[tuple[str, str, bytes]]:
+    """Each picture is exactly `fgvc explain`'s picture of that file, and its verdict is the one that
+    picture's own prediction gives."""
+    figures = explained_figures(text)
+    assert 1 <= len(figures) <= 4
+    verdicts = [v for v, _, _ in figures]
+    assert verdicts == sorted(verdicts, key=lambda v: v != "misclassified")  # mistakes first
+    run = Run.open(run_dir, device="cpu")
+    paths = {p.name: p for p in data.rglob("*.jpg")}
+    explained = list(explain_images(run, [paths[name] for _, name, _ in figures], data))
+    for (verdict, name, jpeg), e in zip(figures, explained, strict=True):
+        assert jpeg == _jpeg(e.picture), name
+        assert verdict == ("correct" if e.top5[0][0] == e.true_class else "misclassified"), name
+    return figures
+
+
+def test_report_shows_explain_pictures_of_mistakes_first(mmal_report, seeing_data):  # noqa: F811
+    run, path, _ = mmal_report
+    text = path.read_text(encoding="utf-8")
+    assert "explanations" in Page(text).ids and "part windows" in text
+    check_explanations_match_fgvc_explain(run, text, seeing_data)
+
+
+def test_report_of_a_baseline_run_has_grad_cam_pictures(baseline_run, seeing_data, tmp_path):  # noqa: F811
+    run = fresh_copy(baseline_run, tmp_path / "run")
+    text = write_report(run, device="cpu").read_text(encoding="utf-8")
+    assert "Grad-CAM heatmap of the predicted class" in text
+    for _, _, jpeg in check_explanations_match_fgvc_explain(run, text, seeing_data):
+        with Image.open(io.BytesIO(jpeg)) as picture:  # input, heatmap and top-5 side by side
+            assert picture.width > 2 * picture.height
 
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:

@@ -80,7 +80,8 @@ class TrainConfig:
     batch_size: int = 16
     eval_batch_size: int = 32
     accumulate: int = 1
-    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    # auto (bf16/fp16 on CUDA, off on CPU) | fast (auto, and bf16 on CPUs with native bf16) | off | bf16 | fp16
+    amp: str = "auto"
     seed: int = 0
     device: str = "auto"
     save_every: int = 0  # also keep epoch checkpoints every N epochs (0: only last and best)
@@ -192,7 +193,7 @@ _RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
 )
 _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("optim.name", ("sgd", "adamw")), ("schedule.name", ("cosine", "multistep", "constant")),
-    ("train.amp", ("auto", "off", "bf16", "fp16")), ("track.wandb_mode", ("offline", "online", "disabled")),
+    ("train.amp", ("auto", "fast", "off", "bf16", "fp16")), ("track.wandb_mode", ("offline", "online", "disabled")),
 )
 
 

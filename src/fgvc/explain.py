@@ -42,7 +42,7 @@ from .errors import UserError
 from .fileio import atomic_open
 from .models.output import ModelOutput
 
-__all__ = ["Explanation", "explain", "explain_images", "collect_images", "DISPLAY_SIZE"]
+__all__ = ["Explanation", "explain", "explain_images", "collect_images", "describe", "DISPLAY_SIZE"]
 
 DISPLAY_SIZE = 448  # px, longer side of the annotated image (whole-image recipes)
 STAGE_SIZE = 300  # px, side of each stage panel of a "strips" picture
@@ -284,6 +284,19 @@ def _true_id(run: Run, true_index: int | None) -> str | None:
 # -- running ------------------------------------------------------------------------------------
 
 PICTURES = {"windows", "strips"}  # what a model spec may list in ``pictures``
+
+
+def describe(pictures: Sequence[str]) -> str:
+    """One sentence for a reader of what a model's pictures (its spec's ``pictures``) show."""
+    if "windows" in pictures:
+        return ("The object box (magenta) and the part windows, numbered in selection order and coloured by "
+                "scale group, on the image (the annotated box in green where the data has one); below, the "
+                "crops the object and part branches classified.")
+    if "strips" in pictures:
+        return ("Per stage, the strip importances over the input (the suppressed strip outlined in red) and, "
+                "below, the stage's activation (channel mean of its feature map) as a heatmap.")
+    return ("The input and the Grad-CAM heatmap of the predicted class at the backbone's last feature map "
+            "(Captum's LayerGradCam): where the evidence for that class lies.")
 
 
 @torch.no_grad()

@@ -4,13 +4,14 @@
 curves (``metrics.csv``), the final metrics table (the newest ``eval_*/metrics.json`` of the run;
 when there is none the validation split is evaluated first, which writes ``eval_val/metrics.json``),
 the confusion matrix as a picture with the most-confused pairs and example images, per-class
-accuracy, for models that localise the localisation accuracy with the best and worst boxes, and
-the misclassified images.
+accuracy, for models that localise the localisation accuracy with the best and worst boxes, the
+misclassified images, and ``fgvc explain``'s pictures of a few of them (what the model looked at: MMAL's
+object box and part windows, FBSD's strip importances and stage heatmaps, Grad-CAM for any other).
 
 The page opens offline: every picture is a ``data:`` URI, there is no script, no external style
 sheet or font, and a Content-Security-Policy forbids the browser any other fetch. Stable element
 ids: ``metrics`` (the metrics table), ``confusion`` (the confusion-matrix image), ``curves``,
-``confused-pairs``, ``per-class``, ``localisation``, ``misclassified``, ``config``.
+``confused-pairs``, ``per-class``, ``localisation``, ``misclassified``, ``explanations``, ``config``.
 
 Example images need the evaluated images: the report runs the checkpoint once more over the split
 its metrics describe (the validation split unless ``fgvc evaluate --split test`` was newer), on
@@ -48,6 +49,8 @@ PAIRS = 20  # most-confused pairs shown
 MISCLASSIFIED = 24  # misclassified images shown
 LOCALISATION_EXAMPLES = 8  # best and worst IoU images shown, each
 THUMB = 160  # px, longer side of example thumbnails
+EXPLAINED = 4  # images drawn with `fgvc explain`'s pictures: the most confident mistakes, then correct ones
+EXPLAINED_WRONG = 2
 
 _ACCURACY_KEYS = ("top1", "mean_class_accuracy", "localisation_accuracy")
 _LABELS = {"images": "images", "top1": "top-1 accuracy", "mean_class_accuracy": "mean class accuracy",
@@ -71,7 +74,7 @@ thead th{background:#1f3b5a;color:#fff}
 img{max-width:100%;height:auto}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;width:170px;font-size:12px}figure img{display:block;border:1px solid #ccc}
-figcaption{margin-top:3px;word-wrap:break-word}
+figcaption{margin-top:3px;word-wrap:break-word}figure.wide{width:auto;margin:0 0 14px}
 .wrong{color:#b00020}.right{color:#007a33}.note{color:#666;font-size:13px}
 .pairs td{vertical-align:top}.pairs img{height:96px;width:auto;margin:0 4px 4px 0}
 pre{background:#f4f4f4;padding:10px;font-size:12px;overflow:auto;max-height:520px}
@@ -122,9 +125,12 @@ class _Examples:
     orig_sizes: torch.Tensor  # (N, 2) height, width
     object_boxes: torch.Tensor | None  # (N, 4) inclusive input pixels
     input_size: tuple[int, int]
+    explained: list[tuple[int, Image.Image]]  # (row, `fgvc explain` picture) for a few rows
+    explained_note: str  # what the pictures show, for this model
 
 
 def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool) -> _Examples:
+    from . import explain
     from .engine.evaluate import infer
     from .engine.run import Run
 
@@ -143,8 +149,28 @@ def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: boo
     confidence, predictions = probs.max(dim=1)
     rows = result.indices[keep].tolist()
     boxes = result.object_boxes if run.spec.localises and run.transform.whole_image else None
-    return _Examples(part, result.labels[keep], predictions, confidence, [part.samples[i] for i in rows],
-                     result.orig_sizes[keep], None if boxes is None else boxes[keep], result.input_size)
+    labels, samples = result.labels[keep], [part.samples[i] for i in rows]
+    explained = _explained(run, data, samples, _explained_rows(labels, predictions, confidence))
+    return _Examples(part, labels, predictions, confidence, samples, result.orig_sizes[keep],
+                     None if boxes is None else boxes[keep], result.input_size, explained,
+                     explain.describe(run.spec.pictures))
+
+
+def _explained_rows(labels: torch.Tensor, predictions: torch.Tensor, confidence: torch.Tensor) -> list[int]:
+    """The EXPLAINED_WRONG most confident mistakes, then the most confident correct images up to EXPLAINED."""
+    order = confidence.argsort(descending=True, stable=True)
+    wrong = [int(r) for r in order if predictions[r] != labels[r]][:EXPLAINED_WRONG]
+    right = [int(r) for r in order if predictions[r] == labels[r]][:EXPLAINED - len(wrong)]
+    return wrong + right
+
+
+def _explained(run, data: str | Path, samples: list[Sample], rows: list[int]) -> list[tuple[int, Image.Image]]:
+    from . import explain
+
+    paths = [samples[r].path for r in rows]
+    pictures = explain.explain_images(run, paths, data, skip_unreadable=[True] * len(paths))
+    by_path = {e.path: e.picture for e in pictures}
+    return [(r, by_path[samples[r].path]) for r in rows if samples[r].path in by_path]
 
 
 # -- html pieces --------------------------------------------------------------------------------
@@ -376,6 +402,19 @@ def _ensemble_section(metrics: dict[str, Any], run_dir: Path) -> str:
     return _section("ensemble", "Ensemble: gain over each member", text + table)
 
 
+def _explanations_section(classes: ClassTable, ex: _Examples | None) -> str:
+    if ex is None or not ex.explained:
+        return ""
+    figures = []
+    for row, picture in ex.explained:
+        right = bool(ex.predictions[row] == ex.labels[row])
+        verdict = '<span class="right">correct</span>' if right else '<span class="wrong">misclassified</span>'
+        figures.append(f'<figure class="wide">{_img(_jpeg(picture), ex.samples[row].path.name, "image/jpeg")}'
+                       f"<figcaption>{verdict}: {_esc(ex.samples[row].path.name)}</figcaption></figure>")
+    text = f'<p>{_esc(ex.explained_note)} As <code>fgvc explain</code> draws them.</p>'
+    return _section("explanations", "What the model looked at", text + "".join(figures))
+
+
 def _misclassified_section(classes: ClassTable, ex: _Examples | None) -> str:
     if ex is None:
         return ""
@@ -439,12 +478,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         _per_class_section(metrics, classes) if metrics else "",
         _localisation_section(metrics, ex) if metrics else "",
         _misclassified_section(classes, ex),
+        _explanations_section(classes, ex),
         _section("config", "Resolved config", f"<pre>{_esc(config_text)}</pre>"),
     ]
     nav = " ".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("summary", "metrics"), ("ensemble", "ensemble"), ("confusion-matrix", "confusion"), ("curves", "curves"),
         ("confused-pairs", "confused pairs"), ("per-class", "per class"), ("localisation", "localisation"),
-        ("misclassified", "misclassified"), ("config", "config")) if f'id="{i}"' in "".join(sections))
+        ("misclassified", "misclassified"), ("explanations", "explanations"),
+        ("config", "config")) if f'id="{i}"' in "".join(sections))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">

@@ -37,6 +37,19 @@ def test_fbsd_gets_two_parameter_groups():
     assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 0.0005
 
 
+@pytest.mark.parametrize("name", ["mmal", "baseline"])
+def test_backbone_lr_splits_every_model_at_its_backbone(name):
+    model = create_model(name, 3, backbone="resnet18")
+    config = load_config("demo", ["optim.lr=0.02", "optim.backbone_lr=0.005"])
+    opt = build_optimizer(model, config.optim, model_spec(name).param_groups)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert {n: g["lr"] for n, g in groups.items()} == {"new": 0.02, "backbone": 0.005}
+    backbone = {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in groups["backbone"]["params"]} == backbone
+    assert {id(p) for p in groups["new"]["params"]} == {id(p) for p in model.parameters()} - backbone
+    assert {id(p) for p in model.classifier.parameters()} <= {id(p) for p in groups["new"]["params"]}
+
+
 def test_presets_load_and_overrides_apply():
     config = load_config("mmal_resnet50_competition", ["optim.lr=0.01", "model.options.windows=cub",
                                                         "schedule.milestones=[10, 20]"])
@@ -73,3 +86,24 @@ def test_text_fields_take_yaml_keywords_as_typed(tmp_path):
     path.write_text("train:\n  amp: off\n")
     with pytest.raises(ConfigError, match=r"'train.amp' should be str, got False \(YAML reads off/on/yes/no"):
         load_config(path)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_fast_is_bf16_only_on_a_cpu_that_computes_it_natively(monkeypatch, native):
+    """`fast` takes bf16 on a CPU exactly when it has AVX512-BF16 or AMX (emulated bf16 is slower than
+    fp32); `auto` stays fp32 on any CPU; the explicit values ignore the CPU."""
+    import torch
+
+    from fgvc.engine import run
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert run.resolve_amp("fast", cpu) is (torch.bfloat16 if native else None)
+    assert run.resolve_amp("auto", cpu) is None and run.resolve_amp("off", cpu) is None
+    assert run.resolve_amp("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    assert run.resolve_amp("fast", cpu) is (torch.bfloat16 if native else None)
+    with pytest.raises(ConfigError, match="auto, fast, off, bf16 or fp16"):
+        run.resolve_amp("fastest", cpu)

@@ -63,19 +63,26 @@ def resolve_device(preference: str) -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16 autocast is
+    faster than fp32; elsewhere PyTorch emulates it, slower than fp32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 where the GPU supports it, else fp16 on CUDA; off on CPU (fp32 is the reference)."""
+    """auto: bf16 where the GPU supports it, else fp16 on CUDA; off on CPU (fp32 is the reference).
+    fast: as auto, and bf16 on a CPU with native bf16 (the demo's choice: same accuracy, less time)."""
     if setting == "off":
         return None
     if setting == "bf16":
         return torch.bfloat16
     if setting == "fp16":
         return torch.float16
-    if setting == "auto":
+    if setting in ("auto", "fast"):
         if device.type != "cuda":
-            return None
+            return torch.bfloat16 if setting == "fast" and device.type == "cpu" and cpu_has_native_bf16() else None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    raise ConfigError(f"train.amp must be auto, off, bf16 or fp16, got {setting!r}")
+    raise ConfigError(f"train.amp must be auto, fast, off, bf16 or fp16, got {setting!r}")
 
 
 def choose_checkpoint(path: str | os.PathLike) -> tuple[Path, str]:

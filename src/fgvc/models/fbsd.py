@@ -255,5 +255,5 @@ class FBSD(nn.Module):
 
 register_model(ModelSpec(
     "fbsd", FBSD, head_prefixes=("heads.", "head_concat."), default_transform="fbsd", default_input_size=448,
-    param_groups=split_backbone_parameters, pictures=("strips",), explain_forward=FBSD.explain_forward,
+    pictures=("strips",), explain_forward=FBSD.explain_forward,
 ))

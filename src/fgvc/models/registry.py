@@ -45,8 +45,9 @@ class ModelSpec:
     :class:`~fgvc.models.output.ModelOutput` and ``loss(output, target, epoch)`` the total and named
     terms, with ``epoch=None`` meaning "the full loss" (evaluation). ``head_prefixes`` are the
     state-dict prefixes of the class-dependent layers (re-initialised on transfer). ``param_groups``
-    splits parameters for ``optim.backbone_lr`` (None: one group). ``warmup_epochs(model)`` is how
-    many first epochs train only some branches (announced by the trainer). ``step_stats`` maps an
+    splits parameters for ``optim.backbone_lr`` (default: ``model.backbone`` and the rest; None: one
+    group). ``warmup_epochs(model)`` is how many first epochs train only some branches (announced by
+    the trainer). ``step_stats`` maps an
     ``extras`` key (one value per image) to the name its per-epoch sum is logged under.
     ``pictures`` names what ``fgvc explain`` can draw: ``"windows"`` (``object_boxes`` and
     ``part_boxes``), ``"strips"`` (``extras["strip_importanceN"]`` with ``stage_mapN``); the input
@@ -61,7 +62,7 @@ class ModelSpec:
     head_prefixes: tuple[str, ...]
     default_transform: str = "plain"
     default_input_size: int = 224
-    param_groups: ParamGroups | None = None
+    param_groups: ParamGroups | None = lambda model: split_backbone_parameters(model)
     warmup_epochs: Callable[[nn.Module], int] = lambda model: 0
     step_stats: Mapping[str, str] = field(default_factory=dict)
     pictures: tuple[str, ...] = ()
