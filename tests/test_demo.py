@@ -29,8 +29,12 @@ def test_demo_script_runs_the_whole_system(tmp_path):
 
     for path in ("fbsd/best.pt", "mmal/best.pt", "fbsd/eval_val/metrics.json", "mmal/eval_val/metrics.json",
                  "ensemble/metrics.json", "predictions/predictions.csv", "predictions/submission.json",
-                 "competition/competition.sqlite3", "fbsd/report.html", "mmal/report.html"):
+                 "competition/competition.sqlite3", "fbsd/report.html", "mmal/report.html", "ensemble/report.html"):
         assert (out / path).is_file(), path
+    for run, picture in (("fbsd", "strip importances"), ("mmal", "part windows")):
+        report = (out / run / "report.html").read_text(encoding="utf-8")
+        assert '<section id="explanations">' in report and picture in report, run
+    assert "gain over each member" in (out / "ensemble" / "report.html").read_text(encoding="utf-8")
     assert len(list((out / "explain" / "fbsd").glob("*.png"))) == 3
     assert len(list((out / "explain" / "mmal").glob("*.png"))) == 3
 
