@@ -16,18 +16,25 @@ rm -rf "$OUT"
 "$FGVC" data synth "$DATA" --layout competition $SYNTH_ARGS
 "$FGVC" data check "$DATA"
 
+# each run ends with its validation evaluation (eval_val/metrics.json) and its report
 for model in fbsd mmal; do
-    "$FGVC" train --config "demo_$model" --data "$DATA" --out "$OUT/$model" --no-progress --no-report \
+    "$FGVC" train --config "demo_$model" --data "$DATA" --out "$OUT/$model" --no-progress \
         ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}
-    "$FGVC" evaluate "$OUT/$model" --data "$DATA" --split val --no-progress
 done
 "$FGVC" evaluate "$OUT/fbsd" "$OUT/mmal" --data "$DATA" --split val --out "$OUT/ensemble" --no-progress
-"$FGVC" predict "$OUT/fbsd" "$OUT/mmal" --data "$DATA" --out "$OUT/predictions" --group demo --no-progress
+"$FGVC" predict "$OUT/fbsd" "$OUT/mmal" --data "$DATA" --out "$OUT/predictions" --group ensemble --no-progress
+for model in fbsd mmal; do  # each model alone, for the leaderboard
+    "$FGVC" predict "$OUT/$model" --data "$DATA" --out "$OUT/predictions_$model" --group "$model" --no-progress \
+        > /dev/null
+done
 
 # the competition's other half: a scoring server on a free local port, one team, one submission
 "$FGVC" server init "$OUT/competition" --labels "$DATA/test_labels.csv" --public-fraction 1.0 --daily-limit 0 \
     --seed 0 --title "fgvc demo competition"
-TOKEN=$("$FGVC" server team add "$OUT/competition" demo 2>/dev/null | head -n 1)
+declare -A TOKENS
+for team in ensemble fbsd mmal; do
+    TOKENS[$team]=$("$FGVC" server team add "$OUT/competition" "$team" 2>/dev/null | head -n 1)
+done
 PORT=$("$BIN/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 URL="http://127.0.0.1:$PORT"
 "$FGVC" server run "$OUT/competition" --host 127.0.0.1 --port "$PORT" > "$OUT/competition/server.log" 2>&1 &
@@ -45,32 +52,30 @@ else:
     sys.exit(f"fgvc server did not start at {sys.argv[1]}; see its log in the competition folder")
 PY
 echo "leaderboard: $URL/ (while the demo runs)"
-"$FGVC" submit "$OUT/predictions/submission.json" --url "$URL/api/submissions" --token "$TOKEN"
+for model in fbsd mmal; do  # each model alone first, then the ensemble with its reply shown
+    "$FGVC" submit "$OUT/predictions_$model/submission.json" --url "$URL/api/submissions" --token "${TOKENS[$model]}" \
+        > /dev/null
+done
+"$FGVC" submit "$OUT/predictions/submission.json" --url "$URL/api/submissions" --token "${TOKENS[ensemble]}"
 "$BIN/python" - "$URL" <<'PY'
 import json, sys, urllib.request
 board = json.load(urllib.request.urlopen(sys.argv[1] + "/api/leaderboard", timeout=10))
-rows = board.get("rows") or board.get("teams") or board.get("leaderboard") or []
-print("leaderboard:")
-for row in rows:
-    print("  " + "  ".join(f"{k}={v}" for k, v in row.items() if not isinstance(v, (dict, list))))
+print("leaderboard (public score):")
+for row in board["teams"]:
+    print(f"  {row['rank']}. {row['team']:<10} {row['public_score']:.4f}")
 PY
 
 test_images=$(ls "$DATA"/test/*.jpg | head -n 3)
 "$FGVC" explain "$OUT/fbsd" $test_images --data "$DATA" --out "$OUT/explain/fbsd"
 "$FGVC" explain "$OUT/mmal" $test_images --data "$DATA" --out "$OUT/explain/mmal"
-"$FGVC" report "$OUT/fbsd" --no-progress > /dev/null
-"$FGVC" report "$OUT/mmal" --no-progress > /dev/null
 echo
-echo "test accuracy, scored locally:"
-for run in fbsd mmal; do
-    "$FGVC" predict "$OUT/$run" --data "$DATA" --out "$OUT/predictions_$run" --group demo --no-progress > /dev/null
+echo "test accuracy, scored locally with \`fgvc score\` (as the server did):"
+for run in ensemble fbsd mmal; do
+    predictions=$OUT/predictions$([ "$run" = ensemble ] || echo "_$run")
     printf '  %-9s' "$run"
-    "$FGVC" score "$OUT/predictions_$run/submission.json" --labels "$DATA/test_labels.csv" --classes "$OUT/$run/classes.json" \
+    "$FGVC" score "$predictions/submission.json" --labels "$DATA/test_labels.csv" --classes "$OUT/fbsd/classes.json" \
         | head -n 1
 done
-printf '  %-9s' ensemble
-"$FGVC" score "$OUT/predictions/submission.json" --labels "$DATA/test_labels.csv" --classes "$OUT/fbsd/classes.json" \
-    | head -n 1
 echo "MMAL-Net's object boxes on the test images (their true boxes are known):"
 "$FGVC" evaluate "$OUT/mmal" --data "$DATA" --split test --out "$OUT/mmal/test_localisation" --no-progress \
     --no-report | grep -E "^(localisation_accuracy|mean_iou)" | sed 's/^/  /'
@@ -79,8 +84,8 @@ echo "artefacts:"
 echo "  data         $DATA"
 echo "  runs         $OUT/fbsd  $OUT/mmal  (best.pt, last.pt, metrics.csv, config.yaml)"
 echo "  evaluation   $OUT/{fbsd,mmal}/eval_val/metrics.json  $OUT/ensemble/metrics.json"
-echo "  predictions  $OUT/predictions/predictions.csv  (ensemble)"
-echo "  submission   $OUT/predictions/submission.json"
+echo "  predictions  $OUT/predictions/predictions.csv  (ensemble)  $OUT/predictions_{fbsd,mmal}/  (each alone)"
+echo "  submission   $OUT/predictions/submission.json  (team ensemble; fbsd and mmal submitted theirs)"
 echo "  server       $OUT/competition  (SQLite; leaderboard was $URL/)"
 echo "  pictures     $OUT/explain/{fbsd,mmal}/*.png"
 echo

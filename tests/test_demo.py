@@ -39,12 +39,20 @@ def test_demo_script_runs_the_whole_system(tmp_path):
     assert len(list((out / "explain" / "mmal").glob("*.png"))) == 3
 
     server_accuracy = float(re.search(r"^accuracy is (\S+) \(server reply", text, re.M).group(1))
-    local = score_submission(load_submission(out / "predictions" / "submission.json"),
-                             read_labels_csv(out / "data" / "test_labels.csv"),
-                             class_ids=ClassTable.load(out / "fbsd" / "classes.json").ids)
-    assert server_accuracy == pytest.approx(local.accuracy)
-    assert re.search(r"public score [\d.]+%, rank 1 of 1 team", text)
-    assert "leaderboard:" in text and "demo" in text.split("leaderboard:")[-1]
+    labels = read_labels_csv(out / "data" / "test_labels.csv")
+    class_ids = ClassTable.load(out / "fbsd" / "classes.json").ids
+    local = {team: score_submission(load_submission(out / folder / "submission.json"), labels, class_ids=class_ids)
+             for team, folder in (("ensemble", "predictions"), ("fbsd", "predictions_fbsd"),
+                                  ("mmal", "predictions_mmal"))}
+    assert server_accuracy == pytest.approx(local["ensemble"].accuracy)
+    assert re.search(r"public score [\d.]+%, rank [123] of 3 team", text)
+    board = dict(re.findall(r"^  \d\. (\w+) +([\d.]+)$", text.split("leaderboard (public score):")[-1], re.M))
+    assert board.keys() == local.keys()
+    for team, score in board.items():  # the server's score of each team's file is fgvc score's
+        assert float(score) == pytest.approx(local[team].accuracy, abs=5e-5), team
+    shown = dict(re.findall(r"^  (\w+) +accuracy ([\d.]+)%", text.split("scored locally")[-1], re.M))
+    assert {team: float(v) for team, v in shown.items()} == pytest.approx(
+        {team: 100 * r.accuracy for team, r in local.items()}, abs=5e-3)
     # the server was stopped with the script
     port = re.search(r"leaderboard: http://127.0.0.1:(\d+)/", text).group(1)
     probe = subprocess.run([sys.executable, "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
