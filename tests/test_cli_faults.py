@@ -42,7 +42,7 @@ def _one_line_error(capsys) -> str:
     ("model.input_size", "-5", "model.input_size = -5 is out of range"),
     ("optim.lr", "0", "optim.lr = 0.0 is out of range: it must be greater than 0"),
     ("data.val_fraction", "1.5", "data.val_fraction = 1.5 is out of range: it must be a fraction in [0, 1)"),
-    ("train.amp", "bf17", "train.amp = 'bf17': choose one of auto, off, bf16, fp16. Did you mean 'bf16'?"),
+    ("train.amp", "bf17", "train.amp = 'bf17': choose one of auto, fast, off, bf16, fp16. Did you mean 'bf16'?"),
 ])
 def test_bad_config_numbers_are_one_line_naming_key_value_and_range(data, tmp_path, capsys, key, value, expected):
     assert main(_train(data, tmp_path / "run", "--set", f"{key}={value}")) == 2

@@ -5,8 +5,8 @@ curves (``metrics.csv``), the final metrics table (the newest ``eval_*/metrics.j
 when there is none the validation split is evaluated first, which writes ``eval_val/metrics.json``),
 the confusion matrix as a picture with the most-confused pairs and example images, per-class
 accuracy, for models that localise the localisation accuracy with the best and worst boxes, the
-misclassified images, and ``fgvc explain``'s pictures of a few of them (what the model looked at: MMAL's
-object box and part windows, FBSD's strip importances and stage heatmaps, Grad-CAM for any other).
+misclassified images, and ``fgvc explain``'s pictures of a few of them (what the model looked at: the
+pictures its spec names, or a Grad-CAM heatmap).
 
 The page opens offline: every picture is a ``data:`` URI, there is no script, no external style
 sheet or font, and a Content-Security-Policy forbids the browser any other fetch. Stable element

@@ -303,6 +303,8 @@ def post(url: str, body: bytes | str, headers: dict[str, str] | None = None,
                      headers=headers or {})
         response = conn.getresponse()
         return response.status, json.loads(response.read())
+    except http.client.HTTPException as e:  # e.g. IncompleteRead: the server died while writing this reply
+        raise ConnectionError(f"no complete reply from {url}: {e!r}") from e
     finally:
         conn.close()
 
@@ -316,6 +318,8 @@ def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = 3
         conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers or {})
         response = conn.getresponse()
         return response.status, json.loads(response.read())
+    except http.client.HTTPException as e:  # e.g. IncompleteRead: the server died while writing this reply
+        raise ConnectionError(f"no complete reply from {url}: {e!r}") from e
     finally:
         conn.close()
 
