@@ -28,7 +28,7 @@ for model in fbsd mmal; do  # each model alone, for the leaderboard
         > /dev/null
 done
 
-# the competition's other half: a scoring server on a free local port, one team, one submission
+# the competition's other half: a scoring server on a free local port, a team per model and one for the ensemble
 "$FGVC" server init "$OUT/competition" --labels "$DATA/test_labels.csv" --public-fraction 1.0 --daily-limit 0 \
     --seed 0 --title "fgvc demo competition"
 declare -A TOKENS

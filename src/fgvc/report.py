@@ -130,7 +130,6 @@ class _Examples:
 
 
 def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool) -> _Examples:
-    from . import explain
     from .engine.evaluate import infer
     from .engine.run import Run
 
@@ -150,27 +149,29 @@ def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: boo
     rows = result.indices[keep].tolist()
     boxes = result.object_boxes if run.spec.localises and run.transform.whole_image else None
     labels, samples = result.labels[keep], [part.samples[i] for i in rows]
-    explained = _explained(run, data, samples, _explained_rows(labels, predictions, confidence))
+    explained, note = _explained(run, data, samples, _explained_rows(labels, predictions, confidence))
     return _Examples(part, labels, predictions, confidence, samples, result.orig_sizes[keep],
-                     None if boxes is None else boxes[keep], result.input_size, explained,
-                     explain.describe(run.spec.pictures))
+                     None if boxes is None else boxes[keep], result.input_size, explained, note)
 
 
 def _explained_rows(labels: torch.Tensor, predictions: torch.Tensor, confidence: torch.Tensor) -> list[int]:
     """The EXPLAINED_WRONG most confident mistakes, then the most confident correct images up to EXPLAINED."""
     order = confidence.argsort(descending=True, stable=True)
-    wrong = [int(r) for r in order if predictions[r] != labels[r]][:EXPLAINED_WRONG]
-    right = [int(r) for r in order if predictions[r] == labels[r]][:EXPLAINED - len(wrong)]
-    return wrong + right
+    correct = (predictions == labels)[order]
+    wrong = order[~correct][:EXPLAINED_WRONG].tolist()
+    return wrong + order[correct][:EXPLAINED - len(wrong)].tolist()
 
 
-def _explained(run, data: str | Path, samples: list[Sample], rows: list[int]) -> list[tuple[int, Image.Image]]:
+def _explained(run, data: str | Path, samples: list[Sample],
+               rows: list[int]) -> tuple[list[tuple[int, Image.Image]], str]:
+    """``fgvc explain``'s picture of each row (unreadable files left out) and what such pictures show."""
     from . import explain
 
     paths = [samples[r].path for r in rows]
     pictures = explain.explain_images(run, paths, data, skip_unreadable=[True] * len(paths))
     by_path = {e.path: e.picture for e in pictures}
-    return [(r, by_path[samples[r].path]) for r in rows if samples[r].path in by_path]
+    kept = [(r, by_path[samples[r].path]) for r in rows if samples[r].path in by_path]
+    return kept, explain.describe(run.spec.pictures)
 
 
 # -- html pieces --------------------------------------------------------------------------------
@@ -402,7 +403,7 @@ def _ensemble_section(metrics: dict[str, Any], run_dir: Path) -> str:
     return _section("ensemble", "Ensemble: gain over each member", text + table)
 
 
-def _explanations_section(classes: ClassTable, ex: _Examples | None) -> str:
+def _explanations_section(ex: _Examples | None) -> str:
     if ex is None or not ex.explained:
         return ""
     figures = []
@@ -478,7 +479,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         _per_class_section(metrics, classes) if metrics else "",
         _localisation_section(metrics, ex) if metrics else "",
         _misclassified_section(classes, ex),
-        _explanations_section(classes, ex),
+        _explanations_section(ex),
         _section("config", "Resolved config", f"<pre>{_esc(config_text)}</pre>"),
     ]
     nav = " ".join(f'<a href="#{i}">{t}</a>' for i, t in (

@@ -79,9 +79,11 @@ def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "fp16":
         return torch.float16
     if setting in ("auto", "fast"):
-        if device.type != "cuda":
-            return torch.bfloat16 if setting == "fast" and device.type == "cpu" and cpu_has_native_bf16() else None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if setting == "fast" and device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return None
     raise ConfigError(f"train.amp must be auto, fast, off, bf16 or fp16, got {setting!r}")
 
 

@@ -37,6 +37,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ParamGroups = Callable[[nn.Module], dict[str, list[nn.Parameter]]]
 
 
+def split_backbone_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """``"new"`` (everything the model adds) and ``"backbone"`` (``model.backbone``'s parameters)."""
+    backbone = list(model.backbone.parameters())  # type: ignore[union-attr]
+    ids = {id(p) for p in backbone}
+    return {"new": [p for p in model.parameters() if id(p) not in ids], "backbone": backbone}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model's recipe and capabilities.
@@ -62,7 +69,7 @@ class ModelSpec:
     head_prefixes: tuple[str, ...]
     default_transform: str = "plain"
     default_input_size: int = 224
-    param_groups: ParamGroups | None = lambda model: split_backbone_parameters(model)
+    param_groups: ParamGroups | None = split_backbone_parameters
     warmup_epochs: Callable[[nn.Module], int] = lambda model: 0
     step_stats: Mapping[str, str] = field(default_factory=dict)
     pictures: tuple[str, ...] = ()
@@ -127,10 +134,3 @@ def backbone_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean/std of the named backbone's weights, without building it."""
     spec = backbone_spec(name)
     return spec.stats(name) if spec.stats is not None else (spec.mean, spec.std)
-
-
-def split_backbone_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """``"new"`` (everything the model adds) and ``"backbone"`` (``model.backbone``'s parameters)."""
-    backbone = list(model.backbone.parameters())  # type: ignore[union-attr]
-    ids = {id(p) for p in backbone}
-    return {"new": [p for p in model.parameters() if id(p) not in ids], "backbone": backbone}
