@@ -31,9 +31,12 @@ done
 # the competition's other half: a scoring server on a free local port, a team per model and one for the ensemble
 "$FGVC" server init "$OUT/competition" --labels "$DATA/test_labels.csv" --public-fraction 1.0 --daily-limit 0 \
     --seed 0 --title "fgvc demo competition"
+# Output is captured whole and cut in bash, never piped into `head`: under pipefail a writer that `head`
+# closed early dies of SIGPIPE and fails the demo by chance (tests/test_shell_scripts.py refuses the pattern).
 declare -A TOKENS
 for team in ensemble fbsd mmal; do
-    TOKENS[$team]=$("$FGVC" server team add "$OUT/competition" "$team" 2>/dev/null | head -n 1)
+    added=$("$FGVC" server team add "$OUT/competition" "$team")
+    TOKENS[$team]=${added%%$'\n'*}  # the token is the first line
 done
 PORT=$("$BIN/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 URL="http://127.0.0.1:$PORT"
@@ -65,16 +68,17 @@ for row in board["teams"]:
     print(f"  {row['rank']}. {row['team']:<10} {row['public_score']:.4f}")
 PY
 
-test_images=$(ls "$DATA"/test/*.jpg | head -n 3)
-"$FGVC" explain "$OUT/fbsd" $test_images --data "$DATA" --out "$OUT/explain/fbsd"
-"$FGVC" explain "$OUT/mmal" $test_images --data "$DATA" --out "$OUT/explain/mmal"
+all_test_images=("$DATA"/test/*.jpg)
+test_images=("${all_test_images[@]:0:3}")
+"$FGVC" explain "$OUT/fbsd" "${test_images[@]}" --data "$DATA" --out "$OUT/explain/fbsd"
+"$FGVC" explain "$OUT/mmal" "${test_images[@]}" --data "$DATA" --out "$OUT/explain/mmal"
 echo
 echo "test accuracy, scored locally with \`fgvc score\` (as the server did):"
 for run in ensemble fbsd mmal; do
     predictions=$OUT/predictions$([ "$run" = ensemble ] || echo "_$run")
-    printf '  %-9s' "$run"
-    "$FGVC" score "$predictions/submission.json" --labels "$DATA/test_labels.csv" --classes "$OUT/fbsd/classes.json" \
-        | head -n 1
+    scored=$("$FGVC" score "$predictions/submission.json" --labels "$DATA/test_labels.csv" \
+        --classes "$OUT/fbsd/classes.json")
+    printf '  %-9s%s\n' "$run" "${scored%%$'\n'*}"
 done
 echo "MMAL-Net's object boxes on the test images (their true boxes are known):"
 "$FGVC" evaluate "$OUT/mmal" --data "$DATA" --split test --out "$OUT/mmal/test_localisation" --no-progress \
