@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from .data.classes import class_sort_key
 from .data.labels_csv import read_labels_csv  # the one reader, shared with the competition format
@@ -402,6 +402,24 @@ def _refusal(url: str, error: urllib.error.HTTPError, still_there: str) -> Submi
                            f"Not retried: the same request would be refused again. {still_there}")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: urllib would copy the Authorization header to any host the server names, and
+    turn the POST into a GET whose reply could look like a score. The 3xx reaches the caller as an HTTPError."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # urllib calls it with these arguments
+        return None
+
+
+def _redirect_refusal(url: str, error: urllib.error.HTTPError, still_there: str) -> SubmissionError:
+    """A 3xx reply to the POST: nothing was delivered; name where the server points, without going there."""
+    location = error.headers.get("Location") if error.headers else None
+    target = f"to {urljoin(url, location)!r}" if location else "without a Location"
+    advice = ("if that is the scoring server's address, pass it as --url (the token is never sent to an address "
+              "you did not give)" if location else "check --url")
+    return SubmissionError(f"{url} answered HTTP {error.code} (a redirect) {target}; the submission was not "
+                           f"delivered or scored and was not sent on: {advice}. {still_there}")
+
+
 def submit_submission(
     path: str | os.PathLike,
     url: str,
@@ -416,7 +434,9 @@ def submit_submission(
 
     Connection errors, timeouts and HTTP 5xx are retried ``retries`` times, waiting
     ``backoff * 2**i`` seconds after the i-th failure; 4xx and non-JSON replies are not (the same
-    request would fail the same way). The file is never modified, so it can always be resent.
+    request would fail the same way). A redirect is an error naming the new address: it is never followed,
+    so the token goes only to ``url``, and success is only ever a 2xx reply carrying a score. The file is
+    never modified, so it can always be resent.
     Every attempt carries the same Idempotency-Key (the file's hash), so a server that stored an
     attempt whose reply was lost answers the retry with the first result instead of counting it
     twice. ``token`` is sent as ``Authorization: Bearer <token>`` (``fgvc server``'s team token).
@@ -441,7 +461,8 @@ def submit_submission(
     still_there = (f"The submission is unchanged at {path}; send it again with `fgvc submit {path} --url {url}` "
                    "once the problem is fixed.")
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    opener = urllib.request.build_opener()  # built per call so proxy settings are read now, not at import
+    # built per call so proxy settings are read now, not at import; redirects are never followed
+    opener = urllib.request.build_opener(_NoRedirect)
     attempts = retries + 1
     failure = ""
     for attempt in range(1, attempts + 1):
@@ -452,8 +473,10 @@ def submit_submission(
         try:
             with opener.open(request, timeout=timeout) as response:
                 status, raw = response.status, response.read()
-                charset, final_url = response.headers.get_content_charset(), response.geturl()
+                charset = response.headers.get_content_charset()
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                raise _redirect_refusal(url, e, still_there) from None
             if 500 <= e.code < 600:
                 raw = e.read() if e.fp else b""
                 charset = e.headers.get_content_charset() if e.headers else None
@@ -466,14 +489,9 @@ def submit_submission(
             continue
         reply = _accuracy_reply(raw, charset)
         if reply is None:
-            redirected = (
-                f" The request was redirected to {final_url}, which turns a POST into a GET; pass --url {final_url}."
-                if final_url != url
-                else ""
-            )
             raise SubmissionError(
                 f"{url} answered HTTP {status} without a JSON {{\"accuracy\": <number>}}, so the submission was "
-                f"not scored. The reply was: {_quote_reply(raw, charset)}.{redirected} {still_there}"
+                f"not scored. The reply was: {_quote_reply(raw, charset)}. {still_there}"
             )
         return SubmitResult(accuracy=float(reply["accuracy"]), attempts=attempt, reply=reply)
     raise SubmissionError(
