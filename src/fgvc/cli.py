@@ -21,7 +21,13 @@ def _data_check(args: argparse.Namespace) -> int:
     options = dict(_options(args.option or []))
     if args.aircraft_level:
         options["level"] = args.aircraft_level
-    report = check_dataset(args.root, args.format, min_side=args.min_side, workers=args.workers, **options)
+    try:
+        report = check_dataset(args.root, args.format, min_side=args.min_side, workers=args.workers, **options)
+    except FgvcError as e:  # nothing to report on (no such folder, a bad option): exit 2, as JSON if asked
+        if not args.json:
+            raise
+        print(json.dumps({"root": str(args.root), "usable": False, "error": str(e)}, indent=1))
+        return 2
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.to_text())
     return 0 if report.ok else 1
 
@@ -431,19 +437,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a shell reports for a standard tool (`seq 1000000 | head -1`) killed by SIGPIPE: 128 + 13
+EXIT_STDOUT_CLOSED = 141
+
+
+def _reader_left() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (not some other broken pipe, e.g. a worker's)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() on this platform, or stdout is not a file
+        return False
+
+
+def _exit_for_closed_stdout() -> int:
+    """Quiet, as a standard tool whose reader stopped early: nothing on stderr, exit 141 (128 + SIGPIPE),
+    the status `set -o pipefail` sees from coreutils. stdout now points at /dev/null so that Python's own
+    flush at exit cannot raise again (the recipe in the Python docs, "Note on SIGPIPE")."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_STDOUT_CLOSED
+
+
 _USER_FIXABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Expected failures (:class:`FgvcError`) are one line, exit 2; anything else is a bug in fgvc,
-    shown with its traceback, exit 1. ``--debug`` shows every traceback."""
+    shown with its traceback, exit 1. ``--debug`` shows every traceback. A reader that closed stdout
+    early is neither: exit 141, quietly (:func:`_exit_for_closed_stdout`)."""
     args = build_parser().parse_args(argv)
     if args.command == "train":
         args.config_given = args.config is not None
         args.config = args.config or "demo"
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        status = func(args)
+        sys.stdout.flush()  # a reader that left early (`| head -1`) shows here, not at interpreter exit
+        return status
     except KeyboardInterrupt:
         print("fgvc: interrupted", file=sys.stderr)
         return 130
@@ -456,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fgvc: error: {message}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  not an expected failure: a bug, shown whole
+        if isinstance(e, BrokenPipeError) and _reader_left():
+            return _exit_for_closed_stdout()
         if isinstance(e, OSError) and e.errno in _USER_FIXABLE and e.filename and not args.debug:
             # a path the user gave that cannot be written (permission, full disk, a file in the way)
             print(f"fgvc: error: {output_error(e.filename, e, 'write to')}", file=sys.stderr)
