@@ -185,8 +185,15 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     return 0
 
+    return _print_written(written, args.group)
+
+
+def _print_written(written: tuple[Path, ...], group: str | None) -> int:
+    """The files `fgvc predict` wrote; without --group, one line on why there is no submission.json."""
 
 def _submit(args: argparse.Namespace) -> int:
+    if group is None:
+        print("no --group given, so no submission.json (a competition's file); pass --group NAME to write one")
     import os
 
     from .submission import TOKEN_ENV, submit_submission
@@ -255,9 +262,7 @@ def _predict_exported(args: argparse.Namespace) -> int:
     rows = predict_exported(model, index, batch_size=args.batch_size, progress=not args.no_progress)
     written = write_predictions(args.out, rows, args.group)
     print(f"predicted {len(rows)} images with {args.checkpoint} ({model.description})")
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+    return _print_written(written, args.group)
 
 
 def _float_at_least(low: float, inclusive: bool) -> Callable[[str], float]:
@@ -378,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ensemble_arguments(pred)
     pred.add_argument("--data", type=Path, required=True, help="dataset with test/ or a folder of images")
     pred.add_argument("--out", type=Path, required=True)
-    pred.add_argument("--group", required=True, help="group name in the submission JSON")
+    pred.add_argument("--group", default=None,
+                      help="group name for a competition's submission.json (without it only predictions.csv is "
+                           "written)")
     pred.add_argument("--batch-size", type=positive_int, default=32)
     pred.add_argument("--device", default="auto")
     pred.add_argument("--no-progress", action="store_true")

@@ -105,11 +105,11 @@ def _rows(index: DatasetIndex, classes: ClassTable, positions: torch.Tensor, pro
     return rows
 
 
-def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname: str,
+def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname: str | None,
                       setup: dict | None = None) -> tuple[Path, ...]:
     """``predictions.csv`` (file, class_id, class_name, confidence, top5, then ``model<i>_class_id`` per
-    ensemble member) and ``submission.json``; with ``setup`` (:meth:`Ensemble.setup`) also
-    ``ensemble.json``. Returns the paths written."""
+    ensemble member) and, with a ``groupname`` (a competition's notion), ``submission.json``; with
+    ``setup`` (:meth:`Ensemble.setup`) also ``ensemble.json``. Returns the paths written."""
     from ..errors import OutputError, output_error
 
     out_dir = Path(out_dir)
@@ -134,9 +134,11 @@ def write_predictions(out_dir: str | Path, rows: list[PredictionRow], groupname:
                          " ".join(f"{cid}:{p:.4f}" for cid, p in r.top5), *r.members])
     csv_path, json_path = out_dir / "predictions.csv", out_dir / "submission.json"
     atomic_write_text(csv_path, buffer.getvalue())
-    write_submission(json_path, {r.file: r.class_id for r in rows}, groupname)
-    if setup is None:
-        return csv_path, json_path
-    setup_path = out_dir / ENSEMBLE_FILE
-    atomic_write_json(setup_path, setup)
-    return csv_path, json_path, setup_path
+    written = [csv_path]
+    if groupname is not None:
+        write_submission(json_path, {r.file: r.class_id for r in rows}, groupname)
+        written.append(json_path)
+    if setup is not None:
+        written.append(out_dir / ENSEMBLE_FILE)
+        atomic_write_json(written[-1], setup)
+    return tuple(written)
