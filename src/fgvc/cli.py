@@ -181,19 +181,19 @@ def _predict(args: argparse.Namespace) -> int:
     rows = predict_ensemble(ensemble, index, batch_size=args.batch_size, progress=not args.no_progress)
     written = write_predictions(args.out, rows, args.group, setup=ensemble.setup())
     print(f"predicted {len(rows)} images with {ensemble.describe()}")
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
     return _print_written(written, args.group)
 
 
 def _print_written(written: tuple[Path, ...], group: str | None) -> int:
     """The files `fgvc predict` wrote; without --group, one line on why there is no submission.json."""
-
-def _submit(args: argparse.Namespace) -> int:
+    for path in written:
+        print(f"wrote {path}")
     if group is None:
         print("no --group given, so no submission.json (a competition's file); pass --group NAME to write one")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
     import os
 
     from .submission import TOKEN_ENV, submit_submission
