@@ -124,7 +124,7 @@ def test_validate_reports_missing_extra_and_unknown_ids_in_one_message():
         validate_submission(submission, expected, ["04654", "00001"])
     message = str(e.value)
     assert "2 of 5 test file(s) have no prediction: d.jpg, e.jpg" in message
-    assert "2 key(s) are not test files: x.jpg, y.jpg" in message
+    assert "2 key(s) are not test files: 'x.jpg', 'y.jpg'" in message
     assert "3 prediction(s) use 2 unknown class ID(s)" in message
     assert "'4654' (2 image(s); did you mean '04654'?)" in message
     assert "'zzz' (1 image(s))" in message

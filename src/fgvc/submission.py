@@ -17,6 +17,7 @@ is reported at once, and an upload never deletes or rewrites the file.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import html
 import http.client
 import json
@@ -24,6 +25,7 @@ import logging
 import os
 import re
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -43,11 +45,14 @@ __all__ = [
     "ScoreReport",
     "SubmissionError",
     "SubmitResult",
+    "echo",
     "idempotency_key",
     "load_submission",
+    "max_submission_bytes",
     "parse_submission_text",
     "read_labels_csv",
     "score_submission",
+    "spelling_index",
     "submit_submission",
     "validate_submission",
     "write_submission",
@@ -57,6 +62,9 @@ log = logging.getLogger(__name__)
 
 _LIMIT = 10  # items shown per problem; the count is always given in full
 _REPLY_QUOTE_CHARS = 300
+_ECHO_CHARS = 80  # characters of a client's value repeated in a message
+_ENTRY_BYTES = 32  # quotes, colon, comma, newline and indentation around one image's prediction
+_FIXED_SLACK_BYTES = 64 * 1024
 _SERVER_MESSAGE_CHARS = 2000  # a server's own message names its first problems; keep all of it
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 _EXAMPLE = '{"images": {"<test file name>": "<class ID>", ...}, "groupname": "<group>"}'
@@ -72,9 +80,21 @@ class SubmissionError(FgvcError, ValueError):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def _head(items: Sequence[Any], limit: int = _LIMIT) -> str:
+def _head(items: Sequence[Any], limit: int = _LIMIT, total: int | None = None) -> str:
+    """The first ``limit`` items joined, and how many more of ``total`` (default: all of ``items``)."""
+    total = len(items) if total is None else total
     shown = ", ".join(items[:limit])
-    return shown + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
+    return shown + (f" ... (+{total - min(limit, len(items))} more)" if total > limit else "")
+
+
+def _first(items: Iterable[Any], limit: int = _LIMIT) -> tuple[int, list[Any]]:
+    """How many ``items`` there are, and the first ``limit``: a problem's text never grows with the body."""
+    count, first = 0, []
+    for item in items:
+        count += 1
+        if len(first) < limit:
+            first.append(item)
+    return count, first
 
 
 def _bullets(problems: Sequence[str]) -> str:
@@ -86,42 +106,73 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
+def echo(value: Any, limit: int = _ECHO_CHARS) -> str:
+    """A value a client sent, as a message shows it: quoted with every non-printable character escaped (a
+    lone surrogate too, so the reply can always be encoded), cut to ``limit`` characters, and a container
+    named by its type and size. Every message that repeats client input goes through here, so no reply
+    grows with what was sent."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value):,} characters)"
+    if isinstance(value, (Mapping, list, tuple)):
+        return f"a JSON {_json_type(value)} of {len(value):,} item(s)"
+    try:
+        text = json.dumps(value)  # null, true, 3.5: as the client wrote them
+    except (TypeError, ValueError):  # not JSON at all, or an int beyond Python's digit limit
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _structure_problems(images: Any, groupname: Any) -> list[str]:
     """Everything wrong with the shape of a submission, without reference to the test set."""
     problems = []
     if not isinstance(groupname, str) or not groupname.strip():
         problems.append(f"'groupname' must be a non-empty string (your group's name, given to `fgvc predict` "
-                        f"as --group NAME), got {groupname!r}")
+                        f"as --group NAME), got {echo(groupname)}")
     if not isinstance(images, Mapping):
         problems.append(f"'images' must be a JSON object mapping test file name -> class ID, "
                         f"got a JSON {_json_type(images)}")
         return problems
     if not images:
         problems.append("'images' is empty: it must hold one prediction per test image")
-    bad_keys = [repr(k) for k in images if not isinstance(k, str) or not k or "/" in k or "\\" in k]
-    if bad_keys:
+    n_keys, bad_keys = _first(echo(k) for k in images if not isinstance(k, str) or not k or "/" in k or "\\" in k)
+    if n_keys:
         problems.append(
-            f"{len(bad_keys)} key(s) are not bare file names: {_head(bad_keys)}; "
+            f"{n_keys} key(s) are not bare file names: {_head(bad_keys, total=n_keys)}; "
             "use the test image's file name only (no folders), e.g. '0742e155.jpg'"
         )
-    bad_values = [f"{k!r}: {v!r}" for k, v in images.items() if not isinstance(v, str) or not v]
-    if bad_values:
+    n_values, bad_values = _first(f"{echo(k)}: {echo(v)}" for k, v in images.items() if not isinstance(v, str) or not v)
+    if n_values:
         problems.append(
-            f"{len(bad_values)} value(s) are not class-ID strings: {_head(bad_values)}; write each class ID "
-            "as a string spelled exactly as its training folder, e.g. \"04654\" (never the number 4654)"
+            f"{n_values} value(s) are not class-ID strings: {_head(bad_values, total=n_values)}; write each class "
+            "ID as a string spelled exactly as its training folder, e.g. \"04654\" (never the number 4654)"
         )
     return problems
 
 
-def _respelling_hint(value: str, known: set[str]) -> str:
-    """A known ID that ``value`` probably meant: same number, case or surrounding spaces."""
-    stripped = value.strip()
-    for cid in known:
-        if stripped.isdigit() and cid.isdigit() and int(stripped) == int(cid):
-            return cid
-        if stripped.casefold() == cid.casefold():
-            return cid
-    return ""
+def _spelling(value: str) -> str:
+    """What two spellings of one class ID share: Unicode compatibility form (full-width and superscript
+    digits become plain ones), no surrounding spaces, case folded, and a number without leading zeros. No
+    int(): "²" and a 5,000-digit string are plain text here."""
+    folded = unicodedata.normalize("NFKC", value).strip().casefold()
+    return (folded.lstrip("0") or "0") if folded.isascii() and folded.isdigit() else folded
+
+
+def spelling_index(class_ids: Iterable[str]) -> dict[str, str]:
+    """``{spelling: class ID}`` for the did-you-mean hints, built once per class list; a spelling two IDs
+    share is left out (no hint beats a wrong one)."""
+    index: dict[str, str] = {}
+    shared: set[str] = set()
+    for cid in class_ids:
+        key = _spelling(cid)
+        if key in index and index[key] != cid:
+            shared.add(key)
+        index[key] = cid
+    return {k: v for k, v in index.items() if k not in shared}
+
+
+def _respelling_hint(value: str, spellings: Mapping[str, str]) -> str:
+    """A known ID that ``value`` probably meant: same number, case or surrounding spaces; one lookup."""
+    return spellings.get(_spelling(value), "")
 
 
 # -- files --------------------------------------------------------------------------------------------
@@ -137,14 +188,19 @@ def write_submission(path: str | os.PathLike, predictions: Mapping[str, str], gr
 
 def _parse_submission(text: str, path: Path | str, default_groupname: str | None = None) -> dict:
     duplicates: list[str] = []
+    n_duplicates = 0
 
     def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
-        counts = Counter(k for k, _ in pairs)
-        duplicates.extend(repr(k) for k, n in counts.items() if n > 1)
-        return dict(pairs)
+        nonlocal n_duplicates
+        data = dict(pairs)
+        if len(data) != len(pairs):  # rare: counted only then, so millions of tiny objects stay cheap
+            repeated = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+            n_duplicates += len(repeated)
+            duplicates.extend(echo(k) for k in repeated[:_LIMIT - len(duplicates)])
+        return data
 
     try:
-        data = json.loads(text, object_pairs_hook=no_duplicate_keys)
+        data = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=no_duplicate_keys)  # a BOM is no error
     except json.JSONDecodeError as e:
         raise SubmissionError(f"{path} is not JSON ({e}); a submission looks like {_EXAMPLE}") from None
     if not isinstance(data, dict):
@@ -154,8 +210,8 @@ def _parse_submission(text: str, path: Path | str, default_groupname: str | None
     problems = [f"missing key {key!r}" for key in ("images", "groupname") if key not in data]
     if not problems:
         problems = _structure_problems(data["images"], data["groupname"])
-    if duplicates:
-        problems.append(f"{len(duplicates)} key(s) appear more than once: {_head(duplicates)}")
+    if n_duplicates:
+        problems.append(f"{n_duplicates} key(s) appear more than once: {_head(duplicates, total=n_duplicates)}")
     if problems:
         raise SubmissionError(f"{path} is not a valid submission:\n{_bullets(problems)}\nExpected {_EXAMPLE}")
     return data
@@ -195,43 +251,63 @@ def _read_submission_bytes(path: Path) -> bytes:
 
 def _decode(body: bytes, path: Path) -> str:
     try:
-        return body.decode("utf-8")
+        return body.decode("utf-8-sig")  # a BOM (some Windows editors write one) is no error
     except UnicodeDecodeError as e:
         raise SubmissionError(f"{path} is not UTF-8 text ({e}); a submission looks like {_EXAMPLE}") from None
 
 
-def validate_submission(submission: dict, expected_files: Iterable[str], class_ids: Iterable[str]) -> None:
-    """Check a submission against the test set and class list, reporting every problem in one error."""
+def validate_submission(submission: dict, expected_files: Iterable[str], class_ids: Iterable[str], *,
+                        spellings: Mapping[str, str] | None = None) -> None:
+    """Check a submission against the test set and class list, reporting every problem in one error.
+
+    Linear in the submission and the test set whatever it holds: each problem counts everything but
+    formats its first few items only, and a did-you-mean hint is one lookup in ``spellings``
+    (:func:`spelling_index` of the class IDs; a server builds it once per competition)."""
     if not isinstance(submission, Mapping):
         raise SubmissionError(f"a submission is a JSON object like {_EXAMPLE}, got a JSON {_json_type(submission)}")
     images = submission.get("images")
     problems = _structure_problems(images, submission.get("groupname"))
     if problems:
         raise SubmissionError(f"submission is malformed:\n{_bullets(problems)}")
-    expected, known = set(expected_files), set(class_ids)
-    missing = sorted(expected - images.keys())
-    extra = sorted(images.keys() - expected)
+    expected = expected_files if isinstance(expected_files, (set, frozenset)) else set(expected_files)
+    known = class_ids if isinstance(class_ids, (set, frozenset)) else set(class_ids)
+    missing = [name for name in expected if name not in images]
     if missing:
         problems.append(
-            f"{len(missing)} of {len(expected)} test file(s) have no prediction: {_head(missing)}; "
-            "predict every test image exactly once"
+            f"{len(missing)} of {len(expected)} test file(s) have no prediction: "
+            f"{_head(heapq.nsmallest(_LIMIT, missing), total=len(missing))}; predict every test image exactly once"
         )
+    extra = [name for name in images if name not in expected]
     if extra:
-        problems.append(
-            f"{len(extra)} key(s) are not test files: {_head(extra)}; keys must be the test images' file names"
-        )
+        shown = [echo(name) for name in heapq.nsmallest(_LIMIT, extra)]
+        problems.append(f"{len(extra)} key(s) are not test files: {_head(shown, total=len(extra))}; keys must be "
+                        "the test images' file names")
     unknown = Counter(v for v in images.values() if v not in known)
     if unknown:
+        spellings = spelling_index(known) if spellings is None else spellings
         shown = []
-        for value, n in sorted(unknown.items(), key=lambda item: (-item[1], item[0])):
-            hint = _respelling_hint(value, known)
-            shown.append(f"{value!r} ({n} image(s)" + (f"; did you mean {hint!r}?)" if hint else ")"))
+        for value, n in heapq.nsmallest(_LIMIT, unknown.items(), key=lambda item: (-item[1], item[0])):
+            hint = _respelling_hint(value, spellings)
+            shown.append(f"{echo(value)} ({n} image(s)" + (f"; did you mean {hint!r}?)" if hint else ")"))
         problems.append(
-            f"{sum(unknown.values())} prediction(s) use {len(unknown)} unknown class ID(s): {_head(shown)}; "
-            "class IDs must be spelled exactly as the training folders spell them (\"04654\", not \"4654\")"
+            f"{sum(unknown.values())} prediction(s) use {len(unknown)} unknown class ID(s): "
+            f"{_head(shown, total=len(unknown))}; class IDs must be spelled exactly as the training folders spell "
+            "them (\"04654\", not \"4654\")"
         )
     if problems:
         raise SubmissionError("submission does not match the test set:\n" + _bullets(problems))
+
+
+def max_submission_bytes(file_names: Iterable[str], class_ids: Iterable[str]) -> int:
+    """The largest body a valid submission for these test files can need, with generous slack.
+
+    Per image: its name and the longest class ID as JSON strings with every non-ASCII character escaped
+    (never shorter than UTF-8), plus 32 bytes of quotes, colon, comma, newline and indentation; twice
+    that, plus 64 KiB for 'groupname', other keys and pretty-printing. A pretty-printed file of the
+    competition is a third of it or less; a server refuses more before parsing a byte."""
+    longest_id = max((len(json.dumps(cid)) for cid in class_ids), default=0)
+    entries = sum(len(json.dumps(name)) + longest_id + _ENTRY_BYTES for name in file_names)
+    return 2 * entries + _FIXED_SLACK_BYTES
 
 
 # -- local scoring ------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def _submissions_export(rows: list[tuple[str, store.SubmissionRow]], fmt: str) -
 
 
 def rescore(comp_dir: Path, *, labels: Path | None, db_url: str | None) -> str:
-    """Install fixed labels (if given), then score every stored submission again from its raw body."""
+    """Install fixed labels (if given), then score every stored submission again from its stored body."""
     competitions = CompetitionCache(comp_dir)
     db = open_database(competitions, db_url)  # the right database before anything is changed
     installed = ""

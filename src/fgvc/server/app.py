@@ -128,7 +128,8 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
     async def submit(request: Request) -> JSONResponse:
         raw = await _read_body(request, max_body_bytes)
         call = functools.partial(service.submit, raw, authorization=request.headers.get("authorization"),
-                                 idempotency_key=request.headers.get("idempotency-key"))
+                                 idempotency_key=request.headers.get("idempotency-key"),
+                                 client=request.client.host if request.client else None)
         return JSONResponse(await anyio.to_thread.run_sync(call, limiter=submit_threads))
 
     for path in ("/api/submissions", "/results/", "/results"):

@@ -23,7 +23,8 @@ from ..errors import UserError
 
 __all__ = ["add_server_commands"]
 
-_EXTRA_MODULES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg", "psycopg_binary", "h11", "anyio"}
+_EXTRA_MODULES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg", "psycopg_binary", "h11", "anyio",
+                  "confusable_homoglyphs"}
 
 
 def _needs_extra(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

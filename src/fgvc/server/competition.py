@@ -30,7 +30,7 @@ from ..data.classes import ClassTable
 from ..data.labels_csv import read_labels_csv
 from ..errors import ConfigError, DataError, UserError
 from ..fileio import atomic_open, atomic_write_json
-from ..submission import score_submission, validate_submission
+from ..submission import max_submission_bytes, score_submission, spelling_index, validate_submission
 
 __all__ = [
     "Clock",
@@ -135,11 +135,18 @@ class Competition:
     labels_version: str = ""  # SHA-256 of labels.csv: a score records the labels it was computed with
     _public_labels: dict[str, str] = field(init=False, repr=False, compare=False)
     _private_labels: dict[str, str] = field(init=False, repr=False, compare=False)
+    _files: frozenset[str] = field(init=False, repr=False, compare=False)
+    _spellings: dict[str, str] = field(init=False, repr=False, compare=False)
+    max_body_bytes: int = field(init=False, compare=False)  # a larger body cannot be a valid submission
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_public_labels", {f: c for f, c in self.labels.items() if f in self.public_files})
         object.__setattr__(self, "_private_labels",
                            {f: c for f, c in self.labels.items() if f not in self.public_files})
+        # built once per competition, so checking a body costs one pass over it whatever it holds
+        object.__setattr__(self, "_files", frozenset(self.labels))
+        object.__setattr__(self, "_spellings", spelling_index(self.class_ids))
+        object.__setattr__(self, "max_body_bytes", max_submission_bytes(self.labels, self.class_ids))
 
     @property
     def database_url(self) -> str:
@@ -159,7 +166,7 @@ class Competition:
 
     def validate(self, submission: dict) -> None:
         """Every problem of a submission against the test set and class list (SubmissionError)."""
-        validate_submission(submission, self.labels.keys(), self.class_ids)
+        validate_submission(submission, self._files, self.class_ids, spellings=self._spellings)
 
     def score(self, submission: dict) -> Scores:
         """Accuracy on the public and the private images, by `fgvc score`'s own function.

@@ -71,7 +71,7 @@ class Team(Base):
 
 
 class Submission(Base):
-    """One accepted submission: the raw body as received, then its scores.
+    """One accepted submission: its body (see :class:`SubmissionBody`), then its scores.
 
     ``status`` is 'pending' between the durable write of the body and the write of its scores (a crash
     in between is scored at the next start), 'scored' after, 'invalid' when a rescore found the stored
@@ -103,7 +103,9 @@ class Submission(Base):
 
 
 class SubmissionBody(Base):
-    """The raw body of a submission, exactly as received, written in the same transaction as its row.
+    """The body of a submission as compact canonical JSON (sorted keys, no spaces, only 'images' and
+    'groupname'; rows stored by earlier versions hold the body as received), written in the same
+    transaction as its row.
 
     A table of its own keeps the submissions rows small: SQLite stores a row's columns in order, and
     reading a score stored after a 300 KB body would walk the body's overflow pages every time."""

@@ -8,16 +8,19 @@ the time taken does not depend on which team, or which prefix, matched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 import unicodedata
 from collections.abc import Iterable
 
+from confusable_homoglyphs import confusables
+
 from ..errors import ConfigError
 from .db import TEAM_NAME_MAX
 
-__all__ = ["bearer_token", "check_team_name", "hash_token", "match_token", "new_token"]
+__all__ = ["bearer_token", "check_team_name", "hash_token", "look_alike", "match_token", "new_token", "normal_name"]
 
 TOKEN_PREFIX = "fgvc_"
 
@@ -60,3 +63,30 @@ def check_team_name(name: str) -> str:
     if any(unicodedata.category(c).startswith("C") for c in name):
         raise ConfigError(f"team name {name!r} holds control or invisible format characters")
     return name
+
+
+def normal_name(name: str) -> str:
+    """A team name as compared: Unicode compatibility form (NFKC: full-width and styled letters become plain
+    ones) and case folded, so 'Alpha', 'ALPHA' and 'ａｌｐｈａ' are one name."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+@functools.lru_cache(maxsize=4096)
+def _look_alikes(char: str) -> frozenset[str]:
+    """The characters Unicode's confusables list (via confusable_homoglyphs) says ``char`` may be read as."""
+    found = confusables.is_confusable(char, greedy=True)
+    return frozenset(normal_name(h["c"]) for h in found[0]["homoglyphs"]) if found else frozenset()
+
+
+def _same_looking(a: str, b: str) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(x == y or y in _look_alikes(x) or x in _look_alikes(y) for x, y in zip(a, b, strict=True))
+
+
+def look_alike(name: str, others: Iterable[str]) -> str | None:
+    """The first of ``others`` (other than ``name`` itself) that ``name`` could be taken for: the same
+    :func:`normal_name`, or the same character for character up to Unicode look-alikes (Cyrillic 'а' for
+    Latin 'a', '1' for 'l'). A look-alike spelled with several characters ('rn' for 'm') is not caught."""
+    key = normal_name(name)
+    return next((other for other in others if other != name and _same_looking(key, normal_name(other))), None)

@@ -5,9 +5,11 @@ The order of a submission is what makes it safe:
 1. identify the team (token, or 'groupname' in open mode); an idempotency key seen before returns
    the first result (a retry after a lost reply is never counted twice);
 2. refuse after the deadline; check the body completely (invalid bodies are not stored and use no
-   quota);
-3. store the raw body durably as the team's next slot of the day (the quota check and the insert are
-   one transaction: race-free);
+   quota). The check costs one pass over the body whatever it holds, a body larger than the test set
+   can need is refused before parsing, and a sender (a team, or an address in open mode) whose invalid
+   attempts are used up gets a 429 before its body is read;
+3. store the submission durably, as compact canonical JSON, in the team's next slot of the day (the
+   quota check and the insert are one transaction: race-free);
 4. score it and store the scores; a crash between 3 and 4 leaves a 'pending' row that the next start
    scores (:meth:`CompetitionService.rescore`);
 5. reply with the public score, the rank and the quota left.
@@ -18,25 +20,33 @@ or page carries a private label or, before the deadline, a private score.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+import threading
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from ..errors import ConfigError
-from ..submission import SubmissionError, parse_submission_text
+from ..submission import SubmissionError, echo, parse_submission_text
 from . import store
 from .competition import Clock, Competition, CompetitionCache, format_time, next_quota_reset, utc_now
 from .db import IDEMPOTENCY_KEY_MAX, Database
 from .faults import Faults
 from .leaderboard import Leaderboard, build_leaderboard
-from .security import bearer_token, check_team_name, match_token
+from .limits import AttemptBucket, DailyCounter
+from .security import bearer_token, check_team_name, look_alike, match_token
 
 __all__ = ["CompetitionService", "RescoreSummary", "Refusal", "TeamView"]
 
 log = logging.getLogger(__name__)
 
 _NO_QUOTA_USED = "Nothing was stored and no quota was used."
+# refusals of a body the client could have checked: each spends one of the sender's invalid attempts
+_INVALID_ATTEMPT = frozenset({"invalid_submission", "body_too_large", "invalid_team_name", "team_not_registered",
+                              "groupname_mismatch", "team_has_token", "team_name_look_alike"})
 
 
 class Refusal(Exception):
@@ -83,12 +93,16 @@ class CompetitionService:
 
     def __init__(self, competitions: CompetitionCache, db: Database, *, auth: str = "token",
                  registered: frozenset[str] | None = None, clock: Clock = utc_now,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, invalid_burst: int = 10, invalid_refill_seconds: float = 60,
+                 new_teams_per_address: int = 3) -> None:
         if auth not in ("token", "open"):
             raise ValueError(f"auth must be 'token' or 'open', not {auth!r}")
         self.competitions, self.db, self.auth = competitions, db, auth
         self.registered, self.clock = registered, clock
         self.faults = faults or Faults()
+        self.invalid_attempts = AttemptBucket(invalid_burst, invalid_refill_seconds)
+        self.new_teams, self.new_teams_per_address = DailyCounter(), new_teams_per_address  # 0: no limit
+        self._new_team_lock = threading.Lock()  # a look-alike check and the creation it allows are one step
 
     # -- identity ---------------------------------------------------------------------------------
     def team_from_token(self, authorization: str | None) -> store.TeamRow:
@@ -106,8 +120,11 @@ class CompetitionService:
                           "for a new one (`fgvc server team token`)", headers={"WWW-Authenticate": "Bearer"})
         return team
 
-    def _open_team(self, groupname: str) -> store.TeamRow | None:
-        """Open mode: the team the body names (None: not created yet), if the name is acceptable."""
+    def _open_team(self, groupname: str, address: str, now: datetime) -> store.TeamRow | None:
+        """Open mode: the team the body names (None: not created yet), if the name may be used this way.
+
+        A team with a token is not open to anyone who types its name; a new name must not look like an
+        existing team's, and each client address may create only so many teams a day."""
         try:
             check_team_name(groupname)
         except ConfigError as e:
@@ -117,43 +134,85 @@ class CompetitionService:
             raise Refusal(403, "team_not_registered",
                           f"team {groupname!r} is not registered for this competition; set 'groupname' to the name "
                           f"your instructor registered (exact spelling). {_NO_QUOTA_USED}")
-        return store.team_by_name(self.db, groupname)
+        team = store.team_by_name(self.db, groupname)
+        if team is not None and team.has_token:
+            raise Refusal(403, "team_has_token",
+                          f"team {groupname!r} submits with its token: send it as 'Authorization: Bearer <token>' "
+                          f"(`fgvc submit FILE --url URL --token TOKEN`). {_NO_QUOTA_USED}")
+        if team is None:
+            self._check_new_team(groupname, address, now)
+        return team
+
+    def _check_new_team(self, name: str, address: str, now: datetime) -> None:
+        """Refuse a new open-mode team whose name looks like an existing one, or one over the address's cap."""
+        other = look_alike(name, (t.name for t, _ in store.teams_and_hashes(self.db)))
+        if other is not None:
+            raise Refusal(409, "team_name_look_alike",
+                          f"team name {ascii(name)} looks like the existing team {ascii(other)} (same letters up to "
+                          f"case, width or look-alike characters of another script); submit as {other!r} with its "
+                          f"exact spelling, or choose a clearly different name. {_NO_QUOTA_USED}")
+        cap = self.new_teams_per_address
+        if cap and self.new_teams.count(address, now) >= cap:
+            resets = next_quota_reset(now)
+            wait = max(1, int((resets - now).total_seconds()))
+            raise Refusal(429, "too_many_new_teams",
+                          f"{cap} new team(s) were already created today from your address ({echo(address)}), the "
+                          f"most this server allows (`fgvc server run --new-teams-per-address`); submit as one of "
+                          f"them, or try again after {format_time(resets)}, in {_duration(wait)}. {_NO_QUOTA_USED}",
+                          headers={"Retry-After": str(wait)})
+
+    def _create_open_team(self, name: str, address: str, now: datetime) -> store.TeamRow:
+        """Open mode: the team of a valid submission, created now if new (checked again under the lock)."""
+        with self._new_team_lock:
+            team = store.team_by_name(self.db, name)
+            if team is None:
+                self._check_new_team(name, address, now)
+                team = store.get_or_create_team(self.db, name, now)
+                self.new_teams.add(address, now)
+        return team
 
     # -- submitting -------------------------------------------------------------------------------
-    def submit(self, raw: bytes, *, authorization: str | None = None, idempotency_key: str | None = None) -> dict:
-        """Handle one POSTed body; returns the reply, or raises :class:`Refusal`."""
+    def submit(self, raw: bytes, *, authorization: str | None = None, idempotency_key: str | None = None,
+               client: str | None = None) -> dict:
+        """Handle one POSTed body from the address ``client``; returns the reply, or raises :class:`Refusal`."""
         now = self.clock()
         competition = self.competitions.current()
         key = _check_key(idempotency_key)
         body_sha256 = hashlib.sha256(raw).hexdigest()
         closed = competition.is_closed(now)
-        team = self.team_from_token(authorization) if self.auth == "token" else None
+        address = client or "unknown"
+        # a team with a token may use it on an open server too (its name is not open to others)
+        by_token = self.auth == "token" or bearer_token(authorization) is not None
+        team = self.team_from_token(authorization) if by_token else None
         # a retry after the deadline of a submission stored before it gets its first reply, not a 403
         # (before the deadline, the store step finds the key in the same transaction as the quota)
         if closed and (reply := self._replay(competition, team, key, body_sha256)):
             return reply
-        submission = self._parse(raw, team)
-        if team is None:  # open mode: the body names the team
-            team = self._open_team(submission["groupname"])
-            if closed and (reply := self._replay(competition, team, key, body_sha256)):
-                return reply
-        elif submission["groupname"] != team.name:
-            raise Refusal(403, "groupname_mismatch",
-                          f"'groupname' is {submission['groupname']!r} but this token is team {team.name!r}'s; "
-                          f"leave 'groupname' out or set it to {team.name!r}. {_NO_QUOTA_USED}")
-        if closed:
-            raise Refusal(403, "deadline_passed",
-                          f"the competition closed at {format_time(competition.deadline)}; submissions are no longer "
-                          "accepted. The final leaderboard is on the server's front page.")
+        sender: Hashable = ("team", team.id) if team is not None else ("address", address)
+        self._check_attempts(sender, team, address, now)
+        with self._spending_invalid_attempts(sender, now):
+            submission = self._parse(raw, team, competition)
+            if team is None:  # open mode: the body names the team
+                team = self._open_team(submission["groupname"], address, now)
+                if closed and (reply := self._replay(competition, team, key, body_sha256)):
+                    return reply
+            elif submission["groupname"] != team.name:
+                raise Refusal(403, "groupname_mismatch",
+                              f"'groupname' is {echo(submission['groupname'])} but this token belongs to team "
+                              f"{team.name!r}: leave 'groupname' out or set it to {team.name!r}. {_NO_QUOTA_USED}")
+            if closed:
+                raise Refusal(403, "deadline_passed",
+                              f"the competition closed at {format_time(competition.deadline)}; submissions are no "
+                              "longer accepted. The final leaderboard is on the server's front page.")
+            try:
+                competition.validate(submission)
+            except SubmissionError as e:
+                raise Refusal(400, "invalid_submission", f"{e}\n{_NO_QUOTA_USED}") from None
+            if team is None:
+                team = self._create_open_team(submission["groupname"], address, now)
         try:
-            competition.validate(submission)
-        except SubmissionError as e:
-            raise Refusal(400, "invalid_submission", f"{e}\n{_NO_QUOTA_USED}") from None
-        if team is None:
-            team = store.get_or_create_team(self.db, submission["groupname"], now)
-        try:
-            stored = store.store_submission(self.db, team.id, body=raw, body_sha256=body_sha256, key=key, now=now,
-                                            daily_limit=competition.daily_limit)
+            stored = store.store_submission(self.db, team.id, body=_canonical(submission), body_sha256=body_sha256,
+                                            key=key, now=now, daily_limit=competition.daily_limit)
         except store.QuotaExceeded as e:
             raise self._quota_refusal(competition, team, e.used, now) from None
         if stored.replayed:
@@ -165,7 +224,35 @@ class CompetitionService:
         log.info("submission %d of team %r stored and scored", stored.row.id, team.name)
         return self._reply(competition, team, stored.row.id, replayed=False)
 
-    def _parse(self, raw: bytes, team: store.TeamRow | None) -> dict:
+    def _check_attempts(self, sender: Hashable, team: store.TeamRow | None, address: str, now: datetime) -> None:
+        """Refuse, before reading the body, a sender whose invalid attempts are used up (a 429 saying when)."""
+        wait = self.invalid_attempts.retry_after(sender, now)
+        if wait:
+            who = f"team {team.name!r}" if team is not None else f"your address ({echo(address)})"
+            bucket = self.invalid_attempts
+            raise Refusal(429, "too_many_invalid_submissions",
+                          f"{who} sent too many invalid submissions: this server checks {bucket.burst} in a row, then "
+                          f"one every {bucket.refill_seconds:g} s. Try again in {_duration(wait)} (Retry-After), with "
+                          f"the problems the last refusal named fixed. {_NO_QUOTA_USED}",
+                          headers={"Retry-After": str(wait)}, extra={"retry_after_seconds": wait})
+
+    @contextlib.contextmanager
+    def _spending_invalid_attempts(self, sender: Hashable, now: datetime) -> Iterator[None]:
+        """A refusal of the body (not of the deadline or quota) spends one of the sender's invalid attempts."""
+        try:
+            yield
+        except Refusal as refusal:
+            if refusal.code in _INVALID_ATTEMPT:
+                self.invalid_attempts.spend(sender, now)
+            raise
+
+    def _parse(self, raw: bytes, team: store.TeamRow | None, competition: Competition) -> dict:
+        if len(raw) > competition.max_body_bytes:  # refused before parsing: its cost is bounded by the test set
+            raise Refusal(413, "body_too_large",
+                          f"the request body is {len(raw):,} bytes, more than a submission for this competition's "
+                          f"{len(competition.labels):,} test images can need ({competition.max_body_bytes:,} bytes "
+                          f"at most, pretty-printed with room to spare); send the file `fgvc predict` wrote. "
+                          f"{_NO_QUOTA_USED}")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -306,6 +393,13 @@ class CompetitionService:
         competition = self.competitions.current()
         return {"status": "ok", "message": f"{competition.title}: accepting submissions"
                 if not competition.is_closed(self.clock()) else f"{competition.title}: closed, final leaderboard"}
+
+
+def _canonical(submission: dict) -> bytes:
+    """What is stored of a valid submission: its two keys as compact JSON with sorted keys, so a team's
+    stored bytes per day are bounded by its quota times the size of the test set (no padding, no extras)."""
+    kept = {"groupname": submission["groupname"], "images": submission["images"]}
+    return json.dumps(kept, separators=(",", ":"), sort_keys=True).encode("ascii")  # non-ASCII as \u escapes
 
 
 def _check_key(key: str | None) -> str | None:

@@ -240,7 +240,8 @@ def _submission_by_id(conn: Connection, submission_id: int) -> SubmissionRow | N
 
 
 def stored_body(db: Database, submission_id: int) -> tuple[bytes, str]:
-    """The raw body as received, and its team's name (a token-mode body may leave out 'groupname')."""
+    """The stored body (compact JSON; as received before fgvc stored it canonically), and its team's name
+    (a token-mode body stored as received may leave out 'groupname')."""
     with db.read() as conn:
         r = conn.execute(select(_B.c.body, _T.c.name)
                          .select_from(_B.join(_S, _S.c.id == _B.c.submission_id).join(_T, _T.c.id == _S.c.team_id))
