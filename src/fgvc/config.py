@@ -22,6 +22,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "apply_overrides",
+    "check_key",
     "config_from_dict",
     "find_preset",
     "load_config",
@@ -114,9 +115,10 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _suggest(key: str, known: list[str]) -> str:
+def _suggest(key: str, known: list[str], prefix: str = "") -> str:
+    """The closest known key, spelled in full (``train.epochs``) so it can be pasted into ``--set``."""
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    return f" Did you mean '{close[0]}'?" if close else f" Known: {', '.join(known)}."
+    return f" Did you mean '{prefix}{close[0]}'?" if close else f" Known: {', '.join(prefix + k for k in known)}."
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -160,7 +162,7 @@ def _fill(instance: Any, data: dict[str, Any], prefix: str) -> None:
     for key, value in data.items():
         where = f"{prefix}{key}"
         if key not in names and not (key == "aircraft_level" and prefix == "data."):
-            raise ConfigError(f"unknown config key '{where}'.{_suggest(key, names)}")
+            raise ConfigError(f"unknown config key '{where}'.{_suggest(key, names, prefix)}")
         current = getattr(instance, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -281,6 +283,20 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             except ConfigError:
                 raise first from None  # not a text field either: the error about the value as YAML read it
     return config
+
+
+def check_key(key: str) -> None:
+    """Refuse a dotted key that names no config field, as :func:`apply_overrides` would, without
+    setting anything: a typo is reported as a typo before any rule about which keys may change."""
+    node: Any = Config()
+    prefix = ""
+    for part in key.strip().split("."):
+        if not dataclasses.is_dataclass(node):  # inside a free-form mapping (data.options.*, model.options.*)
+            return
+        names = [f.name for f in dataclasses.fields(node)]
+        if part not in names and not (part == "aircraft_level" and prefix == "data."):
+            raise ConfigError(f"unknown config key '{prefix}{part}'.{_suggest(part, names, prefix)}")
+        node, prefix = getattr(node, part, None), f"{prefix}{part}."
 
 
 def _nest(key: str, leaf: Any) -> Any:

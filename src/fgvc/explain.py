@@ -356,10 +356,15 @@ def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, o
     out_dir = Path(out_dir)
     names = {path: name for path, name, _ in found}
     written = []
-    for e in explain_images(run, [p for p, _, _ in found], data_root, batch_size,
-                            skip_unreadable=[not explicit for _, _, explicit in found]):
-        target = out_dir / names[e.path]
-        with atomic_open(target, "wb") as f:  # a kill leaves no half picture; unwritable --out is one line
-            e.picture.save(f, format="PNG", optimize=True)
-        written.append(target)
+    explanations = explain_images(run, [p for p, _, _ in found], data_root, batch_size,
+                                  skip_unreadable=[not explicit for _, _, explicit in found])
+    try:
+        for e in explanations:
+            target = out_dir / names[e.path]
+            with atomic_open(target, "wb") as f:  # a kill leaves no half picture; unwritable --out is one line
+                e.picture.save(f, format="PNG", optimize=True)
+            written.append(target)
+    except ImageDecodeError as e:  # a file named on the command line (those found in folders are skipped)
+        raise UserError(f"{e.path}: {e.reason}; fgvc explain takes image files (.jpg, .png and the other usual "
+                        "formats) or folders of them") from None
     return written

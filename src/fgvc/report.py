@@ -440,6 +440,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
     of the page (no data for example images, no validation split) are written into the page.
     """
     run_dir = Path(run_dir)
+    if run_dir.is_file():  # e.g. RUN/best.pt: the report is of the whole run (its best checkpoint, its curves)
+        raise UserError(f"{run_dir} is a file; fgvc report takes the run folder that holds it: "
+                        f"`fgvc report {run_dir.parent}`")
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder (expected the --out folder of `fgvc train`)")
     config, config_text, classes = _read_run(run_dir)

@@ -356,6 +356,12 @@ def score_submission(
     if not labels:
         raise SubmissionError("no labels to score against: the --labels file needs one 'file,class_id' row per "
                               "test image")
+    if class_ids is not None:
+        class_ids = set(class_ids)
+        foreign = sorted(set(labels.values()) - class_ids, key=class_sort_key)
+        if foreign:  # a prediction could never match these images: every score would be silently low
+            raise SubmissionError(f"the --labels file uses {len(foreign)} class ID(s) missing from --classes: "
+                                  f"{_head(foreign)}; pass the classes.json of a run trained on this dataset")
     try:
         validate_submission(submission, labels.keys(), set(labels.values()) if class_ids is None else class_ids)
     except SubmissionError as e:
@@ -534,8 +540,8 @@ def submit_submission(
                                   "one word of letters, digits and -_.~+/= characters")
         headers["Authorization"] = f"Bearer {token}"
 
-    still_there = (f"The submission is unchanged at {path}; send it again with `fgvc submit {path} --url {url}` "
-                   "once the problem is fixed.")
+    resend = f"fgvc submit {path} --url {url}" + (" --token TOKEN" if token is not None else "")  # never the secret
+    still_there = f"The submission is unchanged at {path}; send it again with `{resend}` once the problem is fixed."
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     # built per call so proxy settings are read now, not at import; redirects are never followed
     opener = urllib.request.build_opener(_NoRedirect)

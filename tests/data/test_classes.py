@@ -63,9 +63,9 @@ def test_diff_reports_missing_extra_renamed_and_reindexed():
     assert d.extra == ("4",)
     assert d.renamed == (("1", "one", "uno"),)
     assert set(d.reindexed) == {("1", 0, 1), ("2", 1, 0)}
-    text = d.describe()
-    assert "missing" in text and "'one' -> 'uno'" in text
+    text = d.describe("the run", "the data")
+    assert "1 class(es) only in the run: 3\n" in text and "'one' -> 'uno'" in text
     assert not a.diff(a)
-    with pytest.raises(ClassTableError, match="1 class\\(es\\) only in the other table: 4"):
+    with pytest.raises(ClassTableError, match="1 class\\(es\\) only in the data: 4"):
         a.require_same(b)
     a.require_same(ClassTable(("1", "2", "3"), ("x", "y", "z")))  # names alone may differ

@@ -59,7 +59,7 @@ def test_presets_load_and_overrides_apply():
 
 
 def test_unknown_keys_and_presets_suggest_the_closest():
-    with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'. Did you mean 'lr'"):
+    with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'. Did you mean 'optim.lr'"):
         load_config("demo", ["optim.lrr=0.1"])
     with pytest.raises(ConfigError, match="Did you mean 'mmal_resnet50_cub'"):
         load_config("mmal_resnet50_cbu")

@@ -165,7 +165,7 @@ def check_dataset(root: str | Path, format: str | None = None, min_side: int = D
         if not Path(root).is_dir():  # nothing to report on: a one-line error is clearer
             raise
         return CheckReport(Path(root), format or _detected(root), [], {}, {}, {}, Counter(), Counter(),
-                           [Problem("layout", Path(root), str(e))])
+                           [Problem("layout", Path(root), str(e).removeprefix(f"{e.root}: "))])  # path said once
     return check_index(index, min_side=min_side, workers=workers)
 
 

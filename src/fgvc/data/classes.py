@@ -51,16 +51,18 @@ class ClassTableDiff:
     def __bool__(self) -> bool:
         return bool(self.missing or self.extra or self.renamed or self.reindexed)
 
-    def describe(self, limit: int = 10) -> str:
+    def describe(self, mine: str, theirs: str, limit: int = 10) -> str:
+        """The difference in words; ``mine`` and ``theirs`` name the two tables (``"the run"``,
+        ``"the data in ROOT"``) so that a reader knows which side lacks which classes."""
         def head(items: Sequence) -> str:
             shown = ", ".join(str(i) for i in items[:limit])
             return shown + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
         lines = []
         if self.missing:
-            lines.append(f"{len(self.missing)} class(es) missing from the other table: {head(self.missing)}")
+            lines.append(f"{len(self.missing)} class(es) only in {mine}: {head(self.missing)}")
         if self.extra:
-            lines.append(f"{len(self.extra)} class(es) only in the other table: {head(self.extra)}")
+            lines.append(f"{len(self.extra)} class(es) only in {theirs}: {head(self.extra)}")
         if self.renamed:
             lines.append(
                 f"{len(self.renamed)} class(es) renamed: "
@@ -164,11 +166,12 @@ class ClassTable:
             ),
         )
 
-    def require_same(self, other: ClassTable, what: str = "the data") -> None:
-        """Raise with the full difference unless ``other`` has the same IDs at the same indices."""
+    def require_same(self, other: ClassTable, what: str = "the data", mine: str = "the run") -> None:
+        """Raise with the full difference unless ``other`` (named ``what``) has the same IDs at the
+        same indices as this table (named ``mine``)."""
         d = self.diff(other)
         if d.missing or d.extra or d.reindexed:
-            raise ClassTableError(f"class table of {what} differs:\n{d.describe()}")
+            raise ClassTableError(f"class table of {what} differs from {mine}'s:\n{d.describe(mine, what)}")
 
     # -- persistence ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, list[str]]:

@@ -61,7 +61,8 @@ def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
                 raise UserError(f"checkpoint {run.checkpoint_path} does not fit this dataset: {e}") from None
         return index.split("test")
     if not root.is_dir():
-        raise UserError(f"{root} is not a folder of test images")
+        found = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(f"--data {root} {found}; pass a dataset with a test/ folder, or a folder of images")
     files = [p for p in list_dir(root) if p.is_file() and not is_hidden(p) and is_image_file(p)]
     if not files:
         raise UserError(f"no test images in {root}: expected a dataset with a test/ folder or a flat folder of images")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import Config, apply_overrides, config_from_dict, validate_config
+from ..config import Config, apply_overrides, check_key, config_from_dict, validate_config
 from ..data.classes import ClassTable, ClassTableError
 from ..data.dataset import FGVCDataset, collate_skipping
 from ..data.formats import read_dataset
@@ -113,6 +113,7 @@ class FGVCLoader(DataLoader):
 def _check_resume_overrides(overrides: list[str]) -> None:
     for item in overrides:
         key = item.partition("=")[0].strip()
+        check_key(key)  # a typo is "unknown key", not "cannot change"
         if not any(fnmatch.fnmatchcase(key, pattern) for pattern in RESUMABLE_KEYS):
             raise ConfigError(
                 f"--set {key} cannot change when resuming: it would make the resumed run a different run "
@@ -160,6 +161,10 @@ class Run:
         classes must still match) and the safe ``--set`` overrides applied."""
         run_dir = Path(run_dir)
         path = run_dir / "last.pt"
+        if not run_dir.is_dir():
+            given = (f"is a file; --resume takes the run folder ({run_dir.parent})" if run_dir.exists()
+                     else "does not exist; pass the folder `fgvc train --out` wrote (default runs/<name>)")
+            raise UserError(f"cannot resume: {run_dir} {given}")
         if not path.is_file():
             raise UserError(f"cannot resume: {path} does not exist (no epoch finished in {run_dir} yet?)")
         state = load_checkpoint(path)

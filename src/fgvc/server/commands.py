@@ -7,7 +7,6 @@
     fgvc server team add|token COMP_DIR NAME       prints the team's (new) token, once
     fgvc server team list COMP_DIR
     fgvc server run COMP_DIR [--host 127.0.0.1] [--port 8000] [--db URL] [--auth token|open] [--teams-file F]
-                    [--ssl-certfile F [--ssl-keyfile F]] [--trusted-proxy ADDR] [--header-timeout S] ...
     fgvc server set COMP_DIR [--deadline T|--no-deadline] [--daily-limit N] [--title T] [--leaderboard R]
     fgvc server export COMP_DIR [--format csv|json] [--out FILE] [--submissions]
     fgvc server rescore COMP_DIR [--labels FIXED.csv]
@@ -19,26 +18,13 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ..argtypes import non_negative_int, port, positive_int, positive_seconds
+from ..argtypes import non_negative_int, port
 from ..errors import UserError
-from ..netbind import HttpLimits
 
 __all__ = ["add_server_commands"]
 
 _EXTRA_MODULES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg", "psycopg_binary", "h11", "anyio",
                   "confusable_homoglyphs"}
-
-
-def _address_or_network(text: str) -> str:
-    """An IP address or network (10.0.0.0/8), as Uvicorn's forwarded_allow_ips takes them."""
-    import ipaddress
-
-    try:
-        ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or network (e.g. 127.0.0.1, "
-                                         "10.0.0.0/8)") from None
-    return text.strip()
 
 
 def _needs_extra(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -115,11 +101,8 @@ def _team_list(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .runner import serve
 
-    limits = HttpLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-                        keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections)
     serve(args.comp_dir, host=args.host, port=args.port, db_url=args.db, auth=args.auth, teams_file=args.teams_file,
-          max_body_bytes=args.max_body_mb * 1024 * 1024, limits=limits, ssl_certfile=args.ssl_certfile,
-          ssl_keyfile=args.ssl_keyfile, trusted_proxies=tuple(args.trusted_proxy))
+          max_body_bytes=args.max_body_mb * 1024 * 1024)
     return 0
 
 
@@ -174,11 +157,12 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
     init.add_argument("--public-fraction", type=_fraction, default=0.3,
                       help="share of test images scored publicly before the deadline (default 0.3)")
     init.add_argument("--daily-limit", type=non_negative_int, default=5,
-                      help="submissions per team per UTC day (0: none)")
+                      help="submissions per team per UTC day (0: no limit; default %(default)s)")
     init.add_argument("--deadline", type=_deadline, default=None, help="e.g. 2027-01-15T23:59Z")
     init.add_argument("--title", default=None, help="shown on the leaderboard (default: the folder's name)")
     init.add_argument("--leaderboard", choices=["best", "last"], default="best",
-                      help="which submission of a team counts: its best public score or its latest")
+                      help="which submission of a team counts: its best public score or its latest "
+                           "(default %(default)s)")
     init.add_argument("--seed", type=non_negative_int, default=None,
                       help="seed of the public/private split (default: random)")
     init.add_argument("--db", default=None, metavar="URL",
@@ -202,29 +186,13 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="serve the competition (leaderboard at /, submissions at /api/submissions)")
     _comp_dir(run)
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    run.add_argument("--port", type=port, default=8000)
+    run.add_argument("--port", type=port, default=8000, help="port to listen on (default %(default)s)")
     run.add_argument("--auth", choices=["token", "open"], default="token",
                      help="token: teams send their token; open: teams name themselves by 'groupname' (the "
                           "course's original protocol)")
     run.add_argument("--teams-file", type=Path, default=None,
                      help="with --auth open: accept only these team names (one per line)")
     run.add_argument("--max-body-mb", type=non_negative_int, default=16, help="largest accepted request body (MB)")
-    tls = run.add_argument_group("TLS and reverse proxies (README: 'Running on a network')")
-    tls.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
-    tls.add_argument("--ssl-keyfile", default=None, help="its private key, if not in --ssl-certfile")
-    tls.add_argument("--trusted-proxy", type=_address_or_network, action="append", default=[], metavar="ADDR",
-                     help="believe X-Forwarded-For/-Proto only from this address or network, the reverse proxy's "
-                          "(repeatable; default: from nobody)")
-    limits = run.add_argument_group("connection limits (a client slower than these is disconnected)")
-    defaults = HttpLimits()
-    limits.add_argument("--header-timeout", type=positive_seconds, default=defaults.header_timeout, metavar="S",
-                        help="seconds for a request's headers to arrive (default %(default)g)")
-    limits.add_argument("--body-timeout", type=positive_seconds, default=defaults.body_timeout, metavar="S",
-                        help="seconds for a request's body to arrive after its headers (default %(default)g)")
-    limits.add_argument("--keep-alive-timeout", type=positive_seconds, default=defaults.keep_alive_timeout,
-                        metavar="S", help="seconds an idle connection is kept between requests (default %(default)g)")
-    limits.add_argument("--max-connections", type=positive_int, default=defaults.max_connections, metavar="N",
-                        help="open connections beyond which new requests get 503 (default %(default)d)")
     run.set_defaults(func=_run)
 
     settings = sub.add_parser("set", help="change the deadline, daily limit, title or leaderboard rule")

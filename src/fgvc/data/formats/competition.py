@@ -187,7 +187,8 @@ def _apply_class_list(root: Path, classes: ClassTable) -> ClassTable:
     diff = classes.diff(pinned)
     if diff.missing or diff.extra:
         raise DatasetLayoutError(
-            root, "class_labels.txt does not match the train/ folders:\n" + diff.describe(), COMPETITION_TREE,
+            root, "class_labels.txt does not match the train/ folders:\n"
+            + diff.describe("the train/ folders", "class_labels.txt"), COMPETITION_TREE,
             "list every train/ folder's ID exactly as the folder spells it (e.g. 04615, not 4615), or delete "
             "class_labels.txt to use numeric order",
         )
