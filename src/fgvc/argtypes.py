@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive_int", "non_negative_int", "port"]
+__all__ = ["positive_int", "positive_seconds", "non_negative_int", "port"]
 
 
 def _int(text: str) -> int:
@@ -32,4 +32,15 @@ def port(text: str) -> int:
     value = non_negative_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, more than 0 (a fraction is allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is out of range: it must be a number of seconds above 0")
     return value

@@ -9,19 +9,12 @@ import threading
 import time
 from pathlib import Path
 
-from ..netbind import bind
+from ..netbind import bind, uvicorn_config
 from .app import create_app
 from .predictors import Predictor, open_predictor
 from .settings import ServeSettings
 
 __all__ = ["serve", "bind", "ThreadedServer"]
-
-
-def _config(app, log_level: str):
-    import uvicorn
-
-    return uvicorn.Config(app, log_level=log_level, server_header=False, timeout_keep_alive=5,
-                          timeout_graceful_shutdown=10, backlog=2048)
 
 
 def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
@@ -38,7 +31,7 @@ def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, devi
     print(f"fgvc serve: {predictor.description}\n  http://{shown}:{sock.getsockname()[1]}/  (page; POST /predict, "
           f"POST /explain, GET /healthz, GET /metrics); dynamic batching {batching}", flush=True)
     try:
-        uvicorn.Server(_config(create_app(predictor, settings), "info")).run(sockets=[sock])
+        uvicorn.Server(uvicorn_config(create_app(predictor, settings), log_level="info")).run(sockets=[sock])
     finally:
         sock.close()
 
@@ -53,7 +46,7 @@ class ThreadedServer:
         self.app = create_app(predictor, settings, gate)
         self.sock = bind(host, 0)
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(_config(self.app, "warning"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -7,7 +7,8 @@ Routes::
     GET  /                  leaderboard page            GET  /api/leaderboard[?format=csv]
     GET  /team, POST /team  a team's own submissions (token typed into a form)
     GET  /api/team          the same as JSON (Bearer token)
-    GET  /healthz           liveness and database check
+    GET  /healthz           liveness and database check (a read)
+    GET  /readyz            readiness: a durable write to the database, as a submission makes (503 if it fails)
 
 Every reply is JSON with a "message" for a person, errors included (404, 405, 413, 500, ...), except
 the HTML pages. Request bodies are read as raw bytes whatever the Content-Type, up to a size limit.
@@ -29,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
 from . import pages
@@ -72,16 +74,26 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
+def _size(n: int) -> str:
+    """A byte count for a person: '16 MB', '4 KB', '1.5 MB' (binary units, as the limits are set)."""
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed)."""
     try:
         return await read_bounded_body(request, limit)
     except BodyTooLarge:
         raise Refusal(413, "body_too_large",
-                      f"the request body is larger than this server's limit of {limit // (1024 * 1024)} MB "
-                      f"({limit} bytes); a submission of 6,000 images is about 0.4 MB. Nothing was stored.") from None
+                      f"the request body is larger than this server's limit of {_size(limit)} ({limit:,} bytes); "
+                      "a submission of 6,000 images is about 0.4 MB. Nothing was stored.") from None
     except BadContentLength:
         raise Refusal(400, "bad_request", "the Content-Length header is not a number") from None
+    except ClientDisconnect:  # the client left, or was cut off by --body-timeout: nobody is there to answer
+        raise Refusal(408, "body_incomplete", "the request body did not arrive in time; nothing was stored") from None
 
 
 def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -126,6 +138,8 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
     submit_threads = anyio.CapacityLimiter(submit_workers)
 
     async def submit(request: Request) -> JSONResponse:
+        if service.auth == "token":  # the headers say who is asking: a stranger's body is never read (401 first)
+            await run_in_threadpool(service.team_from_token, request.headers.get("authorization"))
         raw = await _read_body(request, max_body_bytes)
         call = functools.partial(service.submit, raw, authorization=request.headers.get("authorization"),
                                  idempotency_key=request.headers.get("idempotency-key"),
@@ -138,6 +152,10 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(service.health))
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:  # a failed write is the OperationalError handler's 503
+        return JSONResponse(await run_in_threadpool(service.ready))
 
     @app.get("/api/leaderboard")
     async def leaderboard_api(format: str = "json") -> Response:
@@ -165,7 +183,7 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
 
         return JSONResponse(await run_in_threadpool(view))
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def leaderboard_page() -> HTMLResponse:
         board = await run_in_threadpool(service.leaderboard)
         return HTMLResponse(pages.leaderboard_page(board, board.generated_at), headers={"Cache-Control": "no-cache"})

@@ -7,6 +7,7 @@
     fgvc server team add|token COMP_DIR NAME       prints the team's (new) token, once
     fgvc server team list COMP_DIR
     fgvc server run COMP_DIR [--host 127.0.0.1] [--port 8000] [--db URL] [--auth token|open] [--teams-file F]
+                    [--ssl-certfile F [--ssl-keyfile F]] [--trusted-proxy ADDR] [--header-timeout S] ...
     fgvc server set COMP_DIR [--deadline T|--no-deadline] [--daily-limit N] [--title T] [--leaderboard R]
     fgvc server export COMP_DIR [--format csv|json] [--out FILE] [--submissions]
     fgvc server rescore COMP_DIR [--labels FIXED.csv]
@@ -18,13 +19,26 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ..argtypes import non_negative_int, port
+from ..argtypes import non_negative_int, port, positive_int, positive_seconds
 from ..errors import UserError
+from ..netbind import HttpLimits
 
 __all__ = ["add_server_commands"]
 
 _EXTRA_MODULES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg", "psycopg_binary", "h11", "anyio",
                   "confusable_homoglyphs"}
+
+
+def _address_or_network(text: str) -> str:
+    """An IP address or network (10.0.0.0/8), as Uvicorn's forwarded_allow_ips takes them."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or network (e.g. 127.0.0.1, "
+                                         "10.0.0.0/8)") from None
+    return text.strip()
 
 
 def _needs_extra(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -101,8 +115,11 @@ def _team_list(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .runner import serve
 
+    limits = HttpLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                        keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections)
     serve(args.comp_dir, host=args.host, port=args.port, db_url=args.db, auth=args.auth, teams_file=args.teams_file,
-          max_body_bytes=args.max_body_mb * 1024 * 1024)
+          max_body_bytes=args.max_body_mb * 1024 * 1024, limits=limits, ssl_certfile=args.ssl_certfile,
+          ssl_keyfile=args.ssl_keyfile, trusted_proxies=tuple(args.trusted_proxy))
     return 0
 
 
@@ -193,6 +210,22 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--teams-file", type=Path, default=None,
                      help="with --auth open: accept only these team names (one per line)")
     run.add_argument("--max-body-mb", type=non_negative_int, default=16, help="largest accepted request body (MB)")
+    tls = run.add_argument_group("TLS and reverse proxies (README: 'Running on a network')")
+    tls.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
+    tls.add_argument("--ssl-keyfile", default=None, help="its private key, if not in --ssl-certfile")
+    tls.add_argument("--trusted-proxy", type=_address_or_network, action="append", default=[], metavar="ADDR",
+                     help="believe X-Forwarded-For/-Proto only from this address or network, the reverse proxy's "
+                          "(repeatable; default: from nobody)")
+    limits = run.add_argument_group("connection limits (a client slower than these is disconnected)")
+    defaults = HttpLimits()
+    limits.add_argument("--header-timeout", type=positive_seconds, default=defaults.header_timeout, metavar="S",
+                        help="seconds for a request's headers to arrive (default %(default)g)")
+    limits.add_argument("--body-timeout", type=positive_seconds, default=defaults.body_timeout, metavar="S",
+                        help="seconds for a request's body to arrive after its headers (default %(default)g)")
+    limits.add_argument("--keep-alive-timeout", type=positive_seconds, default=defaults.keep_alive_timeout,
+                        metavar="S", help="seconds an idle connection is kept between requests (default %(default)g)")
+    limits.add_argument("--max-connections", type=positive_int, default=defaults.max_connections, metavar="N",
+                        help="open connections beyond which new requests get 503 (default %(default)d)")
     run.set_defaults(func=_run)
 
     settings = sub.add_parser("set", help="change the deadline, daily limit, title or leaderboard rule")

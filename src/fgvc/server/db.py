@@ -202,6 +202,14 @@ class Database:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    def probe_write(self, moment: str) -> None:
+        """A real, durable write (the readiness check): a database that answers reads but refuses writes
+        (full disk, read-only file, lost primary) fails here as every submission would."""
+        table = Meta.__table__
+        with self.write() as conn:
+            if not conn.execute(table.update().where(table.c.key == "ready_probe").values(value=moment)).rowcount:
+                conn.execute(table.insert().values(key="ready_probe", value=moment))
+
     def dispose(self) -> None:
         self.engine.dispose()
 

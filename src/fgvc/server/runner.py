@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from ..netbind import HttpLimits, uvicorn_config
 from ..netbind import bind as _bind
 from . import store
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
@@ -44,9 +45,27 @@ def read_teams_file(path: str | os.PathLike) -> frozenset[str]:
     return frozenset(check_team_name(name) for name in names)
 
 
+def _check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Load the certificate once before starting, so a wrong file is one line, not Uvicorn's traceback."""
+    if certfile is None:
+        if keyfile is not None:
+            raise UserError("--ssl-keyfile needs --ssl-certfile (the certificate that goes with the key)")
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as e:
+        raise UserError(f"cannot use --ssl-certfile {certfile}" + (f" with --ssl-keyfile {keyfile}" if keyfile else "")
+                        + f": {getattr(e, 'strerror', None) or e}; give a PEM certificate and its private key "
+                        "(one file holding both, or --ssl-keyfile)") from None
+
+
 def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, db_url: str | None = None,
           auth: str = "token", teams_file: str | os.PathLike | None = None,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, limits: HttpLimits | None = None,
+          ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+          trusted_proxies: tuple[str, ...] = ()) -> None:
     import uvicorn
 
     competitions = CompetitionCache(comp_dir)
@@ -54,6 +73,7 @@ def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8
     if teams_file is not None and auth != "open":
         raise UserError("--teams-file lists the team names accepted with --auth open; with token auth, add teams "
                         "with `fgvc server team add`")
+    _check_tls(ssl_certfile, ssl_keyfile)
     faults = Faults.from_environment()
     db = open_database(competitions, db_url)
     registered = read_teams_file(teams_file) if teams_file is not None else None
@@ -64,10 +84,12 @@ def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"fgvc server: {competition.title!r} on http://{shown_host}:{bound_port}/ (auth {auth}, database "
-          f"{db.safe_url}); {recovered.rescored} submission(s) scored at start-up", flush=True)
-    config = uvicorn.Config(create_app(service, max_body_bytes=max_body_bytes), log_level="info",
-                            server_header=False, timeout_keep_alive=5, timeout_graceful_shutdown=10, backlog=2048)
+    config = uvicorn_config(create_app(service, max_body_bytes=max_body_bytes), limits=limits,
+                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, trusted_proxies=trusted_proxies)
+    scheme = "https" if ssl_certfile else "http"
+    proxies = f"; forwarded headers trusted from {', '.join(trusted_proxies)}" if trusted_proxies else ""
+    print(f"fgvc server: {competition.title!r} on {scheme}://{shown_host}:{bound_port}/ (auth {auth}, database "
+          f"{db.safe_url}); {recovered.rescored} submission(s) scored at start-up{proxies}", flush=True)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

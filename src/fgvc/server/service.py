@@ -385,6 +385,11 @@ class CompetitionService:
                         before.public_score, before.private_score) != (after.public_score, after.private_score):
                     changed += 1
 
+    def ready(self) -> dict:
+        """Readiness: a durable write to the database, as every submission makes (health only reads)."""
+        self.db.probe_write(format_time(self.clock()))
+        return {"status": "ready", "message": "the database accepts writes: submissions can be stored"}
+
     def health(self) -> dict:
         from sqlalchemy import text
 
