@@ -134,14 +134,15 @@ def _structure_problems(images: Any, groupname: Any) -> list[str]:
         return problems
     if not images:
         problems.append("'images' is empty: it must hold one prediction per test image")
-    n_keys, bad_keys = _first(echo(k) for k in images if not isinstance(k, str) or not k or "/" in k or "\\" in k)
+    n_keys, bad_keys = _first(k for k in images if not isinstance(k, str) or not k or "/" in k or "\\" in k)
     if n_keys:
         problems.append(
-            f"{n_keys} key(s) are not bare file names: {_head(bad_keys, total=n_keys)}; "
+            f"{n_keys} key(s) are not bare file names: {_head([echo(k) for k in bad_keys], total=n_keys)}; "
             "use the test image's file name only (no folders), e.g. '0742e155.jpg'"
         )
-    n_values, bad_values = _first(f"{echo(k)}: {echo(v)}" for k, v in images.items() if not isinstance(v, str) or not v)
+    n_values, bad_items = _first((k, v) for k, v in images.items() if not isinstance(v, str) or not v)
     if n_values:
+        bad_values = [f"{echo(k)}: {echo(v)}" for k, v in bad_items]
         problems.append(
             f"{n_values} value(s) are not class-ID strings: {_head(bad_values, total=n_values)}; write each class "
             "ID as a string spelled exactly as its training folder, e.g. \"04654\" (never the number 4654)"

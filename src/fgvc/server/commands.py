@@ -119,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
                         keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections)
     serve(args.comp_dir, host=args.host, port=args.port, db_url=args.db, auth=args.auth, teams_file=args.teams_file,
           max_body_bytes=args.max_body_mb * 1024 * 1024, limits=limits, ssl_certfile=args.ssl_certfile,
-          ssl_keyfile=args.ssl_keyfile, trusted_proxies=tuple(args.trusted_proxy))
+          ssl_keyfile=args.ssl_keyfile, trusted_proxies=tuple(args.trusted_proxy),
+          new_teams_per_address=args.new_teams_per_address)
     return 0
 
 
@@ -208,8 +209,13 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
                      help="token: teams send their token; open: teams name themselves by 'groupname' (the "
                           "course's original protocol)")
     run.add_argument("--teams-file", type=Path, default=None,
-                     help="with --auth open: accept only these team names (one per line)")
-    run.add_argument("--max-body-mb", type=non_negative_int, default=16, help="largest accepted request body (MB)")
+                     help="with --auth open: accept only these team names (one per line); without it, a new name "
+                          "makes a new team")
+    run.add_argument("--new-teams-per-address", type=non_negative_int, default=3, metavar="N",
+                     help="with --auth open and no --teams-file: new teams one client address may create per UTC day "
+                          "(0: no limit; default %(default)s)")
+    run.add_argument("--max-body-mb", type=non_negative_int, default=16,
+                     help="largest accepted request body (MB; default %(default)s)")
     tls = run.add_argument_group("TLS and reverse proxies (README: 'Running on a network')")
     tls.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain)")
     tls.add_argument("--ssl-keyfile", default=None, help="its private key, if not in --ssl-certfile")

@@ -14,6 +14,7 @@ order when a server or command opens it; a newer one is refused rather than misr
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -134,7 +135,26 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _private_sqlite_files(path: str | None) -> None:
+    """Make the database file and its -wal and -shm companions readable by their owner only (0600).
+
+    SQLite creates -wal and -shm with the database file's permissions, so a file created 0600 before
+    SQLite first opens it keeps all three private whatever the umask; files an older fgvc made 0644 are
+    tightened here. A path SQLite cannot use either is left for SQLite's own error."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    except OSError:
+        return
+    for name in (path, path + "-wal", path + "-shm"):
+        with contextlib.suppress(OSError):  # absent yet, or another user's file: SQLite decides
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
 def _sqlite_engine(url: str) -> Engine:
+    _private_sqlite_files(make_url(url).database)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
                            pool_size=8, max_overflow=8, pool_timeout=60)
 

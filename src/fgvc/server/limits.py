@@ -41,7 +41,7 @@ class AttemptBucket:
         """0 when ``key`` may try now, else the whole seconds until it may."""
         with self._lock:
             tokens = self._tokens(key, now)
-        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) * self.refill_seconds))
+        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) * self.refill_seconds - 1e-9))  # no float dust
 
     def spend(self, key: Hashable, now: datetime) -> None:
         with self._lock:

@@ -65,7 +65,7 @@ def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8
           auth: str = "token", teams_file: str | os.PathLike | None = None,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, limits: HttpLimits | None = None,
           ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
-          trusted_proxies: tuple[str, ...] = ()) -> None:
+          trusted_proxies: tuple[str, ...] = (), new_teams_per_address: int = 3) -> None:
     import uvicorn
 
     competitions = CompetitionCache(comp_dir)
@@ -79,7 +79,8 @@ def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8
     registered = read_teams_file(teams_file) if teams_file is not None else None
     for name in sorted(registered or ()):
         store.get_or_create_team(db, name, utc_now())
-    service = CompetitionService(competitions, db, auth=auth, registered=registered, faults=faults)
+    service = CompetitionService(competitions, db, auth=auth, registered=registered, faults=faults,
+                                 new_teams_per_address=new_teams_per_address)
     recovered = service.rescore()
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
