@@ -18,7 +18,7 @@ from fgvc.server.competition import CompetitionCache
 from fgvc.server.db import Database
 from fgvc.submission import SubmissionError, load_submission, validate_submission
 
-from .conftest import CLASSES, N_IMAGES, add_team, bearer, make_comp
+from .conftest import CLASSES, N_IMAGES, add_team, after_deadline, bearer, make_comp
 
 API = "/api/submissions"
 NOTHING = "Nothing was stored and no quota was used."
@@ -186,7 +186,7 @@ def test_open_mode_refuses_the_name_of_a_token_team_unless_its_token_is_sent(ope
 
 
 @pytest.mark.parametrize("look_alike", ["\u0430lpha", "ALPHA", "\uff41\uff4c\uff50\uff48\uff41", "a1pha"])
-def test_open_mode_refuses_a_look_alike_of_an_existing_team(open_service, comp, look_alike):
+def test_open_mode_refuses_a_look_alike_of_an_existing_team(open_service, comp, clock, look_alike):
     with _test_client(open_service) as client:
         assert client.post("/results/", content=json.dumps(comp.body("alpha"))).status_code == 200
         refused = client.post("/results/", content=json.dumps(comp.body(look_alike)))
@@ -195,6 +195,9 @@ def test_open_mode_refuses_a_look_alike_of_an_existing_team(open_service, comp, 
                                                     "'alpha'")
         assert [t.name for t, _ in store.list_teams(open_service.db)] == ["alpha"]
         assert client.post("/results/", content=json.dumps(comp.body("alpha-2"))).status_code == 200
+        clock.now = after_deadline()  # then the deadline is what a new name hears first
+        closed = client.post("/results/", content=json.dumps(comp.body(look_alike)))
+        assert closed.status_code == 403 and closed.json()["error"] == "deadline_passed"
 
 
 def test_open_mode_caps_new_teams_per_address_and_day(open_service, comp, clock):

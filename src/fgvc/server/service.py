@@ -120,11 +120,9 @@ class CompetitionService:
                           "for a new one (`fgvc server team token`)", headers={"WWW-Authenticate": "Bearer"})
         return team
 
-    def _open_team(self, groupname: str, address: str, now: datetime) -> store.TeamRow | None:
-        """Open mode: the team the body names (None: not created yet), if the name may be used this way.
-
-        A team with a token is not open to anyone who types its name; a new name must not look like an
-        existing team's, and each client address may create only so many teams a day."""
+    def _open_team(self, groupname: str) -> store.TeamRow | None:
+        """Open mode: the team the body names (None: not created yet), if the name may be used this way:
+        a team with a token is not open to anyone who types its name."""
         try:
             check_team_name(groupname)
         except ConfigError as e:
@@ -139,12 +137,11 @@ class CompetitionService:
             raise Refusal(403, "team_has_token",
                           f"team {groupname!r} submits with its token: send it as 'Authorization: Bearer <token>' "
                           f"(`fgvc submit FILE --url URL --token TOKEN`). {_NO_QUOTA_USED}")
-        if team is None:
-            self._check_new_team(groupname, address, now)
         return team
 
     def _check_new_team(self, name: str, address: str, now: datetime) -> None:
-        """Refuse a new open-mode team whose name looks like an existing one, or one over the address's cap."""
+        """Refuse a new open-mode team whose name looks like an existing one, or one over the address's cap
+        (a new name must not pass for an existing team, and each address may create only so many a day)."""
         other = look_alike(name, (t.name for t, _ in store.teams_and_hashes(self.db)))
         if other is not None:
             raise Refusal(409, "team_name_look_alike",
@@ -193,7 +190,7 @@ class CompetitionService:
         with self._spending_invalid_attempts(sender, now):
             submission = self._parse(raw, team, competition)
             if team is None:  # open mode: the body names the team
-                team = self._open_team(submission["groupname"], address, now)
+                team = self._open_team(submission["groupname"])
                 if closed and (reply := self._replay(competition, team, key, body_sha256)):
                     return reply
             elif submission["groupname"] != team.name:
@@ -204,6 +201,8 @@ class CompetitionService:
                 raise Refusal(403, "deadline_passed",
                               f"the competition closed at {format_time(competition.deadline)}; submissions are no "
                               "longer accepted. The final leaderboard is on the server's front page.")
+            if team is None:  # a new open-mode team: refused before the body is checked, if it must be
+                self._check_new_team(submission["groupname"], address, now)
             try:
                 competition.validate(submission)
             except SubmissionError as e:
