@@ -103,3 +103,99 @@ def test_predict_on_a_plain_folder_of_photos_needs_no_group(run, data, tmp_path,
                  "--device", "cpu", "--no-progress"]) == 0
     assert "no --group" not in capsys.readouterr().out
     assert json.loads((tmp_path / "g" / "submission.json").read_text())["groupname"] == "wrens"
+
+
+# -- a failed start leaves nothing behind; a saved split must fit the config and the data --------------------
+@pytest.mark.parametrize(("mistake", "expected"), [
+    (["--set", "model.backbone=resnet1B"], "resnet1B"),
+    (["--init-from", "nosuch/best.pt"], "nosuch/best.pt"),
+])
+def test_a_failed_start_leaves_no_run_folder_and_a_retry_carves_its_own_split(data, tmp_path, capsys, mistake,
+                                                                             expected):
+    from fgvc.data.formats import read_dataset
+    from fgvc.data.split import stratified_split
+
+    out = tmp_path / "run"
+    assert main(_train_args(data, out, "--set", "train.epochs=1", *mistake)) == 2
+    assert expected in _one_line_error(capsys)
+    assert not out.exists()  # before: .lock and a split.json of data.val_fraction=0.25
+    assert main(_train_args(data, out, "--set", "train.epochs=1", "--set", "data.val_fraction=0.5")) == 0
+    saved = json.loads((out / "split.json").read_text())
+    expected_val = stratified_split(read_dataset(data).split("train"), 0.5, 0)[1]
+    assert (saved["val_fraction"], sorted(saved["val"])) == (0.5, sorted(expected_val))
+    assert len(saved["val"]) == 6  # 2 of each class's 4 training images
+
+
+def test_a_failed_start_in_a_folder_that_existed_takes_out_only_what_it_wrote(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(_train_args(data, out, "--set", "model.backbone=resnet1B")) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_split_left_by_a_killed_start_is_refused_when_the_config_differs(data, tmp_path, capsys):
+    from fgvc.data.formats import read_dataset
+    from fgvc.data.split import save_split, stratified_split
+
+    out = tmp_path / "run"
+    out.mkdir()  # what a start killed (SIGKILL: no cleanup runs) after carving its split leaves
+    save_split(out / "split.json", stratified_split(read_dataset(data).split("train"), 0.25, 0)[1], 0, 0.25)
+    assert main(_train_args(data, out, "--set", "data.val_fraction=0.5")) == 2
+    assert _one_line_error(capsys) == (
+        f"fgvc: error: {out / 'split.json'} was carved with data.val_fraction=0.25, data.split_seed=0, but this run "
+        f"has data.val_fraction=0.5, data.split_seed=0: delete {out / 'split.json'} to carve the split anew (no "
+        "epoch was saved beside it: it is left by a start that did not finish), or pass another --out\n")
+    assert main(_train_args(data, out, "--set", "data.split_seed=1")) == 2
+    assert "data.split_seed=0, but this run has data.val_fraction=0.25, data.split_seed=1" in _one_line_error(capsys)
+
+
+def test_a_saved_split_of_other_images_is_refused(data, tmp_path):
+    from fgvc.data.formats import read_dataset
+    from fgvc.data.split import load_saved_split, save_split, stratified_split
+    from fgvc.errors import DataError
+
+    train = read_dataset(data).split("train")
+    val = stratified_split(train, 0.25, 0)[1]
+    save_split(tmp_path / "split.json", val, 0, 0.25)
+    assert load_saved_split(tmp_path / "split.json", train, 0.25, 0) == val  # the same split: used as it is
+    fewer = train.with_samples(s for s in train.samples if s.image_id != val[0])  # one class lost an image
+    with pytest.raises(DataError, match=r"carved from other training images than those in .* \(\d+ validation "
+                                        r"image\(s\) differ: "):
+        load_saved_split(tmp_path / "split.json", fewer, 0.25, 0)
+
+
+# -- changed data is the user's to fix, not a bug ----------------------------------------------------------
+@pytest.fixture
+def data_without_a_val_image(run, data, tmp_path) -> tuple[Path, str]:
+    copy = tmp_path / "data_copy"
+    shutil.copytree(data, copy)
+    gone = sorted(json.loads((run / "split.json").read_text())["val"])[0]
+    victims = list((copy / "train").rglob(gone)) or list((copy / "train").rglob(f"{gone}.*"))
+    assert len(victims) == 1, gone
+    victims[0].unlink()
+    return copy, gone
+
+
+@pytest.mark.parametrize("command", ["resume", "evaluate"])
+def test_data_without_a_validation_image_is_one_line_naming_it(run, data_without_a_val_image, capsys, command):
+    copy, gone = data_without_a_val_image
+    argv = (["train", "--resume", str(run), "--data", str(copy), "--set", "train.epochs=3", "--no-progress"]
+            if command == "resume" else
+            ["evaluate", str(run), "--data", str(copy), "--device", "cpu", "--no-progress", "--no-report"])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "1 validation image(s) of " in err and f"are not in the training data in {copy}: {gone};" in err
+    assert "restore those images" in err
+
+
+def test_resume_of_a_finished_run_counts_the_epochs_done(run, capsys):
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{run} has finished 2 epochs, more than train.epochs=1; to train longer, resume with --set train.epochs=N "
+        "(N > 2)")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{run} has finished all 2 epochs; to train longer, resume with --set train.epochs=N (N > 2)")

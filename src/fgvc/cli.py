@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
     from .engine.run import Run
     from .engine.trainer import Trainer
     from .fileio import remove_stale_temporaries
-    from .runlock import RunLock
+    from .runlock import RunLock, discard_failed_start
 
     if args.resume is not None:
         if args.config_given or args.out or args.init_from:
@@ -104,8 +104,11 @@ def _train(args: argparse.Namespace) -> int:
         config = _config(args)
         run = Run.start(config, args.out or Path("runs") / config.name)
     assert run.run_dir is not None
+    # a new run that fails before its first epoch is saved leaves the folder as it found it (none, usually)
+    discard = (discard_failed_start(run.run_dir) if args.resume is None and run.dist.is_main
+               else contextlib.nullcontext())
     # one process owns the run folder for the run's life (rank 0 under torchrun)
-    with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
+    with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext(), discard:
         if run.dist.is_main:
             for path in remove_stale_temporaries(run.run_dir):
                 print(f"removed {path.name}, left by a run that was killed while writing it")
@@ -114,8 +117,10 @@ def _train(args: argparse.Namespace) -> int:
                             "or pick another --out")
         trainer = Trainer(run, init_from=None if args.resume else args.init_from, progress=not args.no_progress)
         if args.resume is not None and trainer.finished:
-            print(f"{run.run_dir} has finished all {run.config.train.epochs} epochs; to train longer, resume with "
-                  f"--set train.epochs=N (N > {run.config.train.epochs})")
+            done, asked = trainer.epoch, run.config.train.epochs
+            finished = f"all {done} epochs" if done == asked else f"{done} epochs, more than train.epochs={asked}"
+            print(f"{run.run_dir} has finished {finished}; to train longer, resume with --set train.epochs=N "
+                  f"(N > {done})")
             return 0
         trainer.fit()
         if trainer.interrupted:

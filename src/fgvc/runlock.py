@@ -24,14 +24,16 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from .errors import UserError, output_error
 
-__all__ = ["RunLock", "LOCK_NAME"]
+__all__ = ["RunLock", "LOCK_NAME", "discard_failed_start"]
 
 LOCK_NAME = ".lock"
 _COMMAND_SHOWN = 120  # characters of the holder's command line in the message
@@ -160,3 +162,42 @@ def _since(stamp: str) -> str:
     local = when.astimezone() if when.tzinfo else when
     today = dt.datetime.now().astimezone().date() if when.tzinfo else dt.date.today()
     return local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def discard_failed_start(run_dir: str | os.PathLike, first_checkpoint: str = "last.pt"):
+    """A context manager for a new run's start: when it fails (an exception, Ctrl-C) before
+    ``first_checkpoint`` exists, what it wrote into ``run_dir`` is removed again — the whole folder
+    when it did not exist before this call — so a retry into the same ``--out`` starts clean instead of
+    on a ``split.json`` carved for another config. Call it before :class:`RunLock` creates the folder
+    and enter it inside the lock, which keeps every other fgvc process out while it removes.
+    A kill (SIGKILL) runs no cleanup: the saved split is then checked at the retry
+    (:func:`fgvc.data.split.load_saved_split`)."""
+    run_dir = Path(run_dir)
+    before = set(os.listdir(run_dir)) if run_dir.is_dir() else None
+    return _discarded_on_failure(run_dir, before, first_checkpoint)
+
+
+@contextlib.contextmanager
+def _discarded_on_failure(run_dir: Path, before: set[str] | None, first_checkpoint: str) -> Iterator[None]:
+    try:
+        yield
+    except (Exception, KeyboardInterrupt):
+        if not (run_dir / first_checkpoint).exists():
+            _remove_new_entries(run_dir, before)
+        raise
+
+
+def _remove_new_entries(run_dir: Path, before: set[str] | None) -> None:
+    """Everything in ``run_dir`` that is not in ``before``; the folder itself when ``before`` is None."""
+    if not run_dir.is_dir():
+        return
+    if before is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in set(os.listdir(run_dir)) - before:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()

@@ -254,7 +254,7 @@ class Run:
         index = self.dataset(root)
         if split == "val":
             ids = self.validation_ids()
-            part = apply_split(index.split("train"), ids)[1] if ids is not None else None
+            part = apply_split(index.split("train"), ids, f"run {self.run_dir}")[1] if ids is not None else None
             if part is None or not len(part):
                 raise UserError(f"{self.describe_checkpoint} was trained without a validation split; use --split test")
             return part

@@ -29,7 +29,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..config import Config
-from ..data.split import apply_split, load_split, save_split, stratified_split
+from ..data.split import apply_split, load_saved_split, save_split, stratified_split
 from ..errors import CheckpointError, UserError
 from ..fileio import atomic_write_text
 from ..tracking import create_tracker
@@ -137,15 +137,16 @@ class Trainer:
         # Every rank looks before rank 0 may write the file, and no collective depends on what a rank
         # saw: a barrier only in the "new split" branch deadlocked when rank 0 wrote it first.
         barrier()
+        source = str(path)
         if self.run.checkpoint is not None and "val_ids" in self.run.checkpoint:
-            val_ids = list(self.run.checkpoint["val_ids"])
-        elif exists:
-            val_ids = load_split(path)
+            val_ids, source = list(self.run.checkpoint["val_ids"]), str(self.run.checkpoint_path)
+        elif exists:  # left by a start that did not finish: only if this config carves the same split
+            val_ids = load_saved_split(path, train_all, self.config.data.val_fraction, self.config.data.split_seed)
         else:  # the split is deterministic: every rank computes the same one, rank 0 records it
             _, val_ids = stratified_split(train_all, self.config.data.val_fraction, self.config.data.split_seed)
             if self.dist.is_main:
                 save_split(path, val_ids, self.config.data.split_seed, self.config.data.val_fraction)
-        return apply_split(train_all, val_ids)
+        return apply_split(train_all, val_ids, source)
 
     def _train_sampler(self) -> EpochSampler:
         return EpochSampler(range(len(self.train_index)), num_replicas=self.dist.world_size, rank=self.dist.rank,
