@@ -2,6 +2,7 @@
 
     python benchmarks/server.py [--db sqlite postgresql] [--teams 40] [--per-team 5] [--images 5794]
                                 [--classes 200] [--clients 16] [--kill-at 100] [--postgres URL]
+                                [--skip rush kill quota hostile]
 
 Each run builds a synthetic competition (CUB's 5,794 test images, 200 classes, UUID file names), adds
 the teams, starts a real server process (`python -m fgvc server run`) and sends every submission from
@@ -15,6 +16,10 @@ Phases, per database:
          ``--kill-at`` (FGVC_SERVER_FAULT), a restart, and every client that got no reply retrying with
          the same key: nothing lost, nothing counted twice.
   quota  one team with 5 submissions left sends 16 at once: exactly 5 accepted.
+  hostile  the rush again while 50 idle connections (half with unfinished headers) and 20 uploads without a
+         token (16 MB declared, all but its last byte sent, then silence) are held open, reopened whenever the
+         server closes them, and 3 other teams send the largest invalid body the server parses, without pause:
+         p95 of the valid submissions, the server's memory (RSS, sampled), 0 lost, 0 5xx.
 
 PostgreSQL: ``--postgres URL`` or $FGVC_TEST_POSTGRES_URL (``.ci/run`` sets it); each phase gets a
 schema of its own, dropped afterwards. Results print as Markdown (paste into BENCHMARKS.md).
@@ -200,6 +205,37 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc); 0 where unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """The peak resident memory of a process, sampled every 50 ms from a thread while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, rss_bytes(pid), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_bytes(self.pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -237,7 +273,8 @@ def rush(setup: Setup, work: Path, args) -> dict:
     try:
         cpu_before = process_cpu_seconds(server.process.pid)
         t = time.perf_counter()
-        outcomes = post_all(server.port, jobs, setup.tokens, args.clients)
+        with RssSampler(server.process.pid) as sampler:
+            outcomes = post_all(server.port, jobs, setup.tokens, args.clients)
         wall = time.perf_counter() - t
         cpu = process_cpu_seconds(server.process.pid) - cpu_before
     finally:
@@ -250,7 +287,7 @@ def rush(setup: Setup, work: Path, args) -> dict:
     return {"submissions": len(jobs), "wall_s": wall, "per_s": len(latencies) / wall,
             "server_cpu_ms": 1000 * cpu / len(jobs), "load_before": load_before,
             "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95),
-            "max_s": max(latencies), "statuses": statuses,
+            "max_s": max(latencies), "statuses": statuses, "rss_peak_mb": sampler.peak / (1024 * 1024),
             "body_kb": sum(len(b) for _, b in jobs) / len(jobs) / 1024, **checks}
 
 
@@ -298,6 +335,147 @@ def quota_race(setup: Setup, work: Path, args) -> dict:
     return {"sent": len(jobs), "statuses": statuses}
 
 
+# -- the hostile phase --------------------------------------------------------------------------------
+STALLED_DECLARED = 16 * 1024 * 1024  # the largest body the server accepts by default
+
+
+class StalledClients:
+    """50 idle connections (every other one with unfinished headers) and 20 token-less 16 MB uploads stalled one
+    byte short, held open from a thread; one the server closes (its timeouts) is opened again at once."""
+
+    def __init__(self, port: int, idle: int = 50, uploads: int = 20) -> None:
+        self.port, self.closed_by_server, self._stop = port, 0, threading.Event()
+        self.early_401 = 0  # uploads answered 401 before their body was sent
+        self.kinds = ["idle", "partial"] * (idle // 2) + ["idle"] * (idle % 2) + ["upload"] * uploads
+        self.socks = [self._open(kind) for kind in self.kinds]
+        self._thread = threading.Thread(target=self._keep, daemon=True)
+        self._thread.start()
+
+    def _open(self, kind: str) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        if kind == "partial":
+            sock.sendall(b"POST /api/submissions HTTP/1.1\r\nHost: fgvc\r\nContent-Le")
+        elif kind == "upload":
+            sock.sendall(f"POST /api/submissions HTTP/1.1\r\nHost: fgvc\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {STALLED_DECLARED}\r\n\r\n".encode())
+            try:
+                if sock.recv(65536).startswith(b"HTTP/1.1 401"):
+                    self.early_401 += 1
+            except TimeoutError:  # a server that waits for the body before it answers
+                pass
+            sock.sendall(b" " * (STALLED_DECLARED - 1))
+        sock.setblocking(False)
+        return sock
+
+    def _keep(self) -> None:
+        import select
+
+        while not self._stop.wait(0.2):
+            readable, _, _ = select.select(self.socks, [], [], 0)
+            for sock in readable:
+                try:
+                    data = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if not data:  # closed by the server: a persistent attacker comes back
+                    i = self.socks.index(sock)
+                    sock.close()
+                    self.closed_by_server += 1
+                    if not self._stop.is_set():
+                        try:
+                            self.socks[i] = self._open(self.kinds[i])
+                        except OSError:
+                            self.socks[i] = socket.socket()  # refused now; this slot stays empty
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in self.socks:
+            sock.close()
+
+
+def maximal_invalid_body(setup: Setup, team: str) -> bytes:
+    """The largest body the server still parses (its per-competition bound), every name and class unknown:
+    the most checking work one request can ask for."""
+    from fgvc.server.competition import CompetitionCache
+
+    limit = CompetitionCache(setup.comp_dir).current().max_body_bytes
+    images, size, i = {}, 64, 0
+    while True:
+        name, value = f"{uuid.UUID(int=i, version=4)}.jpg", f"9{i:07d}"
+        size += len(name) + len(value) + 8
+        if size > limit:
+            break
+        images[name], i = value, i + 1
+    return json.dumps({"images": images, "groupname": team}).encode()
+
+
+def hammer(port: int, team: str, token: str, body: bytes, stop: threading.Event, statuses: dict, lock) -> None:
+    """One team sending its invalid body again and again, ignoring Retry-After, until ``stop``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            conn.request("POST", "/api/submissions", body=body,
+                         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"{team}-bad-{n}",
+                                  "Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            status = str(response.status)
+        except (OSError, http.client.HTTPException):
+            status = "None"
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+    conn.close()
+
+
+def hostile(setup: Setup, work: Path, args) -> dict:
+    attackers = list(setup.tokens)[-3:]
+    honest = Setup(setup.comp_dir, setup.db_url, {t: k for t, k in setup.tokens.items() if t not in attackers},
+                   setup.labels, setup.classes)
+    jobs = bodies_for(honest, args.per_team)
+    server = ServerProcess(setup, work / "server-hostile.log")
+    bad_statuses: dict[str, int] = {}
+    lock, stop = threading.Lock(), threading.Event()
+    try:
+        rss_idle = rss_bytes(server.process.pid)
+        bad_bodies = {team: maximal_invalid_body(setup, team) for team in attackers}
+        with RssSampler(server.process.pid) as sampler:
+            stalled = StalledClients(server.port)
+            rss_stalled = rss_bytes(server.process.pid)
+            threads = [threading.Thread(target=hammer, args=(server.port, team, setup.tokens[team], bad_bodies[team],
+                                                             stop, bad_statuses, lock)) for team in attackers]
+            for thread in threads:
+                thread.start()
+            t = time.perf_counter()
+            outcomes = post_all(server.port, jobs, honest.tokens, args.clients)
+            wall = time.perf_counter() - t
+            stop.set()
+            for thread in threads:
+                thread.join()
+            stalled.close()
+    finally:
+        server.stop()
+    latencies = [o.latency for o in outcomes if o.status == 200]
+    statuses: dict[str, int] = {}
+    for o in outcomes:
+        statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
+    checks = check_database(setup, {(team, idempotency_key(body)) for team, body in jobs}, outcomes)
+    five = sum(n for s, n in (*statuses.items(), *bad_statuses.items()) if s.startswith("5"))
+    mib = 1024 * 1024
+    return {"submissions": len(jobs), "wall_s": wall, "p50_s": statistics.median(latencies),
+            "p95_s": percentile(latencies, 0.95), "max_s": max(latencies), "statuses": statuses,
+            "invalid_statuses": bad_statuses, "invalid_body_mb": max(map(len, bad_bodies.values())) / mib,
+            "rss_idle_mb": rss_idle / mib, "rss_with_stalled_mb": rss_stalled / mib, "rss_peak_mb": sampler.peak / mib,
+            "stalled_uploads_401_before_body": stalled.early_401, "stalled_closed_by_server": stalled.closed_by_server,
+            "five_xx": five, **checks}
+
+
 # -- PostgreSQL schemas -------------------------------------------------------------------------------
 class PostgresSchema:
     """A fresh schema in the given database, addressed through ``search_path`` in the URL."""
@@ -321,12 +499,12 @@ class PostgresSchema:
         self.engine.dispose()
 
 
-def run_phase(name: str, db_kind: str, args, fn, **competition) -> dict:
+def run_phase(name: str, db_kind: str, args, fn, extra_teams: int = 0, **competition) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"fgvc-bench-{name}-") as tmp:
         schema = PostgresSchema(args.postgres) if db_kind == "postgresql" else None
         try:
-            setup = make_competition(Path(tmp), schema.url if schema else None, teams=args.teams, images=args.images,
-                                     classes=args.classes, **competition)
+            setup = make_competition(Path(tmp), schema.url if schema else None, teams=args.teams + extra_teams,
+                                     images=args.images, classes=args.classes, **competition)
             return fn(setup, Path(tmp), args)
         finally:
             if schema:
@@ -356,7 +534,7 @@ def main() -> int:
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--kill-at", type=int, default=100, help="the stored submission after which the server dies")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["rush", "kill", "quota"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["rush", "kill", "quota", "hostile"])
     args = parser.parse_args()
     databases = args.db or (["sqlite", "postgresql"] if args.postgres else ["sqlite"])
     if "postgresql" in databases and not args.postgres:
@@ -378,6 +556,10 @@ def main() -> int:
         if "quota" not in args.skip:
             results[(db_kind, "quota")] = r = run_phase("quota", db_kind, args, quota_race, daily_limit=5)
             print(f"{db_kind} quota: {json.dumps(r)}", flush=True)
+        if "hostile" not in args.skip:
+            results[(db_kind, "hostile")] = r = run_phase("hostile", db_kind, args, hostile,
+                                                          daily_limit=args.per_team, extra_teams=3)
+            print(f"{db_kind} hostile: {json.dumps(r)}", flush=True)
 
     print("\n| database | submissions | wall (s) | scored/s | p50 (s) | p95 (s) | max (s) | server CPU per submission "
           "(ms) | replies | stored | lost | duplicated | unscored | 5xx | load avg before |")
@@ -398,6 +580,19 @@ def main() -> int:
             print(f"| {db_kind} | {args.kill_at} (exit {r['killed_rc']}) | {r['answered_before_kill']} | "
                   f"{r['retried']} | {r['retries_replayed']} | {r['stored']} | {r['lost']} | {r['duplicated']} | "
                   f"{r['unscored']} |")
+    hostiles = [(k, r) for k, r in results.items() if k[1] == "hostile"]
+    if hostiles:
+        print("\n| database | valid submissions | p50 (s) | p95 (s) | max (s) | valid replies | invalid bodies sent "
+              "(size, replies) | server RSS idle / with stalled / peak (MiB) | stalled closed by the server | lost | "
+              "duplicated | 5xx |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for (db_kind, _), r in hostiles:
+            replies = ", ".join(f"{n} x {s}" for s, n in sorted(r["statuses"].items()))
+            bad = ", ".join(f"{n} x {s}" for s, n in sorted(r["invalid_statuses"].items()))
+            print(f"| {db_kind} | {r['submissions']} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | {r['max_s']:.3f} | "
+                  f"{replies} | {r['invalid_body_mb']:.1f} MiB: {bad} | {r['rss_idle_mb']:.0f} / "
+                  f"{r['rss_with_stalled_mb']:.0f} / {r['rss_peak_mb']:.0f} | {r['stalled_closed_by_server']} | "
+                  f"{r['lost']} | {r['duplicated']} | {r['five_xx']} |")
     for (db_kind, phase), r in results.items():
         if phase == "quota":
             print(f"\nquota race ({db_kind}): 16 parallel submissions of one team with 5 left -> {r['statuses']}")
