@@ -219,3 +219,4 @@ def test_fgvc_serve_runs_an_exported_file_and_refuses_a_busy_port(mmal_onnx_pred
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert f"http://127.0.0.1:{port}/" in output and "dynamic batching up to 4 images per pass" in output
+    assert "(page; POST /predict, GET /healthz, GET /metrics)" in output  # an exported file draws no explanation

@@ -14,7 +14,19 @@ from .app import create_app
 from .predictors import Predictor, open_predictor
 from .settings import ServeSettings
 
-__all__ = ["serve", "bind", "ThreadedServer"]
+__all__ = ["serve", "banner", "bind", "ThreadedServer"]
+
+
+def banner(predictor: Predictor, host: str, port: int, settings: ServeSettings) -> str:
+    """What `fgvc serve` prints at start: the model, the address and the routes that answer (no
+    POST /explain for a model that cannot draw the picture: that route only says 501 and why)."""
+    shown = f"[{host}]" if ":" in host else host
+    batching = ("off" if settings.max_batch == 1 else
+                f"up to {settings.max_batch} images per pass, {settings.batch_window_ms:g} ms window")
+    routes = ["POST /predict", *(["POST /explain"] if predictor.explain_note is None else []), "GET /healthz",
+              "GET /metrics"]
+    return (f"fgvc serve: {predictor.description}\n  http://{shown}:{port}/  (page; {', '.join(routes)}); "
+            f"dynamic batching {batching}")
 
 
 def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
@@ -25,11 +37,7 @@ def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, devi
     predictor = open_predictor(source, device)
     settings = settings or ServeSettings()
     sock = bind(host, port)
-    shown = f"[{host}]" if ":" in host else host
-    batching = ("off" if settings.max_batch == 1 else
-                f"up to {settings.max_batch} images per pass, {settings.batch_window_ms:g} ms window")
-    print(f"fgvc serve: {predictor.description}\n  http://{shown}:{sock.getsockname()[1]}/  (page; POST /predict, "
-          f"POST /explain, GET /healthz, GET /metrics); dynamic batching {batching}", flush=True)
+    print(banner(predictor, host, sock.getsockname()[1], settings), flush=True)
     try:
         uvicorn.Server(uvicorn_config(create_app(predictor, settings), log_level="info")).run(sockets=[sock])
     finally:

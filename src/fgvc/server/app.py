@@ -82,11 +82,16 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed)."""
+async def _read_body(request: Request, limit: int,
+                     too_large: Callable[[int | None], Refusal] | None = None) -> bytes:
+    """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed); ``too_large`` makes that
+    413 from the declared size, if any."""
     try:
         return await read_bounded_body(request, limit)
     except BodyTooLarge:
+        if too_large is not None:
+            declared = request.headers.get("content-length", "")
+            raise too_large(int(declared) if declared.isdigit() else None) from None
         raise Refusal(413, "body_too_large",
                       f"the request body is larger than this server's limit of {_size(limit)} ({limit:,} bytes); "
                       "a submission of 6,000 images is about 0.4 MB. Nothing was stored.") from None

@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from ..argtypes import non_negative_int, port, positive_int, positive_seconds
@@ -84,7 +86,31 @@ def _init(args: argparse.Namespace) -> int:
     print(admin.init(args.comp_dir, args.labels, classes=args.classes, public_fraction=args.public_fraction,
                      daily_limit=args.daily_limit, deadline=args.deadline, title=args.title or "",
                      leaderboard=args.leaderboard, seed=args.seed, db_url=args.db))
+    _warn_ignored_columns(args.labels)
+    _warn_if_past(args.deadline)
     return 0
+
+
+def _warn(message: str) -> None:
+    print(f"fgvc: warning: {message}", file=sys.stderr)
+
+
+def _warn_ignored_columns(labels: Path) -> None:
+    """Say which columns of a labels file the server does not read (a Kaggle ``Usage`` split, names)."""
+    from ..data.labels_csv import ignored_columns
+
+    if ignored := ignored_columns(labels):
+        _warn(f"{labels}: column(s) {', '.join(map(repr, ignored))} ignored; the server reads only file and "
+              "class_id (the public/private split is drawn with --public-fraction and --seed)")
+
+
+def _warn_if_past(deadline: datetime | None) -> None:
+    """A deadline in the past closes the competition at once: allowed (that is how one closes it early), said."""
+    from .competition import format_time, utc_now
+
+    if deadline is not None and deadline <= utc_now():
+        _warn(f"the deadline {format_time(deadline)} is in the past: the competition is closed now (submissions "
+              "are refused and the leaderboard shows the final, private scores)")
 
 
 @_needs_extra
@@ -135,6 +161,7 @@ def _set(args: argparse.Namespace) -> int:
     if not changes:
         raise UserError("nothing to change: pass --deadline, --no-deadline, --daily-limit, --title or --leaderboard")
     print(admin.set_settings(args.comp_dir, **changes))
+    _warn_if_past(args.deadline)
     return 0
 
 
@@ -151,6 +178,8 @@ def _rescore(args: argparse.Namespace) -> int:
     from . import admin
 
     print(admin.rescore(args.comp_dir, labels=args.labels, db_url=args.db))
+    if args.labels is not None:
+        _warn_ignored_columns(args.labels)
     return 0
 
 

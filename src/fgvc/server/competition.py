@@ -20,7 +20,7 @@ import json
 import os
 import random
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -213,6 +213,15 @@ def _settings_check(daily_limit: int, leaderboard: str, public_fraction: float |
         raise ConfigError(f"--public-fraction must be above 0 and at most 1, got {public_fraction}")
 
 
+def _check_known_classes(labels: Mapping[str, str], class_ids: Iterable[str], labels_path: str | os.PathLike,
+                         class_list: str, fix: str) -> None:
+    """Refuse labels whose class IDs the competition's class list lacks (a typo such as 4615 for 04615)."""
+    unknown = sorted(set(labels.values()) - set(class_ids))
+    if unknown:
+        raise DataError(f"{labels_path} uses {len(unknown)} class ID(s) that {class_list} does not list: "
+                        f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}; {fix}")
+
+
 def create_competition(
     directory: str | os.PathLike,
     labels_path: str | os.PathLike,
@@ -240,10 +249,8 @@ def create_competition(
     labels = read_labels_csv(labels_path)
     _check_csv_safe(labels, Path(labels_path))
     class_ids = read_class_list(classes_path) if classes_path else sorted(set(labels.values()))
-    unknown = sorted(set(labels.values()) - set(class_ids))
-    if unknown:
-        raise DataError(f"{labels_path} uses {len(unknown)} class ID(s) that {classes_path} does not list: "
-                        f"{', '.join(unknown[:10])}; the class list must hold every class of the test labels")
+    _check_known_classes(labels, class_ids, labels_path, str(classes_path),
+                         "the class list must hold every class of the test labels")
     seed = secrets.randbits(63) if seed is None else seed
     files = sorted(labels)
     public = random.Random(seed).sample(files, k=min(len(files), max(1, round(public_fraction * len(files)))))
@@ -332,7 +339,7 @@ def update_settings(directory: str | os.PathLike, **changes: Any) -> Competition
 
 
 def replace_labels(directory: str | os.PathLike, labels_path: str | os.PathLike) -> Competition:
-    """Install fixed labels: the same test files (the split stays), any class IDs (added to the list)."""
+    """Install fixed labels: the same test files (the split stays), class IDs from the competition's list."""
     directory = Path(directory)
     current = load_competition(directory)
     labels = read_labels_csv(labels_path)
@@ -342,12 +349,11 @@ def replace_labels(directory: str | os.PathLike, labels_path: str | os.PathLike)
         parts = [f"{len(missing)} file(s) missing (e.g. {', '.join(missing[:5])})" if missing else "",
                  f"{len(extra)} file(s) new (e.g. {', '.join(extra[:5])})" if extra else ""]
         raise DataError(f"{labels_path} must label exactly the competition's {len(current.labels)} test files: "
-                        f"{'; '.join(p for p in parts if p)}. A fix may change class IDs, not the test set")
-    settings = _read_settings(directory)
-    settings["class_ids"] = sorted(set(settings["class_ids"]) | set(labels.values()))
+                        f"{'; '.join(p for p in parts if p)}. A fix may change images' classes, not the test set")
+    _check_known_classes(labels, current.class_ids, labels_path, f"the competition's class list "
+                         f"({directory / COMPETITION_FILE})", "a fix may move images between the competition's "
+                         "classes only; check these IDs' spelling")
     _write_private(directory / LABELS_FILE, _labels_text(labels))
-    atomic_write_json(directory / COMPETITION_FILE, settings)
-    os.chmod(directory / COMPETITION_FILE, 0o600)
     return load_competition(directory)
 
 
