@@ -68,6 +68,8 @@ _FIXED_SLACK_BYTES = 64 * 1024
 _SERVER_MESSAGE_CHARS = 2000  # a server's own message names its first problems; keep all of it
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 _EXAMPLE = '{"images": {"<test file name>": "<class ID>", ...}, "groupname": "<group>"}'
+_NO_GROUPNAME = " (your group's name; a team that sends its token, e.g. `fgvc submit --token`, may leave it out)"
+_TOKEN_TEAM = "the team of the token"  # stands for 'groupname' while checking a file sent with a token
 _HOW_TO_WRITE = "`fgvc predict RUN --data ROOT --out DIR --group NAME` writes DIR/submission.json"
 TOKEN_ENV = "FGVC_TOKEN"
 """Environment variable `fgvc submit` reads the team token from when --token is not given."""
@@ -208,7 +210,8 @@ def _parse_submission(text: str, path: Path | str, default_groupname: str | None
         raise SubmissionError(f"{path} holds a JSON {_json_type(data)}; a submission looks like {_EXAMPLE}")
     if default_groupname is not None and "groupname" not in data:
         data["groupname"] = default_groupname
-    problems = [f"missing key {key!r}" for key in ("images", "groupname") if key not in data]
+    problems = [f"missing key {key!r}" + (_NO_GROUPNAME if key == "groupname" else "")
+                for key in ("images", "groupname") if key not in data]
     if not problems:
         problems = _structure_problems(data["images"], data["groupname"])
     if n_duplicates:
@@ -526,7 +529,8 @@ def submit_submission(
     """
     path = Path(path)
     body = _read_submission_bytes(path)
-    _parse_submission(_decode(body, path), path)
+    # checked as the server will: a token names the team, so the file may leave 'groupname' out (sent as it is)
+    _parse_submission(_decode(body, path), path, default_groupname=_TOKEN_TEAM if token else None)
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         raise SubmissionError(f"--url must be the scoring server's address, starting with http:// or https://, "
                               f"got {url!r}")

@@ -4,6 +4,7 @@ and the server's own messages as one-line errors; retries on a 503 still work.""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -101,4 +102,20 @@ def test_a_503_is_retried_and_the_retry_is_not_counted_twice(setup, capsys, monk
     assert main(["submit", str(path), "--url", server.url + "/api/submissions", "--token", token]) == 0
     out = capsys.readouterr().out
     assert "after 2 attempt(s)" in out and "already received" in out
+    assert len(store.all_submissions(service.db)) == 1
+
+
+def test_a_file_without_groupname_is_sent_with_the_token_and_scored_for_the_tokens_team(setup, capsys, tmp_path):
+    comp, service, server, token, path = setup
+    bare = tmp_path / "bare.json"  # what curl users write: the server takes the team from the token
+    bare.write_text(json.dumps({"images": comp.body(None)["images"]}), encoding="utf-8")
+    url = server.url + "/api/submissions"
+    assert main(["submit", str(bare), "--url", url, "--token", token]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "accuracy is 0.5 (server reply after 1 attempt(s))"
+    [(team, _)] = store.all_submissions(service.db)
+    assert team == "alpha"
+    # without a token nothing names the team: refused before any request, saying how to name it
+    assert main(["submit", str(bare), "--url", url]) == 2
+    assert "missing key 'groupname' (your group's name; a team that sends its token, e.g. `fgvc submit --token`, " \
+           "may leave it out)" in capsys.readouterr().err
     assert len(store.all_submissions(service.db)) == 1

@@ -94,6 +94,15 @@ def test_the_body_bound_is_derived_from_the_test_set_and_refuses_before_parsing(
         f"the request body is {len(crafted):,} bytes, more than a submission for this competition's 28 test images "
         f"can need (68,560 bytes at most, pretty-printed with room to spare); send the file `fgvc predict` wrote. "
         f"{NOTHING}")
+    def chunks():  # streamed without a Content-Length: refused as soon as the bound is passed, size unknown
+        yield from (b"[" + b"{}," * 30_000 for _ in range(100))
+
+    streamed = client.post(API, content=chunks(), headers=bearer(token))
+    assert streamed.status_code == 413 and streamed.json()["message"].startswith(
+        "the request body is more than a submission for this competition's 28 test images can need")
+    with pytest.raises(Exception) as e:  # the service's own check, whoever reads the body
+        service.submit(crafted, authorization=f"Bearer {token}")
+    assert e.value.status == 413 and e.value.message == reply.json()["message"]
     monkeypatch.undo()
     pretty = json.dumps(comp.body("alpha"), indent=8, ensure_ascii=True).encode()  # generous indenting is fine
     assert client.post(API, content=pretty, headers=bearer(token)).status_code == 200

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import anyio
@@ -145,7 +146,9 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
     async def submit(request: Request) -> JSONResponse:
         if service.auth == "token":  # the headers say who is asking: a stranger's body is never read (401 first)
             await run_in_threadpool(service.team_from_token, request.headers.get("authorization"))
-        raw = await _read_body(request, max_body_bytes)
+        # a body larger than any valid submission of this test set is not even read (nor held in memory)
+        limit = min(max_body_bytes, service.competitions.current().max_body_bytes)
+        raw = await _read_body(request, limit, service.body_too_large if limit < max_body_bytes else None)
         call = functools.partial(service.submit, raw, authorization=request.headers.get("authorization"),
                                  idempotency_key=request.headers.get("idempotency-key"),
                                  client=request.client.host if request.client else None)

@@ -245,13 +245,18 @@ class CompetitionService:
                 self.invalid_attempts.spend(sender, now)
             raise
 
+    def body_too_large(self, size: int | None, competition: Competition | None = None) -> Refusal:
+        """The 413 for a body (of ``size`` bytes, if known) larger than any valid submission of this test set."""
+        competition = competition or self.competitions.current()
+        return Refusal(413, "body_too_large",
+                       f"the request body is {'' if size is None else f'{size:,} bytes, '}more than a submission for "
+                       f"this competition's {len(competition.labels):,} test images can need "
+                       f"({competition.max_body_bytes:,} bytes at most, pretty-printed with room to spare); send the "
+                       f"file `fgvc predict` wrote. {_NO_QUOTA_USED}")
+
     def _parse(self, raw: bytes, team: store.TeamRow | None, competition: Competition) -> dict:
         if len(raw) > competition.max_body_bytes:  # refused before parsing: its cost is bounded by the test set
-            raise Refusal(413, "body_too_large",
-                          f"the request body is {len(raw):,} bytes, more than a submission for this competition's "
-                          f"{len(competition.labels):,} test images can need ({competition.max_body_bytes:,} bytes "
-                          f"at most, pretty-printed with room to spare); send the file `fgvc predict` wrote. "
-                          f"{_NO_QUOTA_USED}")
+            raise self.body_too_large(len(raw), competition)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
