@@ -117,7 +117,11 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
             message = (f"nothing at {request.url.path}; the leaderboard is at /, submissions go to "
                        "POST /api/submissions (or POST /results/)")
         elif error.status_code == 405:
+            allowed = {k.lower(): v for k, v in (getattr(error, "headers", None) or {}).items()}.get("allow")
             message = f"{request.method} is not accepted at {request.url.path}"
+            message += f" (only {allowed})" if allowed else ""
+            if request.method == "POST":  # most likely a submission sent to the wrong address
+                message += "; submissions go to POST /api/submissions (or POST /results/)"
         else:
             message = str(error.detail)
         return _json_error(error.status_code, "http_error", message, getattr(error, "headers", None))
