@@ -1,8 +1,8 @@
 """In-memory limits on what a client may make the server do: invalid attempts and new open-mode teams.
 
 Both run on the service's injectable clock (a test moves it) and are guarded by a lock (submissions
-are handled in worker threads). They live in memory: a restart forgets them, which costs an attacker
-nothing they could not do anyway and keeps every write path free of extra SQL.
+are handled in worker threads). They live in memory, so no request adds SQL for them; a restart, which
+only the instructor can cause, forgets them.
 """
 
 from __future__ import annotations
