@@ -223,3 +223,15 @@ def test_the_readme_nginx_configuration_in_front_of_the_server(tmp_path, process
     _wait_until(lambda: _get(port, "/healthz", context=context)[0] == 200, "nginx", proxy.process, nginx_log)
     _through_proxy(port, token, comp, context, log)
 
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--trusted-proxy", "proxy.example.edu", "'proxy.example.edu' is not an IP address or network"),
+    ("--header-timeout", "0", "0 is out of range: it must be a number of seconds above 0"),
+    ("--body-timeout", "soon", "'soon' is not a number of seconds"),
+    ("--max-connections", "0", "0 is out of range: it must be at least 1")])
+def test_deployment_flags_are_checked_by_the_parser(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["server", "run", str(tmp_path), flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
