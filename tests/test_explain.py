@@ -10,7 +10,7 @@ from PIL import Image
 
 from fgvc import draw
 from fgvc.boxes import scale_box
-from fgvc.data.decode import ImageDecodeError, load_rgb
+from fgvc.data.decode import load_rgb
 from fgvc.data.formats import read_dataset
 from fgvc.engine.run import Run
 from fgvc.errors import UserError
@@ -143,7 +143,7 @@ def test_unreadable_files_are_skipped_in_folders_and_refused_when_named(baseline
         written = explain(baseline_run, folder, tmp_path / "out")
     assert [p.name for p in written] == ["good.png"]
     assert any("broken.jpg" in str(w.message) for w in caught)
-    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+    with pytest.raises(UserError, match=r"broken.jpg: not a readable image .*; fgvc explain takes image files"):
         explain(baseline_run, [folder / "broken.jpg"], tmp_path / "out2")
     with pytest.raises(UserError, match="no such image file or folder"):
         explain(baseline_run, [tmp_path / "missing.jpg"], tmp_path / "out3")
