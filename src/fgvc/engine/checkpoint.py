@@ -147,6 +147,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    _require_torch_file(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -164,6 +165,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an fgvc checkpoint (no '{FORMAT}' marker)")
     return state
+
+
+# what torch.save writes: a zip archive, or (the legacy format) a pickle; a checkpoint cut short still starts so
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _require_torch_file(path: Path) -> None:
+    """A file that no torch.save wrote (a CSV, an image, a text file) is named as what it is not, with what
+    fgvc reads instead: not "damaged", which sends the user looking for a better copy of the wrong file."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if head and not head.startswith(_TORCH_FILE_STARTS):
+        raise CheckpointError(
+            f"{path} is neither an fgvc checkpoint nor a file written by `fgvc export`; pass a run folder, one of "
+            "its checkpoints (best.pt, last.pt, epoch_*.pt) or an exported ONNX, TorchScript or ExportedProgram file"
+        )
 
 
 def _damaged(path: Path, e: BaseException) -> CheckpointError:

@@ -2,8 +2,8 @@
 ExportedProgram, behind one call — normalised images in, ``logits`` (and ``object_boxes``) out.
 
 The file is recognised by its content, not its name: a TorchScript or ExportedProgram archive holds
-``extra/fgvc.json``; an ONNX file ends in ``.onnx``. A training checkpoint is neither, so
-``fgvc predict`` can tell the two apart.
+``extra/fgvc.json``; an ONNX file starts as every ONNX protobuf does (or ends in ``.onnx``). A training
+checkpoint is neither, so ``fgvc predict`` can tell the two apart, whatever ``--out`` named the file.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ __all__ = ["ExportedModel", "ExportedOutputs", "exported_format", "load_exported
 
 Runner = Callable[[Tensor], tuple[Tensor, ...]]
 
+# An ONNX ModelProto is serialised field by field in number order and ir_version (field 1, a small varint) is
+# always set, so the file's first bytes are its tag 0x08 and one varint byte; no text, pickle or zip starts so.
+_ONNX_TAG = 0x08
+
 
 def exported_format(path: str | Path) -> str | None:
     """``"onnx"``, ``"torchscript"`` or ``"exported-program"`` for a file ``fgvc export`` wrote; None otherwise."""
@@ -36,7 +40,7 @@ def exported_format(path: str | Path) -> str | None:
     if path.suffix.lower() == ".onnx":
         return "onnx"
     if not zipfile.is_zipfile(path):
-        return None
+        return "onnx" if _starts_like_onnx(path) else None
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -45,6 +49,16 @@ def exported_format(path: str | Path) -> str | None:
     if not any(name.endswith(f"/extra/{EXTRA_FILE}") for name in names):
         return None
     return "exported-program" if any(name.endswith("/archive_format") for name in names) else "torchscript"
+
+
+def _starts_like_onnx(path: Path) -> bool:
+    """Whether the file begins as an ONNX model does (an ``--out`` without the .onnx suffix)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == _ONNX_TAG and 0 < head[1] < 0x80
 
 
 @dataclass(frozen=True)
@@ -186,7 +200,7 @@ def load_exported(source: str | Path | bytes, device: str | torch.device = "auto
         if fmt is None:
             if not path.exists():
                 raise ExportError(f"{path}: no such file")
-            raise ExportError(f"{path} is not a file written by `fgvc export` (.onnx, or a TorchScript/"
+            raise ExportError(f"{path} is not a file written by `fgvc export` (an ONNX model, or a TorchScript/"
                               f"ExportedProgram archive holding {EXTRA_FILE})")
     device = runtime_device(fmt, device)
     try:
