@@ -85,7 +85,7 @@ def test_top5_are_the_model_probabilities(baseline_run, seeing_data):  # noqa: F
     sample = first_sample(seeing_data)
     e = next(explain_images(loaded, [sample.path]))
     _, out = model_output(loaded, sample.path)
-    probs = torch.softmax(out.logits[0], dim=0)
+    probs = torch.softmax(out.logits[0] / loaded.temperature, dim=0)  # at the run's fitted temperature
     k = min(5, len(loaded.classes))
     values, indices = probs.topk(k)
     assert [cid for cid, _ in e.top5] == [loaded.classes.id_of(int(i)) for i in indices]

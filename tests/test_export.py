@@ -130,9 +130,9 @@ def test_input_size_exports_at_another_size_and_records_it(base):
     assert load_exported(done.path, "cpu").preprocessing.input_size == 96
 
 
-def _predict(source: Path, data: Path, out: Path) -> list[dict]:
+def _predict(source: Path, data: Path, out: Path, *flags: str) -> list[dict]:
     assert main(["predict", str(source), "--data", str(data), "--out", str(out), "--group", "g", "--device", "cpu",
-                 "--no-progress"]) == 0
+                 "--no-progress", *flags]) == 0
     return list(csv.DictReader((out / "predictions.csv").open()))
 
 
@@ -150,6 +150,30 @@ def test_predict_with_an_exported_file_gives_the_runs_predictions(base, data, tm
         assert float(a["confidence"]) == pytest.approx(float(b["confidence"]), abs=1e-4)
     assert (json.loads((tmp_path / "file" / "submission.json").read_text())
             == json.loads((tmp_path / "run" / "submission.json").read_text()))
+
+
+def test_an_exported_file_carries_the_runs_temperature_and_predicts_its_confidences(base, data, tmp_path, capsys):
+    from fgvc.engine.calibration import CALIBRATION_KEY
+    from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    run = fresh_copy(export(base, "baseline", "torchscript").run, tmp_path / "run")
+    (run / "best.pt").unlink()
+    state = load_checkpoint(run / "last.pt")
+    state[CALIBRATION_KEY] = {"temperature": 2.5, "images": 4, "nll_before": 1.0, "nll_after": 0.9,
+                              "ece_before": 0.3, "ece_after": 0.1}
+    save_checkpoint(run / "best.pt", state)
+    path = tmp_path / "model.torchscript.pt"
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(path)]) == 0
+    assert "softmax(logits / 2.5)" in capsys.readouterr().out
+    assert load_exported(path, "cpu").temperature == 2.5
+    for flag in ([], ["--no-calibration"]):
+        from_run = _predict(run, data, tmp_path / "run_out", *flag)
+        from_file = _predict(path, data, tmp_path / "file_out", *flag)
+        assert [r["class_id"] for r in from_file] == [r["class_id"] for r in from_run]
+        assert ([float(r["confidence"]) for r in from_file]
+                == pytest.approx([float(r["confidence"]) for r in from_run], abs=1e-5)), flag
+    calibrated = _predict(path, data, tmp_path / "on")
+    assert max(float(r["confidence"]) for r in calibrated) < max(float(r["confidence"]) for r in from_file)
 
 
 def test_a_failed_verification_prints_the_comparison_and_writes_nothing(base, monkeypatch, tmp_path, capsys):

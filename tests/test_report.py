@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -15,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fgvc.engine.calibration import expected_calibration_error, scaled_probabilities
+from fgvc.engine.evaluate import infer
 from fgvc.engine.run import Run
 from fgvc.errors import UserError
 from fgvc.explain import explain_images
@@ -93,6 +96,30 @@ def test_report_evaluates_the_validation_split_and_shows_its_numbers(mmal_report
             assert cell["text"] == f"{100 * metrics[key]:.2f}%"
         elif key == "images":
             assert cell["text"] == str(metrics["images"])
+
+
+def _calibration_cells(text: str) -> dict[str, float]:
+    return {k: float(v) for k, v in re.findall(r'data-calibration="(\w+)" data-value="([^"]+)"', text)}
+
+
+def test_report_shows_the_ece_before_and_after_the_temperature_with_a_reliability_diagram(mmal_report, seeing_data):  # noqa: F811
+    run, path, _ = mmal_report
+    text = path.read_text(encoding="utf-8")
+    page = Page(text)
+    opened = Run.open(run, device="cpu")
+    part = opened.evaluation_split("val", seeing_data)
+    result = infer(opened.trained_model(), opened.loader(part, False), opened.device, opened.amp_dtype,
+                   with_loss=False)
+    before = expected_calibration_error(result.logits.softmax(dim=1), result.labels)
+    after = expected_calibration_error(scaled_probabilities(result.logits, opened.temperature), result.labels)
+    assert _calibration_cells(text) == pytest.approx({"ece_before": before, "ece_after": after}, abs=1e-9)
+    assert f"{100 * after:.2f}%</td>" in text and f"{100 * before:.2f}%</td>" in text
+    shown = {c["data-key"]: json.loads(c["data-value"]) for c in page.cells}  # evaluate's figures, the same
+    assert shown["ece"] == pytest.approx(after, abs=1e-6) and shown["ece_uncalibrated"] == pytest.approx(before)
+    assert shown["temperature"] == opened.temperature
+    diagram = decoded_image(page.ids["reliability"]["src"])
+    assert diagram.format == "PNG" and diagram.size[0] > diagram.size[1]  # two diagrams side by side
+    assert page.ids["calibration"]["tag"] == "section" and '<a href="#calibration">' in text
 
 
 def test_report_is_self_contained(mmal_report):

@@ -55,7 +55,7 @@ def _config(args: argparse.Namespace):
 
 
 def _write_report(run_dir: Path, dist, metrics_path: Path | None = None, device: str = "auto",
-                  progress: bool = True) -> None:
+                  progress: bool = True, calibrate: bool = True) -> None:
     """report.html at the end of train/evaluate; a multi-process (torchrun) job leaves it to `fgvc report`."""
     if dist.enabled:
         if dist.is_main:
@@ -64,7 +64,7 @@ def _write_report(run_dir: Path, dist, metrics_path: Path | None = None, device:
     from .report import write_report
 
     try:
-        path = write_report(run_dir, metrics_path=metrics_path, device=device, progress=progress)
+        path = write_report(run_dir, metrics_path=metrics_path, device=device, progress=progress, calibrate=calibrate)
     except Exception as e:  # noqa: BLE001  the report is a by-product: the run itself succeeded
         print(f"fgvc: warning: report not written ({type(e).__name__}: {e}); retry with `fgvc report {run_dir}`",
               file=sys.stderr)
@@ -117,6 +117,7 @@ def _train(args: argparse.Namespace) -> int:
                             "or pick another --out")
         trainer = Trainer(run, init_from=None if args.resume else args.init_from, progress=not args.no_progress)
         if args.resume is not None and trainer.finished:
+            trainer.calibrate(announce=False)  # finishes a temperature fit that a kill interrupted; else nothing
             done, asked = trainer.epoch, run.config.train.epochs
             finished = f"all {done} epochs" if done == asked else f"{done} epochs, more than train.epochs={asked}"
             print(f"{run.run_dir} has finished {finished}; to train longer, resume with --set train.epochs=N "
@@ -136,7 +137,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     runs = [args.checkpoint, *args.more_runs]
     report = evaluate_runs(runs, args.data, args.split, out_dir=args.out, batch_size=args.batch_size,
                            device=args.device, tta=args.tta, weights=parse_weights(args.weights, len(runs)),
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, calibrate=not args.no_calibration)
     if report.dist.is_main:
         print(report.to_text())
         print(f"metrics written to {report.json_path}")
@@ -144,13 +145,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     if report.ensemble is None:
         _write_report(report.checkpoint.parent, report.dist, metrics_path=report.json_path, device=args.device,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, calibrate=not args.no_calibration)
     elif report.dist.is_main:  # beside its metrics.json: a member's own report.html stays the member's
         from .report import write_report
 
         try:
             path = write_report(report.checkpoint.parent, report.json_path.with_name("report.html"),
-                                metrics_path=report.json_path, device=args.device, progress=not args.no_progress)
+                                metrics_path=report.json_path, device=args.device, progress=not args.no_progress,
+                                calibrate=not args.no_calibration)
         except Exception as e:  # noqa: BLE001  the report is a by-product: the evaluation itself succeeded
             print(f"fgvc: warning: report not written ({type(e).__name__}: {e})", file=sys.stderr)
         else:
@@ -162,7 +164,7 @@ def _explain(args: argparse.Namespace) -> int:
     from .explain import explain
 
     written = explain(args.checkpoint, args.images, args.out, device=args.device, data_root=args.data,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, calibrate=not args.no_calibration)
     for path in written:
         print(path)
     print(f"wrote {len(written)} picture(s) to {args.out}")
@@ -172,7 +174,8 @@ def _explain(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(args.run_dir, args.out, device=args.device, progress=not args.no_progress)
+    path = write_report(args.run_dir, args.out, device=args.device, progress=not args.no_progress,
+                        calibrate=not args.no_calibration)
     print(f"report written to {path}")
     return 0
 
@@ -184,7 +187,8 @@ def _predict(args: argparse.Namespace) -> int:
     from .engine.predict import collect_test_images, predict_ensemble, write_predictions
 
     runs = [args.checkpoint, *args.more_runs]
-    ensemble = Ensemble.open(runs, device=args.device, tta=args.tta, weights=parse_weights(args.weights, len(runs)))
+    ensemble = Ensemble.open(runs, device=args.device, tta=args.tta, weights=parse_weights(args.weights, len(runs)),
+                             calibrate=not args.no_calibration)
     index = collect_test_images(args.data, ensemble.reference)
     rows = predict_ensemble(ensemble, index, batch_size=args.batch_size, progress=not args.no_progress)
     written = write_predictions(args.out, rows, args.group, setup=ensemble.setup())
@@ -245,7 +249,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-                             max_upload_bytes=int(args.max_upload_mb * 2**20), max_images=args.max_images)
+                             max_upload_bytes=int(args.max_upload_mb * 2**20), max_images=args.max_images,
+                             calibrate=not args.no_calibration)
     serve(args.source, host=args.host, port=args.port, device=args.device, settings=settings)
     return 0
 
@@ -267,7 +272,8 @@ def _predict_exported(args: argparse.Namespace) -> int:
 
     model = load_exported(args.checkpoint, device=args.device)
     index = images_to_predict(args.data, model)
-    rows = predict_exported(model, index, batch_size=args.batch_size, progress=not args.no_progress)
+    rows = predict_exported(model, index, batch_size=args.batch_size, progress=not args.no_progress,
+                            calibrate=not args.no_calibration)
     written = write_predictions(args.out, rows, args.group)
     print(f"predicted {len(rows)} images with {args.checkpoint} ({model.description})")
     return _print_written(written, args.group)
@@ -295,6 +301,13 @@ def _batch(text: str) -> int | None:
         return positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither 'dynamic' nor a batch size of at least 1") from None
+
+
+def _add_calibration_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-calibration: what every command that shows or averages probabilities shares."""
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="probabilities as the model gives them (temperature 1), not divided by the temperature "
+                             "the run fitted on its validation split")
 
 
 def _add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
@@ -376,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.add_argument("--no-report", action="store_true",
                           help="do not rewrite the run's report.html (an ensemble's goes beside its metrics.json)")
+    _add_calibration_flag(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     expl = commands.add_parser("explain", help="pictures of what a model looks at: boxes, windows, strips, top-5")
@@ -386,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="dataset the images come from, for true class and box (default: the run's, if inside)")
     expl.add_argument("--batch-size", type=positive_int, default=8)
     expl.add_argument("--device", default="auto")
+    _add_calibration_flag(expl)
     expl.set_defaults(func=_explain)
 
     rep = commands.add_parser("report", help="write RUN_DIR/report.html: curves, metrics, confusions, examples")
@@ -393,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, default=None, help="HTML file (default RUN_DIR/report.html)")
     rep.add_argument("--device", default="auto")
     rep.add_argument("--no-progress", action="store_true")
+    _add_calibration_flag(rep)
     rep.set_defaults(func=_report)
 
     pred = commands.add_parser("predict", help="predict test images with a run or an ensemble of runs; writes "
@@ -406,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=positive_int, default=32)
     pred.add_argument("--device", default="auto")
     pred.add_argument("--no-progress", action="store_true")
+    _add_calibration_flag(pred)
     pred.set_defaults(func=_predict)
 
     submit = commands.add_parser("submit", help="POST a submission JSON to the scoring server")
@@ -456,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-upload-mb", type=_float_at_least(0, inclusive=False), default=10.0,
                      help="largest request body; larger ones get 413 (default 10)")
     srv.add_argument("--max-images", type=positive_int, default=32, help="images per request (default 32)")
+    _add_calibration_flag(srv)
     srv.set_defaults(func=_serve)
     from .server.commands import add_server_commands  # argparse only: FastAPI/SQLAlchemy load when a server cmd runs
 

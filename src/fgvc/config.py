@@ -91,6 +91,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC weights and inputs: faster convolutions with AMP on GPUs
     compile: bool = False  # torch.compile the training forward (one-off compile time; eval stays eager)
     deterministic: bool = False  # PyTorch's deterministic algorithms (errors on ops that have none)
+    calibrate: bool = True  # fit a temperature on the validation split after the last epoch (honest confidences)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``fgvc explain``: one picture per image of what a trained model looked at.
 
 Every picture has a header (file, model, prediction, true class when known) and the top-5
-classes with their probabilities and names. Then, by model:
+classes with their probabilities (at the run's temperature) and names. Then, by model:
 
 The model spec's ``pictures`` say what else a model can show (:data:`PICTURES`):
 
@@ -37,6 +37,7 @@ from .boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
 from .data.classes import ClassTable
 from .data.decode import ImageDecodeError, load_rgb
 from .data.index import Sample, is_hidden, is_image_file
+from .engine.calibration import scaled_probabilities
 from .engine.run import Run
 from .errors import UserError
 from .fileio import atomic_open
@@ -329,7 +330,7 @@ def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None
             continue
         x = torch.stack([transform(original) for _, original, _ in batch]).to(run.device)
         out: ModelOutput = forward(model, x)
-        probs = torch.softmax(out.logits.float(), dim=1).cpu()
+        probs = scaled_probabilities(out.logits, run.temperature).cpu()  # the run's calibrated probabilities
         layer = spec.cam_layer(model) if not spec.pictures else None
         heat = class_activation(model, layer, x, probs.argmax(dim=1)).cpu() if layer is not None else None
         x_cpu = x.cpu()
@@ -346,13 +347,14 @@ def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None
 
 
 def explain(checkpoint: str | Path, images: Sequence[str | Path] | str | Path, out_dir: str | Path,
-            device: str = "cpu", data_root: str | Path | None = None, batch_size: int = 8) -> list[Path]:
+            device: str = "cpu", data_root: str | Path | None = None, batch_size: int = 8,
+            calibrate: bool = True) -> list[Path]:
     """Write one PNG per input image (files, or folders searched recursively) into ``out_dir``
     and return their paths in input order. ``checkpoint`` is a checkpoint file or a run folder;
     ``data_root`` is the dataset the images come from, for their true class and box (default:
     the run's dataset when the images lie inside it)."""
     found = collect_images(images)
-    run = Run.open(checkpoint, device=device)
+    run = Run.open(checkpoint, device=device, calibrate=calibrate)
     out_dir = Path(out_dir)
     names = {path: name for path, name, _ in found}
     written = []

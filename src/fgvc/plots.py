@@ -1,6 +1,6 @@
 """The report's plots, drawn with matplotlib on an Agg canvas (no pyplot state, so a user's backend
-is never touched): the confusion matrix, training curves and per-class accuracy. Plot functions
-return PNG bytes. Pictures drawn on images are in :mod:`fgvc.draw`.
+is never touched): the confusion matrix, training curves, per-class accuracy and the reliability
+diagram. Plot functions return PNG bytes. Pictures drawn on images are in :mod:`fgvc.draw`.
 """
 
 from __future__ import annotations
@@ -8,10 +8,22 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
-__all__ = ["confusion_order", "plot_confusion", "plot_training_curves", "plot_per_class_accuracy"]
+__all__ = ["confusion_order", "plot_confusion", "plot_training_curves", "plot_per_class_accuracy",
+           "plot_reliability"]
+
+
+class ReliabilityBins(Protocol):
+    """What a reliability diagram draws (:class:`fgvc.engine.calibration.Reliability` has it)."""
+
+    edges: Sequence[float]
+    counts: Sequence[int]
+    confidence: Sequence[float | None]
+    accuracy: Sequence[float | None]
+    ece: float
 
 
 def _figure(width_in: float, height_in: float):
@@ -182,4 +194,35 @@ def plot_per_class_accuracy(labels: Sequence[str], accuracies: Sequence[float], 
     ax.set_ylabel("accuracy")
     ax.set_title(f"per-class accuracy, {n} classes, worst first", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return _figure_png(fig)
+
+
+def plot_reliability(diagrams: Mapping[str, ReliabilityBins]) -> bytes:
+    """One reliability diagram per entry (Guo et al. 2017, Fig. 1): per confidence bin the accuracy as
+    a bar, the gap to the bin's mean confidence in red, the diagonal of perfect calibration and the ECE
+    in the title; below each, how many images fall in each bin."""
+    fig = _figure(4.2 * len(diagrams), 5.2)
+    grid = fig.add_gridspec(2, len(diagrams), height_ratios=(3, 1))
+    for i, (title, bins) in enumerate(diagrams.items()):
+        edges = np.asarray(bins.edges, dtype=np.float64)
+        width, left = np.diff(edges), edges[:-1]
+        filled = np.asarray([n > 0 for n in bins.counts])
+        accuracy = np.asarray([a if a is not None else 0.0 for a in bins.accuracy])
+        confidence = np.asarray([c if c is not None else 0.0 for c in bins.confidence])
+        ax = fig.add_subplot(grid[0, i])
+        ax.bar(left[filled], accuracy[filled], width[filled], align="edge", color="#2b6cb0", edgecolor="#1a3f66",
+               label="accuracy")
+        ax.bar(left[filled], (confidence - accuracy)[filled], width[filled], bottom=accuracy[filled], align="edge",
+               color="#e53e3e", alpha=0.35, edgecolor="#b00020", hatch="//", label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}\nECE {100 * bins.ece:.2f}%", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+        counts = fig.add_subplot(grid[1, i], sharex=ax)
+        counts.bar(left, np.asarray(bins.counts), width, align="edge", color="#718096")
+        counts.set_xlabel("confidence (top class probability)")
+        counts.set_ylabel("images")
     return _figure_png(fig)

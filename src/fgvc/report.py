@@ -3,15 +3,22 @@
 ``write_report(run_dir)`` writes ``run_dir/report.html`` with the resolved config, the training
 curves (``metrics.csv``), the final metrics table (the newest ``eval_*/metrics.json`` of the run;
 when there is none the validation split is evaluated first, which writes ``eval_val/metrics.json``),
-the confusion matrix as a picture with the most-confused pairs and example images, per-class
+the calibration (expected calibration error before and after the run's temperature, with a reliability
+diagram), the confusion matrix as a picture with the most-confused pairs and example images, per-class
 accuracy, for models that localise the localisation accuracy with the best and worst boxes, the
 misclassified images, and ``fgvc explain``'s pictures of a few of them (what the model looked at: the
 pictures its spec names, or a Grad-CAM heatmap).
 
+The report of an ensemble (a ``metrics.json`` of ``fgvc evaluate RUN RUN ...`` or ``--tta``) is the
+ensemble's: its title names the members, its curves and configs are each member's, and its confusions,
+calibration and misclassified images are the ensemble's own predictions (no ``fgvc explain`` pictures:
+those are one model's).
+
 The page opens offline: every picture is a ``data:`` URI, there is no script, no external style
 sheet or font, and a Content-Security-Policy forbids the browser any other fetch. Stable element
-ids: ``metrics`` (the metrics table), ``confusion`` (the confusion-matrix image), ``curves``,
-``confused-pairs``, ``per-class``, ``localisation``, ``misclassified``, ``explanations``, ``config``.
+ids: ``metrics`` (the metrics table), ``calibration`` (with ``calibration-table`` and ``reliability``),
+``confusion`` (the confusion-matrix image), ``curves``, ``confused-pairs``, ``per-class``, ``localisation``,
+``misclassified``, ``explanations``, ``config``.
 
 Example images need the evaluated images: the report runs the checkpoint once more over the split
 its metrics describe (the validation split unless ``fgvc evaluate --split test`` was newer), on
@@ -39,6 +46,7 @@ from .boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
 from .data.classes import ClassTable
 from .data.decode import ImageDecodeError, load_rgb
 from .data.index import DatasetIndex, Sample
+from .engine.calibration import ECE_BINS, Reliability, reliability, scaled_probabilities
 from .errors import FgvcError, UserError
 from .fileio import atomic_write_text
 
@@ -52,9 +60,12 @@ THUMB = 160  # px, longer side of example thumbnails
 EXPLAINED = 4  # images drawn with `fgvc explain`'s pictures: the most confident mistakes, then correct ones
 EXPLAINED_WRONG = 2
 
-_ACCURACY_KEYS = ("top1", "mean_class_accuracy", "localisation_accuracy")
+_ACCURACY_KEYS = ("top1", "mean_class_accuracy", "localisation_accuracy", "ece", "ece_uncalibrated")
 _LABELS = {"images": "images", "top1": "top-1 accuracy", "mean_class_accuracy": "mean class accuracy",
-           "loss": "loss", "localisation_accuracy": "localisation accuracy (IoU ≥ 0.5)", "mean_iou": "mean IoU"}
+           "loss": "loss", "localisation_accuracy": "localisation accuracy (IoU ≥ 0.5)", "mean_iou": "mean IoU",
+           "temperature": "temperature", "ece": f"expected calibration error ({ECE_BINS} bins)",
+           "ece_uncalibrated": "expected calibration error before temperature", "nll": "negative log-likelihood",
+           "nll_uncalibrated": "negative log-likelihood before temperature"}
 _NOT_METRICS = {"checkpoint", "checkpoint_note", "split", "data", "processes", "per_class", "most_confused",
                 "confusion"}
 
@@ -119,39 +130,81 @@ class _Examples:
 
     index: DatasetIndex
     labels: torch.Tensor  # (N,) class index
-    predictions: torch.Tensor  # (N,)
-    confidence: torch.Tensor  # (N,) probability of the predicted class
+    probabilities: torch.Tensor  # (N, C) as shown: at the temperature (each member's, for an ensemble)
+    uncalibrated: torch.Tensor  # (N, C) at temperature 1
     samples: list[Sample]  # (N,) in result order
     orig_sizes: torch.Tensor  # (N, 2) height, width
     object_boxes: torch.Tensor | None  # (N, 4) inclusive input pixels
     input_size: tuple[int, int]
     explained: list[tuple[int, Image.Image]]  # (row, `fgvc explain` picture) for a few rows
     explained_note: str  # what the pictures show, for this model
+    temperature_note: str  # which temperature(s) the probabilities use
+
+    @property
+    def predictions(self) -> torch.Tensor:  # (N,) the same at any positive temperature
+        return self.probabilities.argmax(dim=1)
+
+    @property
+    def confidence(self) -> torch.Tensor:  # (N,) probability of the predicted class, as shown
+        return self.probabilities.max(dim=1).values
 
 
-def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool) -> _Examples:
-    from .engine.evaluate import infer
-    from .engine.run import Run
-
-    checkpoint = Path(metrics.get("checkpoint") or "")
-    run = Run.open(checkpoint if checkpoint.is_file() else run_dir, device=device)
-    candidates = [d for d in (metrics.get("data"), run.config.data.root) if d]
+def _evaluated_data(metrics: dict[str, Any], *fallbacks: str | None) -> str:
+    """The data ``metrics.json`` describes (else the run's own), where it still is."""
+    candidates = [d for d in (metrics.get("data"), *fallbacks) if d]
     data = next((d for d in candidates if Path(d).exists()), None)
     if data is None:
         raise UserError(f"the evaluated data ({' or '.join(map(str, candidates)) or 'unknown'}) is not there; "
                         "example images are left out")
+    return data
+
+
+def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool, calibrate: bool) -> _Examples:
+    from .engine.evaluate import infer
+    from .engine.run import Run
+
+    checkpoint = Path(metrics.get("checkpoint") or "")
+    run = Run.open(checkpoint if checkpoint.is_file() else run_dir, device=device, calibrate=calibrate)
+    data = _evaluated_data(metrics, run.config.data.root)
     part = run.evaluation_split(metrics.get("split", "val"), data)
     result = infer(run.trained_model(), run.loader(part, False), run.device, run.amp_dtype, progress=progress,
                    desc="report", with_loss=False)
     keep = result.labels >= 0
-    probs = torch.softmax(result.logits[keep].float(), dim=1)
+    probs = scaled_probabilities(result.logits[keep], run.temperature)
     confidence, predictions = probs.max(dim=1)
     rows = result.indices[keep].tolist()
     boxes = result.object_boxes if run.spec.localises and run.transform.whole_image else None
     labels, samples = result.labels[keep], [part.samples[i] for i in rows]
     explained, note = _explained(run, data, samples, _explained_rows(labels, predictions, confidence))
-    return _Examples(part, labels, predictions, confidence, samples, result.orig_sizes[keep],
-                     None if boxes is None else boxes[keep], result.input_size, explained, note)
+    return _Examples(part, labels, probs, scaled_probabilities(result.logits[keep]), samples, result.orig_sizes[keep],
+                     None if boxes is None else boxes[keep], result.input_size, explained, note,
+                     run.describe_temperature())
+
+
+def _member_source(member: dict[str, Any]) -> str:
+    """Where a member of an ensemble's ``metrics.json`` lies: its checkpoint, else the run as given."""
+    checkpoint = member.get("checkpoint")
+    return checkpoint if checkpoint and Path(checkpoint).is_file() else member["run"]
+
+
+def _ensemble_examples(metrics: dict[str, Any], device: str, progress: bool, calibrate: bool) -> _Examples:
+    """The ensemble's own predictions on the split its ``metrics.json`` describes (no explain pictures)."""
+    from .engine.ensemble import Ensemble
+
+    setup = metrics["ensemble"]
+    ensemble = Ensemble.open([_member_source(m) for m in setup["members"]], device=device,
+                             tta=setup.get("tta", "none"), weights=setup.get("weights"), calibrate=calibrate)
+    data = _evaluated_data(metrics, ensemble.reference.config.data.root)
+    part = ensemble.evaluation_split(metrics.get("split", "val"), data)
+    result = ensemble.infer(part, batch_size=32, progress=progress, desc="report", amp=True)
+    ref = result.reference
+    keep = ref.labels >= 0
+    temperatures = ", ".join(f"{m.name} {m.run.temperature:.4g}" for m in ensemble.members)
+    note = (f"each member at its own temperature ({temperatures})" if ensemble.calibrated
+            else "every member at temperature 1 (--no-calibration)")
+    return _Examples(part, ref.labels[keep], result.probabilities[keep], result.uncalibrated[keep],
+                     [part.samples[i] for i in ref.indices[keep].tolist()], ref.orig_sizes[keep], None,
+                     ref.input_size, [], "", note)
 
 
 def _explained_rows(labels: torch.Tensor, predictions: torch.Tensor, confidence: torch.Tensor) -> list[int]:
@@ -276,6 +329,60 @@ def _curves_section(rows: list[dict[str, float | None]]) -> str:
                     + _img(png, "training curves: loss, accuracy, learning rate per epoch"))
 
 
+def _member_curves_section(members: list[dict[str, Any]]) -> str:
+    """An ensemble's training curves: each member's own ``metrics.csv``, under its name."""
+    from .tracking import METRICS_CSV, read_metrics_csv
+
+    parts = []
+    for m in members:
+        csv_path = Path(_member_source(m)).parent / METRICS_CSV
+        rows = read_metrics_csv(csv_path) if csv_path.is_file() else []
+        png = plots.plot_training_curves(rows)
+        what = f"{m.get('name')}: {m.get('run')} ({m.get('model')}/{m.get('backbone')})"
+        shown = (_img(png, f"training curves of {m.get('name')}") if png is not None else
+                 f'<p class="note">no metrics.csv rows at {_esc(csv_path)}</p>')
+        parts.append(f"<h3>{_esc(what)}</h3>{shown}")
+    return _section("curves", "Training curves of each member", "".join(parts))
+
+
+def _reliability_rows(name: str, bins: Reliability) -> str:
+    cells = "".join(f"<td>{n}</td><td>{'–' if c is None else f'{c:.3f}'}</td><td>{'–' if a is None else f'{a:.3f}'}"
+                    f"</td>" for n, c, a in zip(bins.counts, bins.confidence, bins.accuracy, strict=True) if n)
+    return f"<tr><th scope=\"row\">{_esc(name)}</th>{cells}</tr>"
+
+
+def _ece_rows(figures: dict[str, float]) -> str:
+    """Rows "ECE before/after temperature", the exact value in ``data-value`` for readers and tests."""
+    return "".join(f'<tr><th scope="row">ECE {k} temperature</th><td data-calibration="ece_{k}" data-value="{v!r}">'
+                   f"{100 * v:.2f}%</td></tr>" for k, v in figures.items())
+
+
+def _calibration_section(metrics: dict[str, Any], ex: _Examples | None) -> str:
+    """ECE before and after the temperature, on the evaluated images, with a reliability diagram
+    (computed from this page's own pass over them; without the data, the figures of metrics.json)."""
+    split = metrics.get("split", "?")
+    intro = (f"<p>Confidence is the top class probability. The expected calibration error (ECE, Guo et al. 2017) "
+             f"puts the {split} images into {ECE_BINS} equal-width confidence bins and averages each bin's "
+             "|accuracy − mean confidence|, weighted by its images: 0 means that a model 80% sure is right 80% "
+             "of the time. <i>Before</i>: the model's own softmax; <i>after</i>: the logits divided by the "
+             "temperature fitted on the validation split after training.")
+    if ex is None:
+        if metrics.get("ece") is None:
+            return ""
+        table = _ece_rows({"before": metrics["ece_uncalibrated"], "after": metrics["ece"]})
+        return _section("calibration", "Calibration", intro + f' {_esc(metrics.get("calibration", ""))}</p>'
+                        f'<table id="calibration-table">{table}</table>'
+                        '<p class="note">the reliability diagram needs the evaluated data</p>')
+    before, after = reliability(ex.uncalibrated, ex.labels), reliability(ex.probabilities, ex.labels)
+    table = _ece_rows({"before": before.ece, "after": after.ece})
+    png = plots.plot_reliability({"before temperature (T = 1)": before, "after temperature": after})
+    bins = ('<details><summary>bins with images (count, mean confidence, accuracy)</summary><table>'
+            + _reliability_rows("before", before) + _reliability_rows("after", after) + "</table></details>")
+    return _section("calibration", "Calibration", intro + f" Probabilities: {_esc(ex.temperature_note)}.</p>"
+                    f'<table id="calibration-table">{table}</table>'
+                    + _img(png, "reliability diagram before and after temperature", element_id="reliability") + bins)
+
+
 def _confusion_section(metrics: dict[str, Any], classes: ClassTable) -> str:
     confusion = metrics.get("confusion")
     if not confusion:
@@ -367,7 +474,7 @@ def _true_vs_predicted(classes: ClassTable, ex: _Examples, row: int) -> str:
             f'{_esc(_label(classes, predicted))} ({100 * float(ex.confidence[row]):.0f}%)</span>')
 
 
-def _ensemble_section(metrics: dict[str, Any], run_dir: Path) -> str:
+def _ensemble_section(metrics: dict[str, Any]) -> str:
     """Each member of an ensemble (``metrics["ensemble"]``, from ``fgvc evaluate RUN RUN ...`` or
     ``--tta``): its top-1 and the ensemble's gain over it, in percentage points."""
     ensemble = metrics.get("ensemble") or {}
@@ -382,23 +489,28 @@ def _ensemble_section(metrics: dict[str, Any], run_dir: Path) -> str:
     def gain(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:+.2f} pp"
 
-    head = "<th>member</th><th>run</th><th>weight</th><th>input</th><th>top-1</th><th>ensemble gain</th>"
+    head = ("<th>member</th><th>run</th><th>weight</th><th>input</th><th>temperature</th><th>ECE before → after"
+            "</th><th>top-1</th><th>ensemble gain</th>")
     head += "<th>top-1 without views</th><th>gain over it</th>" if with_views else ""
     rows = []
     for m in members:
+        ece = (f"{pct(m.get('ece_uncalibrated'))} → {pct(m.get('ece'))}" if m.get("ece") is not None else "–")
+        temperature = "–" if m.get("temperature") is None else f"{m['temperature']:.4g}"
         cells = [m.get("name"), m.get("run"), f"{m.get('weight', 0):.3g}",
-                 f"{m.get('input_size', '?')} px, {m.get('transform', '?')}", pct(m.get("top1")),
+                 f"{m.get('input_size', '?')} px, {m.get('transform', '?')}", temperature, ece, pct(m.get("top1")),
                  gain(m.get("gain_top1"))]
         if with_views:
             cells += [pct(m.get("top1_without_tta")), gain(m.get("gain_top1_over_without_tta"))]
         member = _esc(m.get("name"))
         rows.append("<tr>" + "".join(f'<td data-member="{member}">{_esc(c)}</td>' for c in cells) + "</tr>")
     views = ensemble.get("tta", "none")
+    how = ("each member's at its own temperature" if ensemble.get("calibrated", True)
+           else "each member's at temperature 1 (--no-calibration)")
     text = (f"<p>{len(members)} model(s), views: <b>{_esc(views)}</b> ({ensemble.get('views', 1)} per model); "
             f"ensemble top-1 <b>{pct(metrics.get('top1'))}</b>, gain over the best member "
             f"<b>{gain(ensemble.get('gain_over_best_member'))}</b>. Class probabilities are averaged with the "
-            f"weights shown. The training curves and config on this page are those of the first member "
-            f"({_esc(run_dir)}); example images are left out, as they would show one member's predictions.</p>")
+            f"weights shown, {how}. The confusions, calibration and misclassified images on this page are the "
+            f"ensemble's own predictions; the training curves and configs are each member's.</p>")
     table = f'<table id="ensemble-members"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     return _section("ensemble", "Ensemble: gain over each member", text + table)
 
@@ -431,13 +543,50 @@ def _misclassified_section(classes: ClassTable, ex: _Examples | None) -> str:
 
 # -- the page -----------------------------------------------------------------------------------
 
+def _heading(config: dict[str, Any], run_dir: Path, classes: ClassTable, setup: dict[str, Any] | None,
+             folder: Path) -> tuple[str, str]:
+    """The page's title and subtitle: the run's, or the ensemble's (its members, by run folder)."""
+    if not setup:
+        model = config.get("model") or {}
+        return config.get("name", run_dir.name), (
+            f"{model.get('name', '?')}/{model.get('backbone', '?')} at {model.get('input_size', '?')} px · "
+            f"{len(classes)} classes · run {run_dir.resolve()}")
+    members = setup.get("members") or []
+    names = [Path(m.get("run", "?")).name for m in members]
+    views = setup.get("tta", "none")
+    if len(names) == 1:
+        title = f"{names[0]} with {views} views"
+    else:
+        title = f"ensemble of {' + '.join(names)}" + (f", {views} views" if views != "none" else "")
+    models = ", ".join(f"{m.get('model', '?')}/{m.get('backbone', '?')} at {m.get('input_size', '?')} px"
+                       for m in members)
+    return title, f"{len(members)} model(s): {models} · {len(classes)} classes · folder {folder.resolve()}"
+
+
+def _config_section(config_text: str, setup: dict[str, Any] | None) -> str:
+    """The run's resolved config; for an ensemble its set-up and each member's config."""
+    if not setup:
+        return _section("config", "Resolved config", f"<pre>{_esc(config_text)}</pre>")
+    shown = {k: setup[k] for k in ("tta", "views", "weights", "calibrated", "class_order") if k in setup}
+    parts = [f"<pre>{_esc(yaml.safe_dump(shown, sort_keys=False))}</pre>"]
+    for m in setup.get("members") or []:
+        folder = Path(_member_source(m)).parent
+        text = (folder / "config.yaml").read_text(encoding="utf-8") if (folder / "config.yaml").is_file() else \
+            "config.yaml not found"
+        parts.append(f"<details><summary>{_esc(m.get('name'))}: {_esc(m.get('run'))}</summary>"
+                     f"<pre>{_esc(text)}</pre></details>")
+    return _section("config", "Ensemble set-up and each member's config", "".join(parts))
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_path: str | Path | None = None,
-                 device: str = "auto", progress: bool = False) -> Path:
+                 device: str = "auto", progress: bool = False, calibrate: bool = True) -> Path:
     """Write the run's ``report.html`` (default ``run_dir/report.html``) and return its path.
 
     ``metrics_path`` picks the ``metrics.json`` to report (default: the newest ``eval_*/metrics.json``
-    in the run; with none the validation split is evaluated first). Problems that only cost a part
-    of the page (no data for example images, no validation split) are written into the page.
+    in the run; with none the validation split is evaluated first); an ensemble's ``metrics.json`` gives
+    the ensemble's page. Problems that only cost a part of the page (no data for example images, no
+    validation split) are written into the page. ``calibrate``: probabilities at the temperature(s)
+    (else T = 1, as ``--no-calibration``).
     """
     run_dir = Path(run_dir)
     if run_dir.is_file():  # e.g. RUN/best.pt: the report is of the whole run (its best checkpoint, its curves)
@@ -460,14 +609,15 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         notes.append(f"no metrics: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
         path = None
     ex = None
-    if metrics and "ensemble" not in metrics:  # an ensemble's example images would be one member's
+    setup = metrics.get("ensemble")
+    if metrics:
         try:
-            ex = _examples(metrics, run_dir, device, progress)
+            ex = (_ensemble_examples(metrics, device, progress, calibrate) if setup else
+                  _examples(metrics, run_dir, device, progress, calibrate))
         except (FgvcError, KeyError, OSError) as e:
             notes.append(f"no example images: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
-    model = config.get("model") or {}
-    subtitle = (f"{model.get('name', '?')}/{model.get('backbone', '?')} at {model.get('input_size', '?')} px · "
-                f"{len(classes)} classes · run {run_dir.resolve()}")
+    target = Path(out) if out is not None else run_dir / REPORT_FILE
+    title, subtitle = _heading(config, run_dir, classes, setup, target.parent)
     evaluated = (f"{metrics.get('split', '?')} split, {metrics.get('images', '?')} images of {metrics.get('data')}, "
                  f"checkpoint {metrics.get('checkpoint')} ({path})") if metrics else "not evaluated"
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -475,18 +625,20 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         '<p class="note">no metrics</p>'
     sections = [
         _section("summary", "Final metrics", summary + "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)),
-        _ensemble_section(metrics, run_dir),
+        _ensemble_section(metrics),
+        _calibration_section(metrics, ex) if metrics else "",
         _confusion_section(metrics, classes) if metrics else "",
-        _curves_section(rows),
+        _member_curves_section(setup["members"]) if setup else _curves_section(rows),
         _pairs_section(metrics, classes, ex) if metrics else "",
         _per_class_section(metrics, classes) if metrics else "",
         _localisation_section(metrics, ex) if metrics else "",
         _misclassified_section(classes, ex),
         _explanations_section(ex),
-        _section("config", "Resolved config", f"<pre>{_esc(config_text)}</pre>"),
+        _config_section(config_text, setup),
     ]
     nav = " ".join(f'<a href="#{i}">{t}</a>' for i, t in (
-        ("summary", "metrics"), ("ensemble", "ensemble"), ("confusion-matrix", "confusion"), ("curves", "curves"),
+        ("summary", "metrics"), ("ensemble", "ensemble"), ("calibration", "calibration"),
+        ("confusion-matrix", "confusion"), ("curves", "curves"),
         ("confused-pairs", "confused pairs"), ("per-class", "per class"), ("localisation", "localisation"),
         ("misclassified", "misclassified"), ("explanations", "explanations"),
         ("config", "config")) if f'id="{i}"' in "".join(sections))
@@ -495,15 +647,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
-<title>fgvc report: {_esc(config.get('name', run_dir.name))}</title>
+<title>fgvc report: {_esc(title)}</title>
 <style>{_STYLE}</style></head>
-<body><header><h1>fgvc report: {_esc(config.get('name', run_dir.name))}</h1>
+<body><header><h1>fgvc report: {_esc(title)}</h1>
 <p>{_esc(subtitle)} · generated {generated}</p></header>
 <main><nav>{nav}</nav>
 {"".join(s for s in sections if s)}
 </main></body></html>
 """
-    target = Path(out) if out is not None else run_dir / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, page)
     return target

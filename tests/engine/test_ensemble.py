@@ -4,6 +4,7 @@ remapped, refusals in one line, and the files `predict` and `evaluate` write (ti
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from torch import nn
 from fgvc.cli import build_parser, main
 from fgvc.data.classes import ClassTable
 from fgvc.data.synthetic import generate_dataset
+from fgvc.engine.calibration import expected_calibration_error
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.ensemble import (
     TTA_SCHEMES,
@@ -239,6 +241,25 @@ def test_an_ensemble_evaluation_records_each_members_top1_and_the_gain(ensemble_
     page = (folder / "report.html").read_text(encoding="utf-8")
     assert 'id="ensemble"' in page and 'data-member="model2"' in page and "gain over the best member" in page
     assert not (runs[0] / "report.html").exists()  # the first member's own report is not replaced
+
+
+def test_an_ensembles_report_is_the_ensembles_own(ensemble_evaluation, runs, data):
+    """Titled after the ensemble, each member's curves, and the ensemble's own mistakes and calibration."""
+    metrics, _, folder = ensemble_evaluation
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert "<title>fgvc report: ensemble of a + b</title>" in page and "<h1>fgvc report: ensemble of a + b</h1>" in page
+    assert page.count('alt="training curves of model') == 2 and "Training curves of each member" in page
+    assert page.count("<details><summary>model") == 2  # each member's config
+    pair = Ensemble.open(list(runs), device="cpu")
+    part = pair.evaluation_split("val", data)
+    result = pair.infer(part, batch_size=32, amp=True)
+    labels = result.reference.labels
+    wrong = int((result.probabilities.argmax(dim=1) != labels).sum())
+    assert wrong == round((1 - metrics["top1"]) * metrics["images"]) > 0
+    assert '<section id="misclassified">' in page and f"of {wrong}, most confident first)" in page
+    shown = {k: float(v) for k, v in re.findall(r'data-calibration="(\w+)" data-value="([^"]+)"', page)}
+    assert shown == pytest.approx({"ece_after": expected_calibration_error(result.probabilities, labels),
+                                   "ece_before": expected_calibration_error(result.uncalibrated, labels)}, abs=1e-9)
 
 
 @pytest.fixture(scope="module")

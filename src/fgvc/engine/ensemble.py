@@ -2,8 +2,10 @@
 
 Class **probabilities** are averaged, not logits: runs trained apart have logits on different
 scales (one may be twice as confident in logit units as another), so a mean of logits lets the most
-over-confident member decide, while probabilities are on one scale for every model. A model's views
-are averaged the same way, before the models are.
+over-confident member decide, while probabilities are on one scale for every model. Each member's
+probabilities are its calibrated ones, ``softmax(logits / T)`` with its own fitted temperature
+(:mod:`fgvc.engine.calibration`), so an over-confident member does not dominate the mean either. A
+model's views are averaged the same way (each view at the member's temperature), before the models are.
 
 * Every member is a :class:`~fgvc.engine.run.Run` with its own loader and transform (input size,
   recipe, normalisation); all of them see the same images in the same order (one ``DatasetIndex``,
@@ -48,6 +50,7 @@ from ..data.classes import ClassTable, ClassTableError
 from ..data.index import DatasetIndex
 from ..errors import ConfigError, UserError
 from ..models.output import ModelOutput
+from .calibration import calibration_metrics, scaled_probabilities
 from .distributed import ShardSampler
 from .evaluate import EvaluationReport, Inference, compute_metrics, evaluate_checkpoint, infer
 from .run import Run
@@ -59,6 +62,7 @@ __all__ = ["TTA_SCHEMES", "CROP_FRACTION", "WITHOUT_TTA", "view_count", "tta_vie
 TTA_SCHEMES = ("none", "flip", "flip+crops")
 CROP_FRACTION = 7 / 8  # side of the five crops of ``flip+crops``, as a fraction of the input's
 WITHOUT_TTA = "without_tta"  # branch of a view-averaged model's output: the logits of the unchanged view
+UNCALIBRATED = "uncalibrated"  # branch of a view-averaged model's output: log of the mean at temperature 1
 _VIEWS = {"none": 1, "flip": 2, "flip+crops": 7}
 
 
@@ -97,32 +101,39 @@ def tta_views(x: Tensor, scheme: str) -> Iterator[Tensor]:
 
 
 class ViewAveraged(nn.Module):
-    """``model`` whose prediction is its mean class probability over the views of its input.
+    """``model`` whose prediction is its mean class probability over the views of its input, each view's
+    at ``temperature`` (``softmax(logits / T)``).
 
     ``logits`` are the log of that mean (their softmax is the mean itself, and argmax/top-k are
     unchanged), ``branch_logits`` holds the unchanged view's logits as :data:`WITHOUT_TTA` (what the
-    model alone would say, for free), ``object_boxes`` are the unchanged view's."""
+    model alone would say, for free) and the log of the mean at T = 1 as :data:`UNCALIBRATED`,
+    ``object_boxes`` are the unchanged view's."""
 
-    def __init__(self, model: nn.Module, scheme: str) -> None:
+    def __init__(self, model: nn.Module, scheme: str, temperature: float = 1.0) -> None:
         super().__init__()
-        self.model, self.scheme = model, check_tta(scheme)
+        self.model, self.scheme, self.temperature = model, check_tta(scheme), temperature
 
     def forward(self, x: Tensor) -> ModelOutput:
         first: ModelOutput | None = None
         total: Tensor | None = None
+        total_raw: Tensor | None = None
         for view in tta_views(x, self.scheme):
             out = self.model(view)
-            probabilities = out.logits.float().softmax(dim=1)
+            probabilities = scaled_probabilities(out.logits, self.temperature)
+            raw = scaled_probabilities(out.logits)
             total = probabilities if total is None else total + probabilities
+            total_raw = raw if total_raw is None else total_raw + raw
             first = out if first is None else first
-        assert first is not None and total is not None
-        return ModelOutput(logits=(total / view_count(self.scheme)).log(),
-                           branch_logits={WITHOUT_TTA: first.logits.float()}, object_boxes=first.object_boxes)
+        assert first is not None and total is not None and total_raw is not None
+        views = view_count(self.scheme)
+        return ModelOutput(logits=(total / views).log(), object_boxes=first.object_boxes,
+                           branch_logits={WITHOUT_TTA: first.logits.float(), UNCALIBRATED: (total_raw / views).log()})
 
 
-def with_views(model: nn.Module, scheme: str) -> nn.Module:
-    """``model`` itself without views (``none``: outputs exactly as before), else :class:`ViewAveraged`."""
-    return model if check_tta(scheme) == "none" else ViewAveraged(model, scheme)
+def with_views(model: nn.Module, scheme: str, temperature: float = 1.0) -> nn.Module:
+    """``model`` itself without views (``none``: outputs exactly as before; the caller applies the
+    temperature), else :class:`ViewAveraged` at ``temperature``."""
+    return model if check_tta(scheme) == "none" else ViewAveraged(model, scheme, temperature)
 
 
 # -- weights and averaging ------------------------------------------------------------------------
@@ -211,10 +222,11 @@ class Member:
 
     def describe(self) -> dict[str, Any]:
         m = self.run.config.model
-        return {"name": self.name, "run": str(self.source), "checkpoint": str(self.run.checkpoint_path),
+        assert self.run.checkpoint_path is not None
+        return {"name": self.name, "run": str(self.source), "checkpoint": str(self.run.checkpoint_path.absolute()),
                 "checkpoint_note": self.run.checkpoint_note, "weight": self.weight, "model": m.name,
                 "backbone": m.backbone, "input_size": m.input_size, "transform": self.run.transform.name,
-                "classes_reordered": self.columns is not None}
+                "classes_reordered": self.columns is not None, "temperature": self.run.temperature}
 
 
 @dataclass
@@ -222,9 +234,11 @@ class EnsembleInference:
     """What an ensemble saw, in dataset order; every probability table is in the ensemble's class order."""
 
     reference: Inference  # the first member's: indices, labels, sizes (and its boxes)
-    probabilities: Tensor  # (N, C) the ensemble's
-    members: list[Tensor]  # (N, C) each member's, averaged over its views
+    probabilities: Tensor  # (N, C) the ensemble's, each member at its temperature
+    members: list[Tensor]  # (N, C) each member's at its temperature, averaged over its views
     members_without_tta: list[Tensor | None]  # (N, C) each member's logits on the unchanged view, with views
+    uncalibrated: Tensor  # (N, C) the ensemble's with every member at temperature 1
+    members_uncalibrated: list[Tensor]  # (N, C) each member's at temperature 1, averaged over its views
 
     def as_inference(self, logits: Tensor, with_boxes: bool = False) -> Inference:
         """An :class:`Inference` with these ``logits`` (give probabilities as their log), for
@@ -244,15 +258,16 @@ class Ensemble:
 
     @classmethod
     def open(cls, paths: Sequence[str | os.PathLike], *, device: str = "auto", tta: str = "none",
-             weights: Sequence[float] | None = None) -> Ensemble:
-        """Open every run (:meth:`Run.open`); refuse runs whose class IDs differ from the first's."""
+             weights: Sequence[float] | None = None, calibrate: bool = True) -> Ensemble:
+        """Open every run (:meth:`Run.open`); refuse runs whose class IDs differ from the first's.
+        ``calibrate``: each run's probabilities at its own temperature (else T = 1)."""
         if not paths:
             raise UserError("no run given: pass one or more run folders or checkpoints")
         check_tta(tta)
         weights = normalise_weights(weights, len(paths))
         members: list[Member] = []
         for i, (path, weight) in enumerate(zip(paths, weights, strict=True), start=1):
-            run = Run.open(path, device=device)
+            run = Run.open(path, device=device, calibrate=calibrate)
             assert run.classes is not None
             columns = None
             if members:
@@ -278,6 +293,11 @@ class Ensemble:
         return [m.weight for m in self.members]
 
     @property
+    def calibrated(self) -> bool:
+        """Whether the members' probabilities use their temperatures (not --no-calibration)."""
+        return all(m.run.use_calibration for m in self.members)
+
+    @property
     def single_run_without_views(self) -> bool:
         """One run without views: what ``predict``/``evaluate`` did before ensembles, file for file."""
         return len(self.members) == 1 and self.tta == "none"
@@ -294,7 +314,7 @@ class Ensemble:
         if self.single_run_without_views:
             return None
         return {"tta": self.tta, "views": view_count(self.tta), "class_order": str(self.members[0].source),
-                "members": [m.describe() for m in self.members]}
+                "calibrated": self.calibrated, "members": [m.describe() for m in self.members]}
 
     # -- data ---------------------------------------------------------------------------------
     def evaluation_split(self, split: str, root: str | os.PathLike) -> DatasetIndex:
@@ -329,27 +349,35 @@ class Ensemble:
         ``amp``: the runs' own autocast precision (else fp32); ``shard``: split the images between
         torchrun processes (each gathers all)."""
         outputs = [self._infer_member(m, index, batch_size, progress, desc, amp, shard) for m in self.members]
-        first = outputs[0][0]
-        for member, (result, _, _) in zip(self.members[1:], outputs[1:], strict=True):
-            if not torch.equal(result.indices, first.indices):
+        first = outputs[0].result
+        for member, output in zip(self.members[1:], outputs[1:], strict=True):
+            if not torch.equal(output.result.indices, first.indices):
                 raise UserError(f"{member.source} decoded other images than {self.members[0].source} "
                                 "(an unreadable image?); run `fgvc data check` on the data")
-        members = [probabilities for _, probabilities, _ in outputs]
+        members = [o.probabilities for o in outputs]
+        raw = [o.uncalibrated for o in outputs]
         return EnsembleInference(first, average_probabilities(members, self.weights), members,
-                                 [without for _, _, without in outputs])
+                                 [o.without_tta for o in outputs], average_probabilities(raw, self.weights), raw)
 
     def _infer_member(self, member: Member, index: DatasetIndex, batch_size: int, progress: bool, desc: str,
-                      amp: bool, shard: bool) -> tuple[Inference, Tensor, Tensor | None]:
+                      amp: bool, shard: bool) -> _MemberOutput:
         run = member.run
+        temperature = run.temperature
         sampler = ShardSampler(len(index), run.dist.rank, run.dist.world_size) if shard else None
         loader = run.loader(index, False, batch_size=batch_size, sampler=sampler)
-        model = with_views(run.trained_model(), self.tta)
+        model = with_views(run.trained_model(), self.tta, temperature)
         label = desc if len(self.members) == 1 else f"{desc} {member.name}"
         result = infer(model, loader, run.device, run.amp_dtype if amp else None,
                        progress=progress and run.dist.is_main, desc=label, with_loss=False)
-        probabilities = member.in_ensemble_order(result.logits.softmax(dim=1))
+        if self.tta == "none":
+            probabilities = scaled_probabilities(result.logits, temperature)
+            uncalibrated = scaled_probabilities(result.logits)
+        else:  # the view-averaged model's logits are the log of its calibrated mean already
+            probabilities = result.logits.softmax(dim=1)
+            uncalibrated = result.branch_logits[UNCALIBRATED].softmax(dim=1)
         without = result.branch_logits.get(WITHOUT_TTA) if self.tta != "none" else None
-        return result, probabilities, None if without is None else member.in_ensemble_order(without)
+        return _MemberOutput(result, member.in_ensemble_order(probabilities), member.in_ensemble_order(uncalibrated),
+                             None if without is None else member.in_ensemble_order(without))
 
     # -- metrics ------------------------------------------------------------------------------
     def metrics(self, result: EnsembleInference, part: DatasetIndex) -> dict[str, Any]:
@@ -359,21 +387,26 @@ class Ensemble:
         ref = self.reference
         metrics = compute_metrics(result.as_inference(result.probabilities.log(), with_boxes=alone), self.classes,
                                   part.samples, localisation=alone and ref.spec.localises and ref.transform.whole_image)
+        metrics.update(calibration_metrics(result.probabilities, result.uncalibrated, result.reference.labels))
+        if alone:
+            metrics["temperature"] = ref.temperature
         top1 = metrics.get("top1")
-        members = [self._member_metrics(m, probabilities, without, result, top1)
-                   for m, probabilities, without in zip(self.members, result.members, result.members_without_tta,
-                                                        strict=True)]
+        members = [self._member_metrics(m, probabilities, without, raw, result, top1)
+                   for m, probabilities, without, raw in zip(self.members, result.members, result.members_without_tta,
+                                                             result.members_uncalibrated, strict=True)]
         best = max((m["top1"] for m in members if m.get("top1") is not None), default=None)
         metrics["ensemble"] = {"tta": self.tta, "views": view_count(self.tta), "weights": self.weights,
+                               "calibrated": self.calibrated,
                                "class_order": str(self.members[0].source), "members": members,
                                "gain_over_best_member": None if top1 is None or best is None else top1 - best}
         return metrics
 
-    def _member_metrics(self, member: Member, probabilities: Tensor, without: Tensor | None,
+    def _member_metrics(self, member: Member, probabilities: Tensor, without: Tensor | None, uncalibrated: Tensor,
                         result: EnsembleInference, ensemble_top1: float | None) -> dict[str, Any]:
         own = compute_metrics(result.as_inference(probabilities.log()), self.classes, pairs=0)
         record = {**member.describe(), "top1": own.get("top1"), "top5": own.get("top5"),
-                  "mean_class_accuracy": own.get("mean_class_accuracy")}
+                  "mean_class_accuracy": own.get("mean_class_accuracy"),
+                  **calibration_metrics(probabilities, uncalibrated, result.reference.labels)}
         record["gain_top1"] = _gain(ensemble_top1, record["top1"])
         if without is not None:
             plain = compute_metrics(result.as_inference(without), self.classes, pairs=0).get("top1")
@@ -392,6 +425,16 @@ class Ensemble:
         return first.resolve().parent / name
 
 
+@dataclass
+class _MemberOutput:
+    """One member's pass over the images: probabilities in the ensemble's class order."""
+
+    result: Inference
+    probabilities: Tensor  # at the member's temperature, averaged over its views
+    uncalibrated: Tensor  # at temperature 1, averaged over its views
+    without_tta: Tensor | None  # logits of the unchanged view, when there are views
+
+
 def _gain(ensemble: float | None, member: float | None) -> float | None:
     return None if ensemble is None or member is None else ensemble - member
 
@@ -401,12 +444,12 @@ def _gain(ensemble: float | None, member: float | None) -> float | None:
 def evaluate_ensemble(paths: Sequence[str | os.PathLike], data: str | os.PathLike, split: str = "val",
                       out_dir: str | os.PathLike | None = None, batch_size: int = 32, device: str = "auto",
                       tta: str = "none", weights: Sequence[float] | None = None,
-                      progress: bool = True) -> EvaluationReport:
+                      progress: bool = True, calibrate: bool = True) -> EvaluationReport:
     """Metrics of an ensemble (or of one run with views) on the runs' shared validation split or a
     labelled test split, written as ``metrics.json`` (default folder: :meth:`Ensemble.default_eval_dir`)."""
     from ..fileio import atomic_write_json
 
-    ensemble = Ensemble.open(paths, device=device, tta=tta, weights=weights)
+    ensemble = Ensemble.open(paths, device=device, tta=tta, weights=weights, calibrate=calibrate)
     part = ensemble.evaluation_split(split, data)
     result = ensemble.infer(part, batch_size=batch_size, progress=progress, amp=True, shard=True)
     metrics = ensemble.metrics(result, part)
@@ -427,13 +470,14 @@ def evaluate_ensemble(paths: Sequence[str | os.PathLike], data: str | os.PathLik
 
 def evaluate_runs(paths: Sequence[str | os.PathLike], data: str | os.PathLike, split: str = "val",
                   out_dir: str | os.PathLike | None = None, batch_size: int = 32, device: str = "auto",
-                  tta: str = "none", weights: Sequence[float] | None = None, progress: bool = True) -> EvaluationReport:
+                  tta: str = "none", weights: Sequence[float] | None = None, progress: bool = True,
+                  calibrate: bool = True) -> EvaluationReport:
     """``fgvc evaluate``: one run without views as before (:func:`evaluate_checkpoint`, ``RUN/eval_<split>``),
-    anything else as an ensemble (:func:`evaluate_ensemble`)."""
+    anything else as an ensemble (:func:`evaluate_ensemble`); ``calibrate``: each run at its temperature."""
     check_tta(tta)
     normalise_weights(weights, len(paths))
     if len(paths) == 1 and tta == "none":
         return evaluate_checkpoint(paths[0], data, split, out_dir=out_dir, batch_size=batch_size, device=device,
-                                   progress=progress)
+                                   progress=progress, calibrate=calibrate)
     return evaluate_ensemble(paths, data, split, out_dir=out_dir, batch_size=batch_size, device=device, tta=tta,
-                             weights=weights, progress=progress)
+                             weights=weights, progress=progress, calibrate=calibrate)

@@ -4,7 +4,8 @@
 keeps logits per branch, labels and object boxes; ``compute_metrics`` turns that into top-1/top-5,
 per-class accuracy, the confusion matrix and its most-confused pairs, per-branch accuracy and,
 for models that localise on data with true boxes, the localisation accuracy (IoU >= 0.5,
-inclusive pixels — REFERENCE M11).
+inclusive pixels — REFERENCE M11). ``evaluate_checkpoint`` adds the expected calibration error of the
+probabilities at the run's temperature and at T = 1 (:mod:`fgvc.engine.calibration`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from ..boxes import paired_iou_inclusive, true_boxes_in_input
 from ..data.classes import ClassTable
 from ..data.index import Sample
+from .calibration import ECE_BINS, calibration_metrics, scaled_probabilities
 from .distributed import DistInfo, all_gather_objects
 
 __all__ = ["Inference", "infer", "compute_metrics", "autocast_context"]
@@ -184,6 +186,10 @@ class EvaluationReport:
         for key in ("top1", "top5", "mean_class_accuracy", "loss", "localisation_accuracy", "mean_iou"):
             if m.get(key) is not None:
                 lines.append(f"{key + ':':<22}{m[key]:.4f}")
+        if m.get("ece") is not None:
+            lines.append(calibration_line(m))
+        if m.get("calibration"):
+            lines.append(f"{'calibration:':<22}{m['calibration']}")
         if self.ensemble:
             lines += _member_lines(self.ensemble)
         branches = {k[4:]: v for k, v in m.items() if k.startswith("acc_")}
@@ -205,6 +211,13 @@ class EvaluationReport:
         return self.classes.name_of(self.classes.index_of(class_id))
 
 
+def calibration_line(metrics: dict[str, Any]) -> str:
+    """ECE with the probabilities shown (after temperature) and the model's own (T = 1)."""
+    where = f" at temperature {metrics['temperature']:.4g}" if metrics.get("temperature") is not None else ""
+    return (f"{'ece:':<22}{metrics['ece']:.4f}{where}; {metrics['ece_uncalibrated']:.4f} before temperature "
+            f"({ECE_BINS} bins)")
+
+
 def _member_lines(ensemble: dict[str, Any]) -> list[str]:
     """Each member's top-1 and the ensemble's gain over it (percentage points)."""
     def pp(value: float | None) -> str:
@@ -214,6 +227,8 @@ def _member_lines(ensemble: dict[str, Any]) -> list[str]:
     for m in ensemble["members"]:
         top1 = "–" if m.get("top1") is None else f"{m['top1']:.4f}"
         line = f"  {m['name']} {m['run']} (weight {m['weight']:.3g}): {top1}, gain {pp(m.get('gain_top1'))}"
+        if m.get("ece") is not None:
+            line += f", ECE {m['ece']:.4f} at temperature {m['temperature']:.4g} ({m['ece_uncalibrated']:.4f} at 1)"
         if m.get("top1_without_tta") is not None:
             line += (f"; without views {m['top1_without_tta']:.4f}, "
                      f"gain {pp(m.get('gain_top1_over_without_tta'))}")
@@ -223,13 +238,14 @@ def _member_lines(ensemble: dict[str, Any]) -> list[str]:
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "val",
                         out_dir: str | Path | None = None, batch_size: int = 32, device: str = "auto",
-                        progress: bool = True) -> EvaluationReport:
-    """Metrics of a checkpoint on the run's validation split or a labelled test split, written as JSON."""
+                        progress: bool = True, calibrate: bool = True) -> EvaluationReport:
+    """Metrics of a checkpoint on the run's validation split or a labelled test split, written as JSON;
+    ``calibrate``: probabilities at the checkpoint's temperature (else T = 1)."""
     from ..fileio import atomic_write_json
     from .distributed import ShardSampler
     from .run import Run
 
-    run = Run.open(checkpoint, device=device)  # under torchrun: every rank scores its own shard
+    run = Run.open(checkpoint, device=device, calibrate=calibrate)  # under torchrun: every rank scores its shard
     model = run.trained_model()
     part = run.evaluation_split(split, data)
     dist_info = run.dist
@@ -239,6 +255,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     assert run.classes is not None and run.checkpoint_path is not None
     metrics = compute_metrics(result, run.classes, part.samples,
                               localisation=run.spec.localises and run.transform.whole_image)
+    metrics.update(temperature=run.temperature, calibration=run.describe_temperature(),
+                   **calibration_metrics(scaled_probabilities(result.logits, run.temperature),
+                                         scaled_probabilities(result.logits), result.labels))
     out = Path(out_dir) if out_dir is not None else run.checkpoint_path.parent / f"eval_{split}"
     json_path = out / "metrics.json"
     if dist_info.is_main:

@@ -26,6 +26,7 @@ from ..data.index import DatasetIndex, DatasetLayoutError, Sample, is_hidden, is
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..submission import write_submission
+from .calibration import scaled_probabilities
 from .ensemble import Ensemble
 from .evaluate import infer
 from .run import Run
@@ -71,11 +72,12 @@ def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
 
 def predict(run: Run, model: torch.nn.Module, index: DatasetIndex, batch_size: int = 32,
             progress: bool = True) -> list[PredictionRow]:
-    """Top-5 per image with the run's trained ``model`` (:meth:`Run.trained_model`)."""
+    """Top-5 per image with the run's trained ``model`` (:meth:`Run.trained_model`), probabilities at
+    the run's temperature."""
     loader = run.loader(index, False, batch_size=batch_size)
     result = infer(model, loader, run.device, None, progress=progress, desc="predict", with_loss=False)
     assert run.classes is not None
-    return _rows(index, run.classes, result.indices, result.logits.softmax(dim=1))
+    return _rows(index, run.classes, result.indices, scaled_probabilities(result.logits, run.temperature))
 
 
 def predict_ensemble(ensemble: Ensemble, index: DatasetIndex, batch_size: int = 32,

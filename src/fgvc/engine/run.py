@@ -32,6 +32,7 @@ from ..errors import CheckpointError, ConfigError, DataError, UserError
 from ..models import backbone_stats, create_model, model_spec
 from ..models.inference import prepare_for_inference
 from ..models.registry import ModelSpec
+from .calibration import Calibration, calibration_of
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, init_distributed
 
@@ -47,7 +48,7 @@ __all__ = [
 # --set keys a resumed run may change: they alter how the run is carried out, not what it computes
 # (``train.epochs`` extends or shortens the run; a cosine schedule is then spread over the new length).
 RESUMABLE_KEYS = ("train.epochs", "train.device", "train.amp", "train.eval_batch_size", "train.save_every",
-                  "train.keep", "data.num_workers", "data.skip_unreadable", "track.*")
+                  "train.keep", "train.calibrate", "data.num_workers", "data.skip_unreadable", "track.*")
 
 
 def resolve_device(preference: str) -> torch.device:
@@ -133,6 +134,7 @@ class Run:
     checkpoint_path: Path | None = None
     checkpoint: dict[str, Any] | None = None
     checkpoint_note: str = ""
+    use_calibration: bool = True  # False: probabilities at T = 1 (--no-calibration)
     _indices: dict[str, DatasetIndex] = field(default_factory=dict, repr=False)
 
     # -- opening ------------------------------------------------------------------------------
@@ -178,15 +180,17 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, device: str = "auto") -> Run:
-        """A trained checkpoint (file or run directory) for evaluation, prediction and pictures."""
+    def open(cls, path: str | os.PathLike, *, device: str = "auto", calibrate: bool = True) -> Run:
+        """A trained checkpoint (file or run directory) for evaluation, prediction and pictures;
+        ``calibrate``: its probabilities use the checkpoint's temperature (else T = 1)."""
         ckpt_path, why = choose_checkpoint(path)
         state = load_checkpoint(ckpt_path)
         config = config_from_dict(state["config"])
         config.train.device = device
         run_dir = ckpt_path.parent
         return cls._make(config, run_dir=run_dir, classes=ClassTable.from_dict(state["classes"]),
-                         checkpoint_path=ckpt_path, checkpoint=state, checkpoint_note=why)
+                         checkpoint_path=ckpt_path, checkpoint=state, checkpoint_note=why,
+                         use_calibration=calibrate)
 
     # -- what the config resolves to ---------------------------------------------------------
     @property
@@ -209,6 +213,28 @@ class Run:
     @property
     def amp_dtype(self) -> torch.dtype | None:
         return resolve_amp(self.config.train.amp, self.device)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The temperature fit the checkpoint carries (None: written without one)."""
+        return calibration_of(self.checkpoint)
+
+    @property
+    def temperature(self) -> float:
+        """What this run's logits are divided by before the softmax: the fitted T, or 1 when the
+        checkpoint has none or calibration is off."""
+        fitted = self.calibration
+        return fitted.temperature if fitted is not None and self.use_calibration else 1.0
+
+    def describe_temperature(self) -> str:
+        """One line: which temperature the probabilities use, and why."""
+        fitted = self.calibration
+        if not self.use_calibration:
+            return "temperature 1: calibration turned off (--no-calibration)"
+        if fitted is None:
+            return (f"temperature 1: {self.checkpoint_path} holds no fitted temperature (written before calibration, "
+                    "or a run without it); probabilities are the model's own")
+        return f"temperature {fitted.temperature:.4g} (fitted on {fitted.images} validation images)"
 
     @property
     def describe_checkpoint(self) -> str:

@@ -5,7 +5,8 @@ derive from ``seed + e``, so two epochs straight and one epoch + resume + one ep
 same weights. ``last.pt`` is written atomically after every epoch (a killed run resumes from
 it) and on SIGINT/SIGTERM mid-epoch together with the position in the epoch.
 Validation is carved from the training split (saved as ``split.json``); the test split is never
-used for model selection (REFERENCE F2).
+used for model selection (REFERENCE F2). After the last epoch a temperature is fitted on the validation
+split and stored in ``best.pt`` and ``last.pt`` (:meth:`Trainer.calibrate`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..data.split import apply_split, load_saved_split, save_split, stratified_s
 from ..errors import CheckpointError, UserError
 from ..fileio import atomic_write_text
 from ..tracking import create_tracker
+from .calibration import CALIBRATION_KEY, Calibration, calibrate
 from .checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -279,8 +281,53 @@ class Trainer:
                               f"saved {self.run_dir / 'last.pt'} (resume with --resume {self.run_dir})")
                     break
                 last_metrics = self._end_epoch(train_stats)
+        if self.finished and not self._stop_requested:
+            self.calibrate()
         self.tracker.close()
         return last_metrics
+
+    # -- temperature ----------------------------------------------------------------------------
+    def calibrate(self, announce: bool = True) -> dict[str, Calibration]:
+        """Fit the temperature of ``best.pt`` and ``last.pt`` on the validation split and store it in
+        each (atomically); a checkpoint that already carries one is left alone, so this also finishes a
+        fit that a kill interrupted. The RNG streams are restored afterwards (building a model to load
+        ``best.pt`` into draws from them), so a resumed run that trains on is unaffected. ``announce``:
+        say so when no temperature is fitted (no validation split, or ``train.calibrate: false``)."""
+        if not self.config.train.calibrate or self.val_loader is None:
+            if self.dist.is_main and announce:
+                why = "train.calibrate is off" if not self.config.train.calibrate else "no validation split"
+                print(f"{why}: the temperature stays 1 (probabilities are the model's own, uncalibrated)")
+            return {}
+        states = {name: load_checkpoint(self.run_dir / name) for name in ("best.pt", "last.pt")
+                  if (self.run_dir / name).is_file()}
+        barrier()  # every rank has read the files before rank 0 rewrites them
+        todo = {name: state for name, state in states.items() if CALIBRATION_KEY not in state}
+        rng = capture_rng()
+        fitted: dict[int, Calibration] = {}  # by epoch: best.pt and last.pt of one epoch hold one model
+        try:
+            for state in todo.values():
+                if state["epoch"] not in fitted:
+                    fitted[state["epoch"]] = self._fit_temperature(state)
+        finally:
+            restore_rng(rng)
+        done = {name: fitted[state["epoch"]] for name, state in todo.items()}
+        if self.dist.is_main:
+            for name, state in todo.items():
+                save_checkpoint(self.run_dir / name, {**state, CALIBRATION_KEY: done[name].to_dict()})
+            for epoch, calibration in fitted.items():
+                names = " and ".join(name for name, state in todo.items() if state["epoch"] == epoch)
+                print(f"{calibration.describe()}; stored in {names} (epoch {epoch})")
+        barrier()
+        return done
+
+    def _fit_temperature(self, state: dict[str, Any]) -> Calibration:
+        """The temperature of the weights in ``state``, from their fp32 logits on the validation split."""
+        model = self.run.build_model(len(self.classes), pretrained=False)
+        model.load_state_dict(state["model"], strict=True)
+        model = model.to(self.device, memory_format=self.memory_format)
+        assert self.val_loader is not None
+        result = infer(model, self.val_loader, self.device, None, progress=False, with_loss=False)
+        return calibrate(result.logits, result.labels)
 
     def _train_epoch(self) -> dict[str, float]:
         cfg, model = self.config, self.ddp_model

@@ -62,6 +62,8 @@ class ExportResult:
             f"input: images float32 ({batch}, 3, {p.input_size}, {p.input_size}), recipe {p.recipe!r} "
             f"(mean {_fmt(p.mean)}, std {_fmt(p.std)}); classes: {len(m.classes)} (IDs and names inside the file)",
             f"outputs: {'; '.join(outputs)}",
+            f"probabilities: softmax(logits / {m.temperature:.6g}) (the run's temperature, in the metadata; "
+            "fgvc predict and fgvc serve apply it)",
             self.verification.to_text(),
         ]
         lines += [f"note: {n}" for n in m.notes]
@@ -98,7 +100,7 @@ def _metadata(run: Run, fmt: str, preprocessing: Preprocessing, batch: int | Non
                           preprocessing=preprocessing, outputs=output_names(run.spec.localises), batch=batch,
                           source=str(run.checkpoint_path), notes=tuple(notes),
                           versions={"fgvc": __version__, "torch": torch.__version__,
-                                    "python": platform.python_version()})
+                                    "python": platform.python_version()}, temperature=run.temperature)
 
 
 def export_run(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None, batch: int | None = None,

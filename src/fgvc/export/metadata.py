@@ -1,5 +1,6 @@
 """What an exported file carries besides the network, so that the file alone can be used: the class
-table (index, ID, name) and the preprocessing (recipe, input size, mean/std), as one JSON document.
+table (index, ID, name), the preprocessing (recipe, input size, mean/std) and the run's temperature
+(calibrated probabilities are ``softmax(logits / temperature)``), as one JSON document.
 
 ONNX keeps it in ``metadata_props["fgvc"]``; TorchScript and ExportedProgram archives in the extra
 file ``fgvc.json``. The preprocessing is rebuilt with the run's own code,
@@ -64,6 +65,9 @@ class ExportMetadata:
     source: str = ""  # the checkpoint it came from
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the export leaves out, and why
     versions: dict[str, str] = field(default_factory=dict)
+    # the run's fitted temperature: calibrated probabilities are softmax(logits / temperature); 1 for a
+    # run without one and for files exported before fgvc stored it
+    temperature: float = 1.0
 
     @property
     def localises(self) -> bool:
@@ -90,10 +94,14 @@ class ExportMetadata:
             p = data["preprocessing"]
             preprocessing = Preprocessing(p["recipe"], int(p["input_size"]), tuple(p["mean"]), tuple(p["std"]),
                                           bool(p["whole_image"]))
+            temperature = float(data.get("temperature", 1.0))
+            if not (temperature > 0 and temperature != float("inf")):
+                raise MetadataError(f"{where}: temperature {temperature} is not a positive number; "
+                                    "export the run again with `fgvc export`")
             return cls(format=data["format"], model=data["model"], backbone=data["backbone"], classes=classes,
                        preprocessing=preprocessing, outputs=tuple(data["outputs"]), batch=data["batch"],
                        source=data.get("source", ""), notes=tuple(data.get("notes", ())),
-                       versions=dict(data.get("versions", {})))
+                       versions=dict(data.get("versions", {})), temperature=temperature)
         except MetadataError:
             raise
         except (ValueError, KeyError, TypeError) as e:

@@ -88,6 +88,11 @@ class ExportedModel:
     def preprocessing(self) -> Preprocessing:
         return self.metadata.preprocessing
 
+    @property
+    def temperature(self) -> float:
+        """The run's temperature: calibrated probabilities are ``softmax(logits / temperature)``."""
+        return self.metadata.temperature
+
     def __call__(self, images: Tensor) -> ExportedOutputs:
         """Normalised float images (N, 3, S, S); a fixed-batch file gets chunks padded to its batch."""
         fixed = self.metadata.batch

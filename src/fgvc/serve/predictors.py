@@ -1,7 +1,8 @@
 """What the service runs: a trained run (PyTorch) or an exported file, behind one interface.
 
 A predictor turns 8-bit images that went through the run's geometric transform into class
-probabilities (and object boxes where the model localises). Preprocessing is the run's own
+probabilities at the run's temperature, as ``fgvc predict`` gives them (and object boxes where the
+model localises). Preprocessing is the run's own
 (:class:`fgvc.export.Preprocessing`), so a photo gets the same input tensor as in ``fgvc predict``.
 Only a run can draw the explanation picture (:func:`fgvc.explain.explain_images`): it needs the
 PyTorch model, which an exported file does not carry.
@@ -22,6 +23,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..data.classes import ClassTable
+from ..engine.calibration import scaled_probabilities
 from ..export.metadata import Preprocessing
 
 __all__ = ["BatchResult", "Predictor", "TorchPredictor", "ExportedPredictor", "open_predictor"]
@@ -49,13 +51,16 @@ class Predictor(Protocol):
 
 class TorchPredictor:
     """A PyTorch model returning :class:`~fgvc.models.output.ModelOutput` (a run's trained model).
-    ``picture``, when given, draws the explanation of an image file (PIL image out)."""
+    ``picture``, when given, draws the explanation of an image file (PIL image out); ``temperature``
+    divides the logits before the softmax."""
 
     kind = "run"
 
     def __init__(self, model: nn.Module, classes: ClassTable, preprocessing: Preprocessing, device: torch.device,
-                 description: str, picture: Callable[[Path], Image.Image] | None = None) -> None:
+                 description: str, picture: Callable[[Path], Image.Image] | None = None,
+                 temperature: float = 1.0) -> None:
         self.model = model.eval()
+        self.temperature = temperature
         self.classes = classes
         self.preprocessing = preprocessing
         self.device = device
@@ -68,7 +73,7 @@ class TorchPredictor:
     def forward(self, images: Tensor) -> BatchResult:
         out = self.model(self._normalise(images.to(self.device)))
         boxes = None if out.object_boxes is None else out.object_boxes.to(torch.int64).cpu()
-        return BatchResult(out.logits.float().softmax(dim=1).cpu(), boxes)
+        return BatchResult(scaled_probabilities(out.logits, self.temperature).cpu(), boxes)
 
     def explain(self, name: str, data: bytes) -> bytes:
         if self._picture is None:
@@ -82,14 +87,14 @@ class TorchPredictor:
         return buffer.getvalue()
 
     @classmethod
-    def from_run(cls, source: str | Path, device: str = "auto") -> TorchPredictor:
+    def from_run(cls, source: str | Path, device: str = "auto", calibrate: bool = True) -> TorchPredictor:
         """A run folder or checkpoint: the folded inference model for predictions, and the plain model
-        (built on first use) for ``fgvc explain``'s picture."""
+        (built on first use) for ``fgvc explain``'s picture; ``calibrate``: at the run's temperature."""
         from ..engine.run import Run
         from ..explain import explain_images
         from ..export.build import preprocessing_of
 
-        run = Run.open(source, device=device)
+        run = Run.open(source, device=device, calibrate=calibrate)
         assert run.classes is not None
         lock = threading.Lock()
         plain: list[nn.Module] = []
@@ -102,37 +107,41 @@ class TorchPredictor:
 
         m = run.config.model
         return cls(run.trained_model(), run.classes, preprocessing_of(run), run.device,
-                   f"{m.name}/{m.backbone} from {run.describe_checkpoint} on {run.device}", picture)
+                   f"{m.name}/{m.backbone} from {run.describe_checkpoint} on {run.device}, "
+                   f"{run.describe_temperature()}", picture, run.temperature)
 
 
 class ExportedPredictor:
     """A file written by ``fgvc export``: ONNX Runtime, TorchScript or ExportedProgram."""
 
-    def __init__(self, source: str | Path, device: str = "auto") -> None:
+    def __init__(self, source: str | Path, device: str = "auto", calibrate: bool = True) -> None:
         from ..export.runtime import load_exported
 
         self.exported = load_exported(source, device)
         meta = self.exported.metadata
+        self.temperature = meta.temperature if calibrate else 1.0
         self.classes = meta.classes
         self.preprocessing = meta.preprocessing
         self.kind = meta.format
-        self.description = f"{meta.model}/{meta.backbone} exported to {source} ({self.exported.description})"
+        self.description = (f"{meta.model}/{meta.backbone} exported to {source} ({self.exported.description}), "
+                            f"temperature {self.temperature:.4g}")
         self.explain_note = (f"the explanation picture needs the run (the PyTorch model), which {Path(source).name} "
                              "does not carry; serve the run folder to see it")
         self._normalise = meta.preprocessing.batch_transform()
 
     def forward(self, images: Tensor) -> BatchResult:
         out = self.exported(self._normalise(images))
-        return BatchResult(out.logits.softmax(dim=1), out.object_boxes)
+        return BatchResult(scaled_probabilities(out.logits, self.temperature), out.object_boxes)
 
     def explain(self, name: str, data: bytes) -> bytes:
         raise RuntimeError(self.explain_note)
 
 
-def open_predictor(source: str | Path, device: str = "auto") -> Predictor:
-    """An exported file (recognised by its content) or a run folder / checkpoint."""
+def open_predictor(source: str | Path, device: str = "auto", calibrate: bool = True) -> Predictor:
+    """An exported file (recognised by its content) or a run folder / checkpoint; ``calibrate``: its
+    probabilities at the run's temperature (else T = 1)."""
     from ..export.runtime import exported_format
 
     if exported_format(source) is not None:
-        return ExportedPredictor(source, device)
-    return TorchPredictor.from_run(source, device)
+        return ExportedPredictor(source, device, calibrate)
+    return TorchPredictor.from_run(source, device, calibrate)

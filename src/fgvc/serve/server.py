@@ -34,8 +34,8 @@ def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, devi
     """Serve a run folder, checkpoint or exported file until interrupted."""
     import uvicorn
 
-    predictor = open_predictor(source, device)
     settings = settings or ServeSettings()
+    predictor = open_predictor(source, device, settings.calibrate)
     sock = bind(host, port)
     print(banner(predictor, host, sock.getsockname()[1], settings), flush=True)
     try:

@@ -14,3 +14,4 @@ class ServeSettings:
     max_upload_bytes: int = 10 * 2**20  # request body limit (413 beyond)
     max_images: int = 32  # per request
     top_k: int = 5
+    calibrate: bool = True  # probabilities at the run's temperature (False: --no-calibration, T = 1)
