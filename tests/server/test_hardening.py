@@ -77,3 +77,22 @@ def test_a_submission_without_a_valid_token_is_refused_before_its_body_is_read(s
         assert read == []
         assert client.post(API, content=body(), headers=bearer(token)).status_code == 400
         assert read == [1]
+
+
+def test_a_team_out_of_invalid_attempts_is_refused_before_its_body_is_read(comp, make_service):
+    from starlette.testclient import TestClient
+
+    service = make_service(comp, invalid_burst=1)
+    token = add_team(service, "alpha")
+    read = []
+
+    def body():
+        read.append(1)
+        yield b"{}"
+
+    with TestClient(create_app(service)) as client:
+        assert client.post(API, content=body(), headers=bearer(token)).status_code == 400  # its one attempt
+        reply = client.post(API, content=body(), headers=bearer(token))
+        assert reply.status_code == 429 and reply.json()["error"] == "too_many_invalid_submissions"
+        assert int(reply.headers["retry-after"]) == 60  # one attempt back per 60 s, the default
+    assert read == [1]

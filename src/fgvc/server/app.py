@@ -148,14 +148,15 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
     submit_threads = anyio.CapacityLimiter(submit_workers)
 
     async def submit(request: Request) -> JSONResponse:
-        if service.auth == "token":  # the headers say who is asking: a stranger's body is never read (401 first)
-            await run_in_threadpool(service.team_from_token, request.headers.get("authorization"))
+        # the headers say who is asking: the body of a stranger (401) or of a sender out of attempts (429) is never read
+        client = request.client.host if request.client else None
+        await run_in_threadpool(service.check_sender, request.headers.get("authorization"), client)
         # a body larger than any valid submission of this test set is not even read (nor held in memory)
         limit = min(max_body_bytes, service.competitions.current().max_body_bytes)
         raw = await _read_body(request, limit, service.body_too_large if limit < max_body_bytes else None)
         call = functools.partial(service.submit, raw, authorization=request.headers.get("authorization"),
                                  idempotency_key=request.headers.get("idempotency-key"),
-                                 client=request.client.host if request.client else None)
+                                 client=client)
         return JSONResponse(await anyio.to_thread.run_sync(call, limiter=submit_threads))
 
     for path in ("/api/submissions", "/results/", "/results"):

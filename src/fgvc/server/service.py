@@ -177,15 +177,11 @@ class CompetitionService:
         key = _check_key(idempotency_key)
         body_sha256 = hashlib.sha256(raw).hexdigest()
         closed = competition.is_closed(now)
-        address = client or "unknown"
-        # a team with a token may use it on an open server too (its name is not open to others)
-        by_token = self.auth == "token" or bearer_token(authorization) is not None
-        team = self.team_from_token(authorization) if by_token else None
+        team, address, sender = self._identify(authorization, client)
         # a retry after the deadline of a submission stored before it gets its first reply, not a 403
         # (before the deadline, the store step finds the key in the same transaction as the quota)
         if closed and (reply := self._replay(competition, team, key, body_sha256)):
             return reply
-        sender: Hashable = ("team", team.id) if team is not None else ("address", address)
         self._check_attempts(sender, team, address, now)
         with self._spending_invalid_attempts(sender, now):
             submission = self._parse(raw, team, competition)
@@ -222,6 +218,23 @@ class CompetitionService:
         self.faults.reached("kill-after-score")
         log.info("submission %d of team %r stored and scored", stored.row.id, team.name)
         return self._reply(competition, team, stored.row.id, replayed=False)
+
+    def _identify(self, authorization: str | None, client: str | None) -> tuple[store.TeamRow | None, str, Hashable]:
+        """(the token's team or None, the client's address, whose invalid attempts are counted)."""
+        address = client or "unknown"
+        # a team with a token may use it on an open server too (its name is not open to others)
+        by_token = self.auth == "token" or bearer_token(authorization) is not None
+        team = self.team_from_token(authorization) if by_token else None
+        return team, address, ("team", team.id) if team is not None else ("address", address)
+
+    def check_sender(self, authorization: str | None, client: str | None) -> None:
+        """What the headers alone decide, before the HTTP side reads a body: a 401 for a missing or unknown
+        token, a 429 for a sender whose invalid attempts are used up (after the deadline :meth:`submit`
+        decides, as a retry of a stored submission is answered whatever came before)."""
+        team, address, sender = self._identify(authorization, client)
+        now = self.clock()
+        if not self.competitions.current().is_closed(now):
+            self._check_attempts(sender, team, address, now)
 
     def _check_attempts(self, sender: Hashable, team: store.TeamRow | None, address: str, now: datetime) -> None:
         """Refuse, before reading the body, a sender whose invalid attempts are used up (a 429 saying when)."""
