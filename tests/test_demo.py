@@ -1,6 +1,7 @@
 """`make demo` end to end on a tiny configuration: both models, the ensemble, a running `fgvc server`,
 pictures and reports — and the server's score equals `fgvc score` on the same file."""
 
+import json
 import os
 import re
 import subprocess
@@ -38,6 +39,13 @@ def test_demo_script_runs_the_whole_system(tmp_path):
     assert len(list((out / "explain" / "fbsd").glob("*.png"))) == 3
     assert len(list((out / "explain" / "mmal").glob("*.png"))) == 3
 
+    calibration = text.split("calibration on the validation split")[1]  # each model's ECE and the ensemble's
+    for run in ("fbsd", "mmal", "ensemble"):
+        before, after = re.search(rf"^  {run} +ECE +([\d.]+)% -> +([\d.]+)%", calibration, re.M).groups()
+        metrics = json.loads((out / (f"{run}/eval_val" if run != "ensemble" else run) / "metrics.json").read_text())
+        assert (float(before), float(after)) == pytest.approx(
+            (100 * metrics["ece_uncalibrated"], 100 * metrics["ece"]), abs=5e-3), run
+    assert re.search(r"^  ensemble top-1 [\d.]+% with calibrated members, [\d.]+% with their own", calibration, re.M)
     server_accuracy = float(re.search(r"^accuracy is (\S+) \(server reply", text, re.M).group(1))
     labels = read_labels_csv(out / "data" / "test_labels.csv")
     class_ids = ClassTable.load(out / "fbsd" / "classes.json").ids
