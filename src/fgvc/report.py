@@ -346,9 +346,10 @@ def _member_curves_section(members: list[dict[str, Any]]) -> str:
 
 
 def _reliability_rows(name: str, bins: Reliability) -> str:
-    cells = "".join(f"<td>{n}</td><td>{'–' if c is None else f'{c:.3f}'}</td><td>{'–' if a is None else f'{a:.3f}'}"
-                    f"</td>" for n, c, a in zip(bins.counts, bins.confidence, bins.accuracy, strict=True) if n)
-    return f"<tr><th scope=\"row\">{_esc(name)}</th>{cells}</tr>"
+    """One table row: (count, mean confidence, accuracy) of every bin that holds images."""
+    cells = "".join(f"<td>{n}</td><td>{c:.3f}</td><td>{a:.3f}</td>"
+                    for n, c, a in zip(bins.counts, bins.confidence, bins.accuracy, strict=True) if n)
+    return f'<tr><th scope="row">{_esc(name)}</th>{cells}</tr>'
 
 
 def _ece_rows(figures: dict[str, float]) -> str:

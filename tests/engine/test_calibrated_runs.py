@@ -252,6 +252,9 @@ def test_an_ensemble_averages_each_members_calibrated_probabilities(trained, dat
     assert torch.allclose(result.uncalibrated, logits.softmax(dim=1), atol=1e-5)
     metrics = pair.metrics(result, pair.evaluation_split("val", data))
     assert [m["temperature"] for m in metrics["ensemble"]["members"]] == [3.0, 0.5]
+    assert metrics["top1"] == pytest.approx(float((expected.argmax(dim=1) == labels).float().mean()))
+    assert metrics["ensemble"]["top1_uncalibrated"] == pytest.approx(
+        float((logits.argmax(dim=1) == labels).float().mean()))
     assert metrics["ece"] == pytest.approx(expected_calibration_error(expected, labels), abs=1e-5)
     assert metrics["ece_uncalibrated"] == pytest.approx(expected_calibration_error(logits.softmax(dim=1), labels),
                                                         abs=1e-5)

@@ -398,7 +398,8 @@ class Ensemble:
         metrics["ensemble"] = {"tta": self.tta, "views": view_count(self.tta), "weights": self.weights,
                                "calibrated": self.calibrated,
                                "class_order": str(self.members[0].source), "members": members,
-                               "gain_over_best_member": None if top1 is None or best is None else top1 - best}
+                               "gain_over_best_member": None if top1 is None or best is None else top1 - best,
+                               "top1_uncalibrated": _top1(result.uncalibrated, result.reference.labels)}
         return metrics
 
     def _member_metrics(self, member: Member, probabilities: Tensor, without: Tensor | None, uncalibrated: Tensor,
@@ -433,6 +434,14 @@ class _MemberOutput:
     probabilities: Tensor  # at the member's temperature, averaged over its views
     uncalibrated: Tensor  # at temperature 1, averaged over its views
     without_tta: Tensor | None  # logits of the unchanged view, when there are views
+
+
+def _top1(probabilities: Tensor, labels: Tensor) -> float | None:
+    """Top-1 over the labelled rows (None without any): here, of the members' own probabilities averaged."""
+    labelled = labels >= 0
+    if not bool(labelled.any()):
+        return None
+    return float((probabilities[labelled].argmax(dim=1) == labels[labelled]).float().mean())
 
 
 def _gain(ensemble: float | None, member: float | None) -> float | None:

@@ -191,6 +191,9 @@ class EvaluationReport:
         if m.get("calibration"):
             lines.append(f"{'calibration:':<22}{m['calibration']}")
         if self.ensemble:
+            if self.ensemble.get("top1_uncalibrated") is not None and len(self.ensemble["members"]) > 1:
+                lines.append(f"{'top1 uncalibrated:':<22}{self.ensemble['top1_uncalibrated']:.4f} "
+                             "(the members' own probabilities averaged)")
             lines += _member_lines(self.ensemble)
         branches = {k[4:]: v for k, v in m.items() if k.startswith("acc_")}
         if len(branches) > 1:
