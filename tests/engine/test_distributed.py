@@ -26,6 +26,9 @@ def test_two_process_training_and_exact_evaluation(tiny_data, tmp_path):
     assert result.stdout.count("epoch 1/1") == 1  # rank 0 logs alone
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] == 1 and len(state["val_ids"]) == 9  # odd count: shards of 5 and 4, no padding
+    # the temperature is fitted from both shards' logits, written and announced by rank 0 alone
+    assert result.stdout.count("stored in best.pt and last.pt") == 1
+    assert state["calibration"]["images"] == 9 == load_checkpoint(run / "best.pt")["calibration"]["images"]
 
     single = evaluate_checkpoint(run, tiny_data, "val", out_dir=tmp_path / "single", progress=False, device="cpu")
     result = _torchrun("evaluate", str(run), "--data", str(tiny_data), "--split", "val", "--out",
