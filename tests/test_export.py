@@ -104,6 +104,7 @@ def test_the_file_alone_carries_the_class_table_and_the_preprocessing(base):
                                          "whole_image": True}
         assert meta["outputs"] == ["logits", "object_boxes"] and meta["batch"] is None and meta["format"] == fmt
         assert any("not exported" in note for note in meta["notes"])
+        assert meta["temperature"] == run.temperature  # calibrated probabilities: softmax(logits / temperature)
 
 
 def test_torchscript_cannot_trace_fbsd_with_a_free_batch_and_says_so_in_one_line(base):
