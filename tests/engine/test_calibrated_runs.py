@@ -193,18 +193,21 @@ def test_a_calibrated_run_resumes_as_one_that_was_never_calibrated(trained, data
 
 # -- what the commands show ---------------------------------------------------------------------------
 
-def _predictions(args: list[str]) -> list[dict[str, str]]:
-    assert main(args) == 0
+def _predictions(args: list[str]) -> tuple[list[dict[str, str]], str]:
+    code, printed = _main(args)
+    assert code == 0
     out = Path(args[args.index("--out") + 1])
     with (out / "predictions.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
+        return list(csv.DictReader(f)), printed
 
 
 def test_predict_shows_calibrated_confidences_with_the_same_top1(trained, data, tmp_path):
     run = _with_temperature(trained[0], tmp_path / "run", 2.5)
     common = ["--data", str(data), "--device", "cpu", "--no-progress", "--group", "g"]
-    calibrated = _predictions(["predict", str(run), "--out", str(tmp_path / "on"), *common])
-    plain = _predictions(["predict", str(run), "--out", str(tmp_path / "off"), "--no-calibration", *common])
+    calibrated, said = _predictions(["predict", str(run), "--out", str(tmp_path / "on"), *common])
+    plain, said_off = _predictions(["predict", str(run), "--out", str(tmp_path / "off"), "--no-calibration", *common])
+    assert ", temperature 2.5 (fitted on 12 validation images)" in said.splitlines()[0]
+    assert ", temperature 1: calibration turned off (--no-calibration)" in said_off.splitlines()[0]
     assert [r["class_id"] for r in calibrated] == [r["class_id"] for r in plain]  # T > 0 keeps every argmax
 
     opened = Run.open(run, device="cpu")

@@ -303,10 +303,12 @@ class Ensemble:
         return len(self.members) == 1 and self.tta == "none"
 
     def describe(self) -> str:
+        """What predicts, for the console: the checkpoint(s), weights, views and temperatures."""
         if self.single_run_without_views:
-            return self.reference.describe_checkpoint
+            return f"{self.reference.describe_checkpoint}, {self.reference.describe_temperature()}"
         views = f", {view_count(self.tta)} views each (--tta {self.tta})" if self.tta != "none" else ""
-        runs = ", ".join(f"{m.name} {m.run.checkpoint_path} (weight {m.weight:.3g})" for m in self.members)
+        runs = ", ".join(f"{m.name} {m.run.checkpoint_path} (weight {m.weight:.3g}, "
+                         f"temperature {m.run.temperature:.4g})" for m in self.members)
         return f"an ensemble of {len(self.members)} model(s){views}: {runs}"
 
     def setup(self) -> dict[str, Any] | None:
