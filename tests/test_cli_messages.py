@@ -190,6 +190,14 @@ def test_score_refuses_labels_of_classes_the_run_does_not_know(tmp_path, capsys)
                               "classes.json of a run trained on this dataset")
 
 
+def test_score_takes_a_file_without_groupname_as_the_server_does(tmp_path, capsys):
+    submission, labels = tmp_path / "submission.json", tmp_path / "labels.csv"
+    submission.write_text('{"images": {"a.jpg": "01", "b.jpg": "01"}}', encoding="utf-8")
+    labels.write_text("file,class_id\na.jpg,01\nb.jpg,02\n", encoding="utf-8")
+    assert main(["score", str(submission), "--labels", str(labels), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 0.5
+
+
 # -- labels CSV ---------------------------------------------------------------------------------------
 def test_every_bad_labels_row_is_reported_at_once_the_first_ten_by_line(tmp_path):
     path = tmp_path / "labels.csv"

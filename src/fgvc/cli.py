@@ -220,7 +220,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from .submission import load_submission, read_labels_csv, score_submission
 
-    submission = load_submission(args.submission)
+    submission = load_submission(args.submission, default_groupname="(no groupname)")  # scoring names no team
     labels = read_labels_csv(args.labels)
     class_ids = None
     if args.classes:

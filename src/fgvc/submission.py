@@ -231,10 +231,13 @@ def parse_submission_text(text: str, source: str, *, default_groupname: str | No
     return _parse_submission(text, source, default_groupname)
 
 
-def load_submission(path: str | os.PathLike) -> dict:
-    """Read a submission file and check its shape; errors name the file."""
+def load_submission(path: str | os.PathLike, *, default_groupname: str | None = None) -> dict:
+    """Read a submission file and check its shape; errors name the file.
+
+    ``default_groupname`` fills a missing 'groupname' where no team is named (scoring a file locally).
+    """
     path = Path(path)
-    return _parse_submission(_decode(_read_submission_bytes(path), path), path)
+    return _parse_submission(_decode(_read_submission_bytes(path), path), path, default_groupname)
 
 
 def _read_submission_bytes(path: Path) -> bytes:
