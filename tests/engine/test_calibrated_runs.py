@@ -87,7 +87,7 @@ def _with_temperature(source: Path, target: Path, temperature: float | None) -> 
     if temperature is None:
         state.pop(CALIBRATION_KEY)
     else:
-        state[CALIBRATION_KEY] = {**state[CALIBRATION_KEY], "temperature": temperature}
+        state[CALIBRATION_KEY] = {**state[CALIBRATION_KEY], "temperature": temperature, "note": ""}
     save_checkpoint(target / "best.pt", state)
     return target
 

@@ -234,7 +234,8 @@ class Run:
         if fitted is None:
             return (f"temperature 1: {self.checkpoint_path} holds no fitted temperature (written before calibration, "
                     "or a run without it); probabilities are the model's own")
-        return f"temperature {fitted.temperature:.4g} (fitted on {fitted.images} validation images)"
+        note = f": {fitted.note}" if fitted.note else ""
+        return f"temperature {fitted.temperature:.4g} (fitted on {fitted.images} validation images{note})"
 
     @property
     def describe_checkpoint(self) -> str:
