@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from fgvc.competition.client import idempotency_key
 from fgvc.server import store
 from fgvc.server.competition import create_competition, utc_now
 from fgvc.server.db import Database
 from fgvc.server.security import hash_token, new_token
-from fgvc.submission import idempotency_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fgvc.boxes import box_iou_inclusive, paired_iou_inclusive, scale_box, true_boxes_in_input
 from fgvc.data.index import Sample
 from fgvc.engine.evaluate import Inference, _true_boxes_in_input
+from fgvc.ops.boxes import box_iou_inclusive, paired_iou_inclusive, scale_box, true_boxes_in_input
 
 
 def test_inclusive_iou_by_hand():

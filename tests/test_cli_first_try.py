@@ -46,12 +46,12 @@ def test_a_closed_stdout_is_quiet_for_the_core_commands_too(tmp_path):
 
 
 def test_another_broken_pipe_is_still_a_bug(monkeypatch, capsys):
-    import fgvc.cli
+    import fgvc.cli.data
 
     def broken(args):
         raise BrokenPipeError(32, "Broken pipe")  # e.g. a worker's pipe, while stdout is fine
 
-    monkeypatch.setattr(fgvc.cli, "_data_synth", broken)
+    monkeypatch.setattr(fgvc.cli.data, "_data_synth", broken)
     assert main(["data", "synth", "x"]) == 1
     assert "internal error: this is a bug" in capsys.readouterr().err
 

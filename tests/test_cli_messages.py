@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import fgvc.submission
+import fgvc.competition.submission
 from fgvc.cli import main
 from fgvc.data.classes import ClassTable, ClassTableError
 from fgvc.data.formats import format_names
@@ -170,7 +170,7 @@ def test_predict_on_a_dataset_of_other_classes_names_the_run_and_the_data(traine
 # -- submit and score ---------------------------------------------------------------------------------
 def test_submits_resend_hint_keeps_the_token_flag_but_never_the_token(tmp_path, capsys):
     path = tmp_path / "submission.json"
-    fgvc.submission.write_submission(path, {"a.jpg": "01"}, "g")
+    fgvc.competition.submission.write_submission(path, {"a.jpg": "01"}, "g")
     secret = "fgvc_" + "s3cr3t" * 6
     url = "http://127.0.0.1:9/api/submissions"  # the discard port: nothing listens, the connection is refused
     assert main(["submit", str(path), "--url", url, "--retries", "0", "--token", secret]) == 2
@@ -182,7 +182,7 @@ def test_submits_resend_hint_keeps_the_token_flag_but_never_the_token(tmp_path, 
 
 def test_score_refuses_labels_of_classes_the_run_does_not_know(tmp_path, capsys):
     submission, labels, classes = tmp_path / "submission.json", tmp_path / "labels.csv", tmp_path / "classes.json"
-    fgvc.submission.write_submission(submission, {"a.jpg": "01", "b.jpg": "02", "c.jpg": "01"}, "g")
+    fgvc.competition.submission.write_submission(submission, {"a.jpg": "01", "b.jpg": "02", "c.jpg": "01"}, "g")
     labels.write_text("file,class_id\na.jpg,01\nb.jpg,92\nc.jpg,91\n", encoding="utf-8")
     ClassTable(("01", "02"), ("one", "two")).save(classes)
     assert main(["score", str(submission), "--labels", str(labels), "--classes", str(classes)]) == 2

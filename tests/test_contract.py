@@ -115,7 +115,7 @@ def test_transfer_reinitialises_the_heads_the_spec_names(toy_registered, small_d
 
 
 def test_engine_explain_and_report_name_no_model_and_models_import_no_engine():
-    files = [*sorted((SRC / "engine").glob("*.py")), SRC / "explain.py", SRC / "report.py"]
+    files = [*sorted((SRC / "engine").glob("*.py")), SRC / "viz" / "explain.py", SRC / "viz" / "report.py"]
     classes = ("FBSD", "MMALNet", "MMAL", "Baseline", "FBSM", "AOLM", "APPM")
     for path in files:
         code = path.read_text(encoding="utf-8")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fgvc.competition.submission import load_submission, read_labels_csv, score_submission
 from fgvc.data.classes import ClassTable
-from fgvc.submission import load_submission, read_labels_csv, score_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc import draw
-from fgvc.boxes import scale_box
+from fgvc.ops.boxes import scale_box
+from fgvc.viz import draw
 from tests.seeing_fixtures import bounds, colour_mask
 
 RED = (255, 0, 0)

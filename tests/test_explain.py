@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fgvc import draw
-from fgvc.boxes import scale_box
 from fgvc.data.decode import load_rgb
 from fgvc.data.formats import read_dataset
 from fgvc.engine.run import Run
 from fgvc.errors import UserError
-from fgvc.explain import DISPLAY_SIZE, STAGE_SIZE, collect_images, explain, explain_images
+from fgvc.ops.boxes import scale_box
+from fgvc.viz import draw
+from fgvc.viz.explain import DISPLAY_SIZE, STAGE_SIZE, collect_images, explain, explain_images
 from tests.seeing_fixtures import baseline_run, bounds, colour_mask, fbsd_run, mmal_run, seeing_data  # noqa: F401
 
 
@@ -154,7 +154,7 @@ def test_unreadable_files_are_skipped_in_folders_and_refused_when_named(baseline
 
 def test_grad_cam_is_the_gradient_weighted_feature_map(baseline_run, seeing_data):  # noqa: F811
     """Grad-CAM by hand: weights = spatial mean of d(logit_c)/dA, map = ReLU(sum_k w_k A_k)."""
-    from fgvc.explain import class_activation
+    from fgvc.viz.explain import class_activation
 
     loaded = Run.open(baseline_run, device="cpu")
     model = loaded.trained_model(for_inference=False)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import fgvc.submission
+import fgvc.competition.client
+import fgvc.competition.submission
 from fgvc.cli import main
 from tests.data.fixtures import competition_tree, exif_rotated_jpeg
 
@@ -49,7 +50,7 @@ def test_score_of_a_missing_file_names_the_command_that_writes_it(tmp_path, caps
 
 def test_submit_with_a_url_that_is_not_http_names_the_flag(tmp_path, capsys):
     path = tmp_path / "submission.json"
-    fgvc.submission.write_submission(path, {"a.jpg": "01"}, "g")
+    fgvc.competition.submission.write_submission(path, {"a.jpg": "01"}, "g")
     assert main(["submit", str(path), "--url", "127.0.0.1:8000/submit"]) == 2
     line = _one_error_line(capsys)
     assert "--url must be the scoring server's address, starting with http:// or https://" in line
@@ -57,7 +58,7 @@ def test_submit_with_a_url_that_is_not_http_names_the_flag(tmp_path, capsys):
 
 def test_score_with_an_id_unknown_to_the_labels_points_at_the_classes_flag(tmp_path, capsys):
     path, labels = tmp_path / "submission.json", tmp_path / "labels.csv"
-    fgvc.submission.write_submission(path, {"a.jpg": "01", "b.jpg": "03"}, "g")
+    fgvc.competition.submission.write_submission(path, {"a.jpg": "01", "b.jpg": "03"}, "g")
     labels.write_text("file,class_id\na.jpg,01\nb.jpg,02\n", encoding="utf-8")
     assert main(["score", str(path), "--labels", str(labels)]) == 2
     err = capsys.readouterr().err  # a multi-line list of problems, then the hint
@@ -80,7 +81,9 @@ def _raised_messages(module) -> list[tuple[int, str]]:
 def test_submission_messages_speak_of_commands_and_flags_not_python():
     python_words = re.compile(r"(?<![-\w])(\w+=|write_\w+|load_\w+|score_\w+|submit_\w+|validate_\w+|"
                               r"call |dict\b|list\b|NoneType)")
-    offending = [(line, text) for line, text in _raised_messages(fgvc.submission) if python_words.search(text)]
+    modules = (fgvc.competition.submission, fgvc.competition.client)
+    offending = [(module.__name__, line, text) for module in modules for line, text in _raised_messages(module)
+                 if python_words.search(text)]
     assert offending == []
 
 
@@ -115,7 +118,7 @@ def test_predict_into_a_new_folder_writes_the_submission(trained, tmp_path, caps
     assert main(["predict", str(run), "--data", str(root), "--out", str(out), "--group", "g",
                  "--device", "cpu", "--no-progress"]) == 0
     assert f"wrote {out / 'submission.json'}" in capsys.readouterr().out
-    assert fgvc.submission.load_submission(out / "submission.json")["groupname"] == "g"
+    assert fgvc.competition.submission.load_submission(out / "submission.json")["groupname"] == "g"
 
 
 # -- data check ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc import plots
+from fgvc.viz import plots
 
 
 def test_confusion_order_puts_confused_classes_together():

@@ -20,8 +20,8 @@ from fgvc.engine.calibration import expected_calibration_error, scaled_probabili
 from fgvc.engine.evaluate import infer
 from fgvc.engine.run import Run
 from fgvc.errors import UserError
-from fgvc.explain import explain_images
-from fgvc.report import _explained_rows, _jpeg, find_metrics, write_report
+from fgvc.viz.explain import explain_images
+from fgvc.viz.report import _explained_rows, _jpeg, find_metrics, write_report
 from tests.seeing_fixtures import baseline_run, fresh_copy, mmal_run, seeing_data  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,13 +11,13 @@ import textwrap
 
 import pytest
 
+from fgvc.engine.runlock import LOCK_NAME, RunLock
 from fgvc.errors import FgvcError, UserError
-from fgvc.runlock import LOCK_NAME, RunLock
 
 # Takes the lock, says so on stdout, then holds it until its stdin is closed (or it is killed).
 HOLDER = textwrap.dedent("""
     import sys
-    from fgvc.runlock import RunLock
+    from fgvc.engine.runlock import RunLock
     with RunLock(sys.argv[1]):
         print("locked", flush=True)
         sys.stdin.read()

@@ -9,19 +9,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fgvc.data import labels_csv
-from fgvc.data.labels_csv import LabelsFileError
-from fgvc.errors import DataError
-from fgvc.submission import (
+from fgvc.competition.client import submit_submission
+from fgvc.competition.submission import (
     ScoreReport,
     SubmissionError,
     load_submission,
     read_labels_csv,
     score_submission,
-    submit_submission,
     validate_submission,
     write_submission,
 )
+from fgvc.data import labels_csv
+from fgvc.data.labels_csv import LabelsFileError
+from fgvc.errors import DataError
 
 PREDICTIONS = {"c.jpg": "04654", "a.jpg": "00001", "b.jpg": "04654"}
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fgvc.cli import main
-from fgvc.submission import write_submission
+from fgvc.competition.submission import write_submission
 
 TOKEN = "fgvc_secret-token-of-team-7"
 

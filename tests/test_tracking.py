@@ -8,8 +8,9 @@ import warnings
 
 import pytest
 
-from fgvc import fileio, tracking
-from fgvc.tracking import TrackerWarning, create_tracker, read_metrics_csv
+from fgvc import fileio
+from fgvc.engine import tracking
+from fgvc.engine.tracking import TrackerWarning, create_tracker, read_metrics_csv
 
 CONFIG = {"model": "fbsd", "lr": 0.01, "epochs": 3}
 

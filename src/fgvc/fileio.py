@@ -134,7 +134,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temp files that a killed writer left in ``folder`` (not in its sub-folders).
 
     Only names of :data:`TEMP_NAME` are touched, so a user's ``notes.tmp`` stays. Call it only while
-    no other process writes to ``folder`` (i.e. holding its :class:`~fgvc.runlock.RunLock`): a live
+    no other process writes to ``folder`` (i.e. holding its :class:`~fgvc.engine.runlock.RunLock`): a live
     writer's temp file looks just like a stale one. Returns the removed files, sorted.
     """
     folder = Path(folder)

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import fgvc.engine.tracking as tracking_module
 import fgvc.engine.trainer as trainer_module
-import fgvc.tracking as tracking_module
 from fgvc.cli import main
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.run import Run
+from fgvc.engine.tracking import read_metrics_csv
 from fgvc.engine.trainer import Trainer
-from fgvc.tracking import read_metrics_csv
 from tests.engine.conftest import start_trainer, tiny_config
 
 EPOCHS = 3
@@ -163,7 +163,7 @@ def test_a_second_train_into_a_busy_run_folder_is_refused(reference, tiny_data, 
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
-        from fgvc.runlock import RunLock
+        from fgvc.engine.runlock import RunLock
         with RunLock({str(run)!r}):
             print("held", flush=True)
             sys.stdin.readline()

@@ -10,15 +10,15 @@ import time
 import pytest
 import torch
 
+from fgvc.competition.submission import load_submission, read_labels_csv, score_submission
 from fgvc.data.classes import ClassTable
 from fgvc.engine.checkpoint import CheckpointError, load_checkpoint
 from fgvc.engine.evaluate import evaluate_checkpoint
 from fgvc.engine.predict import collect_test_images, predict, write_predictions
 from fgvc.engine.run import Run
+from fgvc.engine.tracking import read_metrics_csv
 from fgvc.engine.trainer import Trainer, train
 from fgvc.errors import FgvcError, UserError
-from fgvc.submission import load_submission, read_labels_csv, score_submission
-from fgvc.tracking import read_metrics_csv
 from tests.engine.conftest import start_trainer, tiny_config
 
 

@@ -156,7 +156,7 @@ def test_a_teams_file_goes_with_open_auth(tmp_path, labels, capsys):
 
 def test_the_core_toolkit_does_not_import_the_server_extra():
     extra = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg")
-    code = ("import sys, fgvc, fgvc.cli, fgvc.submission; fgvc.cli.build_parser(); "
+    code = ("import sys, fgvc, fgvc.cli, fgvc.competition.submission; fgvc.cli.build_parser(); "
             f"print(sorted(m for m in {extra!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)

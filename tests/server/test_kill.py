@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from fgvc.competition.client import idempotency_key
 from fgvc.server import store
 from fgvc.server.competition import CompetitionCache
 from fgvc.server.runner import open_database
 from fgvc.server.security import hash_token, new_token
 from fgvc.server.service import CompetitionService
-from fgvc.submission import idempotency_key
 
 from .conftest import N_IMAGES, NOW, bearer, post
 

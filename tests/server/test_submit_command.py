@@ -9,8 +9,8 @@ import json
 import pytest
 
 from fgvc.cli import main
+from fgvc.competition.submission import write_submission
 from fgvc.server import store
-from fgvc.submission import write_submission
 
 from .conftest import add_team, make_comp
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fgvc.submission
+import fgvc.competition.submission
+from fgvc.competition.submission import SubmissionError, load_submission, validate_submission
 from fgvc.server import store
 from fgvc.server.competition import CompetitionCache
 from fgvc.server.db import Database
-from fgvc.submission import SubmissionError, load_submission, validate_submission
 
 from .conftest import CLASSES, N_IMAGES, add_team, after_deadline, bearer, make_comp
 
@@ -48,8 +48,8 @@ def test_a_body_of_unknown_names_and_classes_costs_ten_hints_and_lists_ten_of_ea
     """50,000 unknown names with 50,000 unknown class IDs against 200 classes: every count in full, ten
     items shown per problem, ten did-you-mean lookups (the old code looked every class up for every value)."""
     calls = []
-    real = fgvc.submission._respelling_hint
-    monkeypatch.setattr(fgvc.submission, "_respelling_hint", lambda v, s: calls.append(v) or real(v, s))
+    real = fgvc.competition.submission._respelling_hint
+    monkeypatch.setattr(fgvc.competition.submission, "_respelling_hint", lambda v, s: calls.append(v) or real(v, s))
     n = 50_000
     submission = {"images": {f"zz{i:06d}.jpg": f"x{i:06d}" for i in range(n)}, "groupname": "g"}
     with pytest.raises(SubmissionError) as e:
@@ -64,8 +64,8 @@ def test_a_body_of_unknown_names_and_classes_costs_ten_hints_and_lists_ten_of_ea
 
 def test_a_malformed_body_formats_ten_bad_values_and_counts_all(monkeypatch):
     calls = []
-    real = fgvc.submission.echo
-    monkeypatch.setattr(fgvc.submission, "echo", lambda v, *a: calls.append(v) or real(v, *a))
+    real = fgvc.competition.submission.echo
+    monkeypatch.setattr(fgvc.competition.submission, "echo", lambda v, *a: calls.append(v) or real(v, *a))
     submission = {"images": {f"{i}.jpg": i for i in range(20_000)}, "groupname": "g"}
     with pytest.raises(SubmissionError) as e:
         validate_submission(submission, [], ["1"])
@@ -315,7 +315,7 @@ def test_the_validator_answers_any_json_with_nothing_or_a_short_encodable_submis
 @given(text=TEXT | JSON_VALUES.map(json.dumps) | near_valid(["a.jpg"]).map(json.dumps))
 def test_parsing_any_text_raises_nothing_but_what_the_server_answers_with_a_400(text):
     try:
-        fgvc.submission.parse_submission_text(text, "the request body")
+        fgvc.competition.submission.parse_submission_text(text, "the request body")
     except SubmissionError as e:
         str(e).encode("utf-8")
     except (ValueError, RecursionError):  # the decoder's own limits (a number too long): the service's 400

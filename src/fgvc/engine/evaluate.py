@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..boxes import paired_iou_inclusive, true_boxes_in_input
 from ..data.classes import ClassTable
 from ..data.index import Sample
+from ..ops.boxes import paired_iou_inclusive, true_boxes_in_input
 from .calibration import ECE_BINS, calibration_metrics, scaled_probabilities
 from .distributed import DistInfo, all_gather_objects
 
@@ -117,7 +117,7 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype:
 
 def _true_boxes_in_input(samples: list[Sample], result: Inference) -> Tensor:
     """True boxes of ``result``'s images, in its order, on the model input (inclusive ends); see
-    :func:`fgvc.boxes.true_boxes_in_input` (whole-image resize recipes only)."""
+    :func:`fgvc.ops.boxes.true_boxes_in_input` (whole-image resize recipes only)."""
     return true_boxes_in_input([samples[i].box_xyxy for i in result.indices.tolist()], result.orig_sizes,
                                result.input_size)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from ..competition.submission import write_submission
 from ..data.classes import ClassTable, ClassTableError
 from ..data.formats import read_dataset
 from ..data.index import DatasetIndex, DatasetLayoutError, Sample, is_hidden, is_image_file, list_dir
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text
-from ..submission import write_submission
 from .calibration import scaled_probabilities
 from .ensemble import Ensemble
 from .evaluate import infer

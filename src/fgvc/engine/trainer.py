@@ -33,7 +33,6 @@ from ..config import Config
 from ..data.split import apply_split, load_saved_split, save_split, stratified_split
 from ..errors import CheckpointError, UserError
 from ..fileio import atomic_write_text
-from ..tracking import create_tracker
 from .calibration import CALIBRATION_KEY, Calibration, calibrate
 from .checkpoint import (
     capture_rng,
@@ -47,6 +46,7 @@ from .distributed import ShardSampler, barrier
 from .evaluate import autocast_context, compute_metrics, infer
 from .optim import build_optimizer, build_scheduler
 from .run import Run
+from .tracking import create_tracker
 
 __all__ = ["Trainer", "train"]
 

@@ -21,8 +21,8 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from ..boxes import box_iou_inclusive
 from ..errors import ConfigError
+from ..ops.boxes import box_iou_inclusive
 
 __all__ = ["WindowPreset", "WindowGeometry", "WINDOW_PRESETS"]
 

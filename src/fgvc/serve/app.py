@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..boxes import scale_box
+from ..ops.boxes import scale_box
 from .batcher import DynamicBatcher, ImageResult
 from .page import page_html
 from .predictors import Predictor

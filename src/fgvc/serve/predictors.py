@@ -4,7 +4,7 @@ A predictor turns 8-bit images that went through the run's geometric transform i
 probabilities at the run's temperature, as ``fgvc predict`` gives them (and object boxes where the
 model localises). Preprocessing is the run's own
 (:class:`fgvc.export.Preprocessing`), so a photo gets the same input tensor as in ``fgvc predict``.
-Only a run can draw the explanation picture (:func:`fgvc.explain.explain_images`): it needs the
+Only a run can draw the explanation picture (:func:`fgvc.viz.explain.explain_images`): it needs the
 PyTorch model, which an exported file does not carry.
 """
 
@@ -91,8 +91,8 @@ class TorchPredictor:
         """A run folder or checkpoint: the folded inference model for predictions, and the plain model
         (built on first use) for ``fgvc explain``'s picture; ``calibrate``: at the run's temperature."""
         from ..engine.run import Run
-        from ..explain import explain_images
         from ..export.build import preprocessing_of
+        from ..viz.explain import explain_images
 
         run = Run.open(source, device=device, calibrate=calibrate)
         assert run.classes is not None

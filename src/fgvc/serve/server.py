@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..netbind import bind, uvicorn_config
+from ..web.netbind import bind, uvicorn_config
 from .app import create_app
 from .predictors import Predictor, open_predictor
 from .settings import ServeSettings

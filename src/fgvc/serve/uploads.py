@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from torch import Tensor
 
-from ..bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
 from ..data.decode import ImageDecodeError, decode_rgb
+from ..web.bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
 
 __all__ = ["Refusal", "Upload", "DecodedImage", "read_body", "read_uploads", "decode_upload"]
 

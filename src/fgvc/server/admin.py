@@ -1,6 +1,6 @@
 """The instructor's actions behind `fgvc server init|team|set|export|rescore`: local only, never HTTP.
 
-Each function returns the text to print; :mod:`fgvc.server.commands` only parses arguments.
+Each function returns the text to print; :mod:`fgvc.cli.server` only parses arguments.
 """
 
 from __future__ import annotations

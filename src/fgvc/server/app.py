@@ -33,7 +33,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
+from ..web.bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
 from . import pages
 from .competition import format_time
 from .service import CompetitionService, Refusal

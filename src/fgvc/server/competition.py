@@ -8,7 +8,7 @@
       competition.sqlite3     the embedded database (unless --db names another)
 
 The files are the competition's definition; the database holds teams and submissions. Scoring reuses
-:mod:`fgvc.submission` (the same checks and metric as `fgvc score`), once on the public images and
+:mod:`fgvc.competition.submission` (the same checks and metric as `fgvc score`), once on the public images and
 once on the private ones, so a team's public score is exactly what `fgvc score` gives on those images.
 A running server re-reads the files when they change (`fgvc server set`, `fgvc server rescore`).
 """
@@ -26,11 +26,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ..competition.submission import max_submission_bytes, score_submission, spelling_index, validate_submission
 from ..data.classes import ClassTable
 from ..data.labels_csv import read_labels_csv
 from ..errors import ConfigError, DataError, UserError
 from ..fileio import atomic_open, atomic_write_json
-from ..submission import max_submission_bytes, score_submission, spelling_index, validate_submission
 
 __all__ = [
     "Clock",

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..netbind import HttpLimits, uvicorn_config
-from ..netbind import bind as _bind
+from ..web.netbind import HttpLimits, uvicorn_config
+from ..web.netbind import bind as _bind
 from . import store
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 from .competition import CompetitionCache, utc_now

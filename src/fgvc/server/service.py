@@ -29,8 +29,8 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..competition.submission import SubmissionError, echo, parse_submission_text
 from ..errors import ConfigError
-from ..submission import SubmissionError, echo, parse_submission_text
 from . import store
 from .competition import Clock, Competition, CompetitionCache, format_time, next_quota_reset, utc_now
 from .db import IDEMPOTENCY_KEY_MAX, Database

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from .errors import UserError, output_error
+from ..errors import UserError, output_error
 
 __all__ = ["RunLock", "LOCK_NAME", "discard_failed_start"]
 

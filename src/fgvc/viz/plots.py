@@ -1,6 +1,6 @@
 """The report's plots, drawn with matplotlib on an Agg canvas (no pyplot state, so a user's backend
 is never touched): the confusion matrix, training curves, per-class accuracy and the reliability
-diagram. Plot functions return PNG bytes. Pictures drawn on images are in :mod:`fgvc.draw`.
+diagram. Plot functions return PNG bytes. Pictures drawn on images are in :mod:`fgvc.viz.draw`.
 """
 
 from __future__ import annotations

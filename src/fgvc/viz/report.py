@@ -41,14 +41,14 @@ import torch
 import yaml
 from PIL import Image
 
+from ..data.classes import ClassTable
+from ..data.decode import ImageDecodeError, load_rgb
+from ..data.index import DatasetIndex, Sample
+from ..engine.calibration import ECE_BINS, Reliability, reliability, scaled_probabilities
+from ..errors import FgvcError, UserError
+from ..fileio import atomic_write_text
+from ..ops.boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
 from . import draw, plots
-from .boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
-from .data.classes import ClassTable
-from .data.decode import ImageDecodeError, load_rgb
-from .data.index import DatasetIndex, Sample
-from .engine.calibration import ECE_BINS, Reliability, reliability, scaled_probabilities
-from .errors import FgvcError, UserError
-from .fileio import atomic_write_text
 
 __all__ = ["write_report", "REPORT_FILE", "find_metrics"]
 
@@ -106,15 +106,15 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], str, ClassTable]:
     if config_file.is_file() and classes_file.is_file():
         text = config_file.read_text(encoding="utf-8")
         return yaml.safe_load(text) or {}, text, ClassTable.load(classes_file)
-    from .engine.checkpoint import load_checkpoint
-    from .engine.run import choose_checkpoint
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.run import choose_checkpoint
 
     state = load_checkpoint(choose_checkpoint(run_dir)[0])
     return state["config"], yaml.safe_dump(state["config"], sort_keys=False), ClassTable.from_dict(state["classes"])
 
 
 def _evaluate_validation(run_dir: Path, config: dict[str, Any], device: str, progress: bool) -> Path:
-    from .engine.evaluate import evaluate_checkpoint
+    from ..engine.evaluate import evaluate_checkpoint
 
     data = (config.get("data") or {}).get("root")
     if not data or not Path(data).exists():
@@ -160,8 +160,8 @@ def _evaluated_data(metrics: dict[str, Any], *fallbacks: str | None) -> str:
 
 
 def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool, calibrate: bool) -> _Examples:
-    from .engine.evaluate import infer
-    from .engine.run import Run
+    from ..engine.evaluate import infer
+    from ..engine.run import Run
 
     checkpoint = Path(metrics.get("checkpoint") or "")
     run = Run.open(checkpoint if checkpoint.is_file() else run_dir, device=device, calibrate=calibrate)
@@ -189,7 +189,7 @@ def _member_source(member: dict[str, Any]) -> str:
 
 def _ensemble_examples(metrics: dict[str, Any], device: str, progress: bool, calibrate: bool) -> _Examples:
     """The ensemble's own predictions on the split its ``metrics.json`` describes (no explain pictures)."""
-    from .engine.ensemble import Ensemble
+    from ..engine.ensemble import Ensemble
 
     setup = metrics["ensemble"]
     ensemble = Ensemble.open([_member_source(m) for m in setup["members"]], device=device,
@@ -331,7 +331,7 @@ def _curves_section(rows: list[dict[str, float | None]]) -> str:
 
 def _member_curves_section(members: list[dict[str, Any]]) -> str:
     """An ensemble's training curves: each member's own ``metrics.csv``, under its name."""
-    from .tracking import METRICS_CSV, read_metrics_csv
+    from ..engine.tracking import METRICS_CSV, read_metrics_csv
 
     parts = []
     for m in members:
@@ -597,7 +597,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         raise UserError(f"{run_dir}: no such run folder (expected the --out folder of `fgvc train`)")
     config, config_text, classes = _read_run(run_dir)
     notes: list[str] = []
-    from .tracking import METRICS_CSV, read_metrics_csv
+    from ..engine.tracking import METRICS_CSV, read_metrics_csv
 
     rows = read_metrics_csv(run_dir / METRICS_CSV) if (run_dir / METRICS_CSV).is_file() else []
     metrics: dict[str, Any] = {}

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from .fileio import atomic_open, atomic_write_text
+from ..fileio import atomic_open, atomic_write_text
 
 __all__ = [
     "Tracker",

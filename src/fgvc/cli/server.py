@@ -21,9 +21,9 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from ..argtypes import non_negative_int, port, positive_int, positive_seconds
 from ..errors import UserError
-from ..netbind import HttpLimits
+from ..web.netbind import HttpLimits
+from .argtypes import non_negative_int, port, positive_int, positive_seconds
 
 __all__ = ["add_server_commands"]
 
@@ -70,7 +70,7 @@ def _fraction(text: str) -> float:
 
 def _deadline(text: str):
     from ..errors import ConfigError
-    from .competition import parse_deadline
+    from ..server.competition import parse_deadline
 
     try:
         return parse_deadline(text)
@@ -81,7 +81,7 @@ def _deadline(text: str):
 # -- handlers -----------------------------------------------------------------------------------------
 @_needs_extra
 def _init(args: argparse.Namespace) -> int:
-    from . import admin
+    from ..server import admin
 
     print(admin.init(args.comp_dir, args.labels, classes=args.classes, public_fraction=args.public_fraction,
                      daily_limit=args.daily_limit, deadline=args.deadline, title=args.title or "",
@@ -106,7 +106,7 @@ def _warn_ignored_columns(labels: Path) -> None:
 
 def _warn_if_past(deadline: datetime | None) -> None:
     """A deadline in the past closes the competition at once: allowed (that is how one closes it early), said."""
-    from .competition import format_time, utc_now
+    from ..server.competition import format_time, utc_now
 
     if deadline is not None and deadline <= utc_now():
         _warn(f"the deadline {format_time(deadline)} is in the past: the competition is closed now (submissions "
@@ -115,7 +115,7 @@ def _warn_if_past(deadline: datetime | None) -> None:
 
 @_needs_extra
 def _team_add(args: argparse.Namespace) -> int:
-    from . import admin
+    from ..server import admin
 
     print(admin.add_team(args.comp_dir, args.name, args.db))
     return 0
@@ -123,7 +123,7 @@ def _team_add(args: argparse.Namespace) -> int:
 
 @_needs_extra
 def _team_token(args: argparse.Namespace) -> int:
-    from . import admin
+    from ..server import admin
 
     print(admin.new_team_token(args.comp_dir, args.name, args.db))
     return 0
@@ -131,7 +131,7 @@ def _team_token(args: argparse.Namespace) -> int:
 
 @_needs_extra
 def _team_list(args: argparse.Namespace) -> int:
-    from . import admin
+    from ..server import admin
 
     print(admin.list_teams(args.comp_dir, args.db))
     return 0
@@ -139,7 +139,7 @@ def _team_list(args: argparse.Namespace) -> int:
 
 @_needs_extra
 def _run(args: argparse.Namespace) -> int:
-    from .runner import serve
+    from ..server.runner import serve
 
     limits = HttpLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                         keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections)
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
 
 @_needs_extra
 def _set(args: argparse.Namespace) -> int:
-    from . import admin
+    from ..server import admin
 
     changes = {k: v for k, v in (("title", args.title), ("daily_limit", args.daily_limit),
                                  ("leaderboard", args.leaderboard), ("deadline", args.deadline)) if v is not None}
@@ -167,7 +167,7 @@ def _set(args: argparse.Namespace) -> int:
 
 @_needs_extra
 def _export(args: argparse.Namespace) -> int:
-    from . import admin
+    from ..server import admin
 
     print(admin.export(args.comp_dir, fmt=args.format, out=args.out, submissions=args.submissions, db_url=args.db))
     return 0
@@ -175,7 +175,7 @@ def _export(args: argparse.Namespace) -> int:
 
 @_needs_extra
 def _rescore(args: argparse.Namespace) -> int:
-    from . import admin
+    from ..server import admin
 
     print(admin.rescore(args.comp_dir, labels=args.labels, db_url=args.db))
     if args.labels is not None:

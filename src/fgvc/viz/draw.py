@@ -2,12 +2,12 @@
 
 Boxes, numbered windows, strip-importance overlays, heatmaps, crop strips, top-k panels,
 legends, captioned grids, and panels stacked into one picture. No model code and no plots
-(those are in :mod:`fgvc.plots`); box arithmetic is in :mod:`fgvc.boxes`.
+(those are in :mod:`fgvc.viz.plots`); box arithmetic is in :mod:`fgvc.ops.boxes`.
 
 Boxes are ``(x0, y0, x1, y1)``, x = column, **inclusive** pixel indices (ModelOutput's
 convention). A box is drawn *inside* its coordinates: its outermost coloured pixels are exactly
 columns x0 and x1 and rows y0 and y1, so a test can read the box back from the picture. Map a
-box onto an enlarged picture with :func:`fgvc.boxes.scale_box` first.
+box onto an enlarged picture with :func:`fgvc.ops.boxes.scale_box` first.
 """
 
 from __future__ import annotations

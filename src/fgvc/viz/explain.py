@@ -14,7 +14,7 @@ The model spec's ``pictures`` say what else a model can show (:data:`PICTURES`):
 * none: the image.
 
 Boxes come from ``ModelOutput`` (inclusive input pixels) and are mapped onto the displayed
-image with :func:`fgvc.boxes.scale_box`. For a whole-image recipe (the input is the image resized)
+image with :func:`fgvc.ops.boxes.scale_box`. For a whole-image recipe (the input is the image resized)
 the displayed image is the original file, aspect kept, and crops are cut from it at full
 resolution; for a cropping recipe it is the crop the model saw.
 """
@@ -32,16 +32,16 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
+from ..data.classes import ClassTable
+from ..data.decode import ImageDecodeError, load_rgb
+from ..data.index import Sample, is_hidden, is_image_file
+from ..engine.calibration import scaled_probabilities
+from ..engine.run import Run
+from ..errors import UserError
+from ..fileio import atomic_open
+from ..models.output import ModelOutput
+from ..ops.boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
 from . import draw
-from .boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
-from .data.classes import ClassTable
-from .data.decode import ImageDecodeError, load_rgb
-from .data.index import Sample, is_hidden, is_image_file
-from .engine.calibration import scaled_probabilities
-from .engine.run import Run
-from .errors import UserError
-from .fileio import atomic_open
-from .models.output import ModelOutput
 
 __all__ = ["Explanation", "explain", "explain_images", "collect_images", "describe", "DISPLAY_SIZE"]
 
@@ -107,7 +107,7 @@ def _dataset_lookup(run: Run, data_root: str | Path | None,
         if data_root is not None:
             raise UserError(f"--data {data_root}: no such dataset folder")
         return {}, 0
-    from .data.formats import read_dataset
+    from ..data.formats import read_dataset
 
     fmt = run.config.data.format
     index = read_dataset(root, None if fmt == "auto" else fmt, **run.config.data.options)
