@@ -195,6 +195,18 @@ def test_report_of_a_baseline_run_without_data(baseline_run, tmp_path):  # noqa:
     assert not (run / "eval_val").exists()
 
 
+def test_an_ensemble_metrics_file_whose_members_name_no_run_is_one_line(baseline_run, tmp_path):  # noqa: F811
+    run = fresh_copy(baseline_run, tmp_path / "run")
+    metrics = tmp_path / "ensemble_eval_val" / "metrics.json"
+    metrics.parent.mkdir()
+    metrics.write_text(json.dumps({"split": "val", "images": 4, "ensemble": {"members": [{"name": "a"}]}}))
+    with pytest.raises(UserError) as caught:
+        write_report(run, tmp_path / "report.html", metrics_path=metrics)
+    assert str(caught.value) == (f"{metrics}: the ensemble's set-up does not name each member's run (written by "
+                                 "another version?); evaluate the ensemble again with `fgvc evaluate RUN RUN ...`")
+    assert not (tmp_path / "report.html").exists()
+
+
 def explained_figures(text: str) -> list[tuple[str, str, bytes]]:
     """(verdict, file name, JPEG bytes) of each figure of the explanations section, in page order."""
     section = text[text.index('<section id="explanations">'):]

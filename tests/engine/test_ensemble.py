@@ -15,7 +15,7 @@ from torch import nn
 from fgvc.cli import build_parser, main
 from fgvc.data.classes import ClassTable
 from fgvc.data.synthetic import generate_dataset
-from fgvc.engine.calibration import expected_calibration_error
+from fgvc.engine.calibration import expected_calibration_error, scaled_probabilities
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.ensemble import (
     TTA_SCHEMES,
@@ -28,8 +28,8 @@ from fgvc.engine.ensemble import (
     view_count,
     with_views,
 )
-from fgvc.engine.evaluate import evaluate_checkpoint
-from fgvc.engine.predict import collect_test_images, predict, write_predictions
+from fgvc.engine.evaluate import evaluate_checkpoint, infer
+from fgvc.engine.predict import collect_test_images
 from fgvc.engine.run import Run
 from fgvc.engine.trainer import train
 from fgvc.models import model_spec
@@ -174,15 +174,22 @@ def test_flip_views_of_a_mirror_symmetric_input_predict_as_the_input_alone(runs)
 
 # -- members --------------------------------------------------------------------------------------
 
-def test_one_run_without_views_writes_exactly_the_files_of_before(runs, data, tmp_path, capsys):
+def test_one_run_without_views_predicts_what_its_model_gives(runs, data, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(_cli("predict", runs[0], "--data", data, "--out", out, "--group", "g")) == 0
-    run = Run.open(runs[0], device="cpu")
-    rows = predict(run, run.trained_model(), collect_test_images(data, run), batch_size=32, progress=False)
-    write_predictions(tmp_path / "library", rows, "g")
+    run = Run.open(runs[0], device="cpu")  # the run's model over the images, at its temperature, by hand
+    index = collect_test_images(data, run)
+    result = infer(run.trained_model(), run.loader(index, False, batch_size=32), run.device, with_loss=False)
+    top_p, top_i = scaled_probabilities(result.logits, run.temperature).max(dim=1)
+    expected = {index.samples[pos].image_id: (run.classes.id_of(i), f"{p:.6f}")
+                for pos, p, i in zip(result.indices.tolist(), top_p.tolist(), top_i.tolist(), strict=True)}
     assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "submission.json"]
-    for name in ("predictions.csv", "submission.json"):
-        assert (out / name).read_bytes() == (tmp_path / "library" / name).read_bytes()
+    with (out / "predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["file", "class_id", "class_name", "confidence", "top5"]  # no member columns
+    assert {r["file"]: (r["class_id"], r["confidence"]) for r in rows} == expected
+    submission = json.loads((out / "submission.json").read_text())
+    assert submission == {"images": {f: cid for f, (cid, _) in expected.items()}, "groupname": "g"}
 
 
 def test_a_run_with_the_same_classes_in_another_order_is_remapped(runs, data, tmp_path, capsys):

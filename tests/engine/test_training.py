@@ -13,8 +13,9 @@ import torch
 from fgvc.competition.submission import load_submission, read_labels_csv, score_submission
 from fgvc.data.classes import ClassTable
 from fgvc.engine.checkpoint import CheckpointError, load_checkpoint
+from fgvc.engine.ensemble import Ensemble
 from fgvc.engine.evaluate import evaluate_checkpoint
-from fgvc.engine.predict import collect_test_images, predict, write_predictions
+from fgvc.engine.predict import collect_test_images, predict_ensemble, write_predictions
 from fgvc.engine.run import Run
 from fgvc.engine.tracking import read_metrics_csv
 from fgvc.engine.trainer import Trainer, train
@@ -96,9 +97,8 @@ def test_evaluate_predict_and_score(tiny_data, other_data, tmp_path):
     test = evaluate_checkpoint(run, tiny_data, "test", progress=False, device="cpu")
     assert test.metrics["images"] == 6
 
-    loaded = Run.open(run, device="cpu")
-    rows = predict(loaded, loaded.trained_model(), collect_test_images(tiny_data, loaded), batch_size=4,
-                   progress=False)
+    loaded = Ensemble.open([run], device="cpu")  # what `fgvc predict RUN` opens
+    rows = predict_ensemble(loaded, collect_test_images(tiny_data, loaded.reference), batch_size=4, progress=False)
     csv_path, json_path = write_predictions(tmp_path / "pred", rows, "duck_duck_goose")
     submission = load_submission(json_path)
     assert submission["groupname"] == "duck_duck_goose"

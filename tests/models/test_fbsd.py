@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fgvc.models import create_model
+from fgvc.models import create_model, model_spec
 from fgvc.models.fbsd import FBSM, FDM, TopKPool, strip_sizes
 
 
@@ -142,7 +142,7 @@ def test_topk_pool():
 
 def test_parameter_count_matches_the_reference_for_resnet50_and_200_classes():
     model = create_model("fbsd", 200, backbone="resnet50")
-    groups = model.param_groups()
+    groups = model_spec("fbsd").param_groups(model)  # "new" (FBSM, blocks, heads) and "backbone"
     count = lambda params: sum(p.numel() for p in params)  # noqa: E731
     assert count(model.parameters()) == 43_086_185
     assert count(groups["backbone"]) == 23_508_032

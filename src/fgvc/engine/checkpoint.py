@@ -32,7 +32,6 @@ __all__ = [
     "capture_rng",
     "restore_rng",
     "load_checkpoint",
-    "resolve_checkpoint",
     "save_checkpoint",
     "prune_checkpoints",
     "transfer_weights",
@@ -194,20 +193,6 @@ def _damaged(path: Path, e: BaseException) -> CheckpointError:
         "or not a checkpoint (e.g. copied while being written); use another one, such as last.pt or best.pt "
         "of the run, or an epoch_*.pt"
     )
-
-
-def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
-    """A checkpoint file, or a run directory (its ``best.pt``, else ``last.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        order = ("best.pt", "last.pt") if prefer == "best" else ("last.pt", "best.pt")
-        for name in order:
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(f"run directory {path} holds no best.pt or last.pt; was training started there?")
-    if not path.exists():
-        raise CheckpointError(f"checkpoint or run directory {path} not found")
-    return path
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:

@@ -26,12 +26,10 @@ from ..data.formats import read_dataset
 from ..data.index import DatasetIndex, DatasetLayoutError, Sample, is_hidden, is_image_file, list_dir
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text
-from .calibration import scaled_probabilities
 from .ensemble import Ensemble
-from .evaluate import infer
 from .run import Run
 
-__all__ = ["PredictionRow", "collect_test_images", "predict", "predict_ensemble", "write_predictions",
+__all__ = ["PredictionRow", "collect_test_images", "predict_ensemble", "write_predictions",
            "ENSEMBLE_FILE"]
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -70,20 +68,10 @@ def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
     return DatasetIndex(root, "folder", run.classes, [Sample(p, None, "test", p.name) for p in files])
 
 
-def predict(run: Run, model: torch.nn.Module, index: DatasetIndex, batch_size: int = 32,
-            progress: bool = True) -> list[PredictionRow]:
-    """Top-5 per image with the run's trained ``model`` (:meth:`Run.trained_model`), probabilities at
-    the run's temperature."""
-    loader = run.loader(index, False, batch_size=batch_size)
-    result = infer(model, loader, run.device, None, progress=progress, desc="predict", with_loss=False)
-    assert run.classes is not None
-    return _rows(index, run.classes, result.indices, scaled_probabilities(result.logits, run.temperature))
-
-
 def predict_ensemble(ensemble: Ensemble, index: DatasetIndex, batch_size: int = 32,
                      progress: bool = True) -> list[PredictionRow]:
-    """Top-5 per image of the ensemble's mean probabilities, with each member's top-1 when there
-    are several members; one run without views gives exactly what :func:`predict` gives."""
+    """Top-5 per image of the ensemble's mean probabilities (one run: its own, at its temperature), with
+    each member's top-1 when there are several members."""
     result = ensemble.infer(index, batch_size=batch_size, progress=progress, desc="predict", amp=False)
     members = result.members if len(result.members) > 1 else ()
     return _rows(index, ensemble.classes, result.reference.indices, result.probabilities, members)

@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from .backbones import Backbone
 from .layers import ClassifierHead
 from .output import LossTerms, ModelOutput
-from .registry import ModelSpec, register_model, split_backbone_parameters
+from .registry import ModelSpec, register_model
 
 __all__ = ["FBSM", "FDM", "TopKPool", "BasicConv", "FBSD", "strip_sizes"]
 
@@ -230,10 +230,6 @@ class FBSD(nn.Module):
         total = self.part_loss_weight * (terms["ce_part1"] + terms["ce_part2"] + terms["ce_part3"])
         total = total + self.concat_loss_weight * terms["ce_concat"]
         return total, terms
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """"new" (FBSM, conv blocks, heads; lr 0.002 in the recipe) and "backbone" (lr 0.0002)."""
-        return split_backbone_parameters(self)
 
     def explain_forward(self, x: Tensor) -> ModelOutput:
         """``forward`` plus, per stage, the map FBSM scored (``stage_mapN``) and its strip row

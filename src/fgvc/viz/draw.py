@@ -13,7 +13,6 @@ box onto an enlarged picture with :func:`fgvc.ops.boxes.scale_box` first.
 from __future__ import annotations
 
 import functools
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +43,6 @@ __all__ = [
     "hstack",
     "vstack",
     "image_grid",
-    "png_bytes",
 ]
 
 RGB = tuple[int, int, int]
@@ -337,9 +335,3 @@ def image_grid(items: Sequence[tuple[Image.Image, str]], columns: int = 6, tile:
         for j, text in enumerate(caption.split("\n")):
             draw.text((x, y + tile + 4 + 16 * j), _fit_text(text, face, tile), fill=INK, font=face)
     return out
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()

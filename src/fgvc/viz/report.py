@@ -181,6 +181,19 @@ def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: boo
                      run.describe_temperature())
 
 
+def _ensemble_setup(metrics: dict[str, Any], path: Path | None) -> dict[str, Any] | None:
+    """An ensemble's set-up in its ``metrics.json`` (None: one run's); every member must name its run, which
+    the page's curves, configs and examples read."""
+    setup = metrics.get("ensemble")
+    if setup is None:
+        return None
+    members = setup.get("members") if isinstance(setup, dict) else None
+    if not members or not all(isinstance(m, dict) and m.get("run") for m in members):
+        raise UserError(f"{path}: the ensemble's set-up does not name each member's run (written by another "
+                        "version?); evaluate the ensemble again with `fgvc evaluate RUN RUN ...`")
+    return setup
+
+
 def _member_source(member: dict[str, Any]) -> str:
     """Where a member of an ensemble's ``metrics.json`` lies: its checkpoint, else the run as given."""
     checkpoint = member.get("checkpoint")
@@ -606,17 +619,17 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
         if path is None:
             path = _evaluate_validation(run_dir, config, device, progress)
         metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (FgvcError, KeyError, OSError) as e:
-        notes.append(f"no metrics: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+    except (FgvcError, OSError) as e:
+        notes.append(f"no metrics: {e}")
         path = None
     ex = None
-    setup = metrics.get("ensemble")
+    setup = _ensemble_setup(metrics, path)
     if metrics:
         try:
             ex = (_ensemble_examples(metrics, device, progress, calibrate) if setup else
                   _examples(metrics, run_dir, device, progress, calibrate))
-        except (FgvcError, KeyError, OSError) as e:
-            notes.append(f"no example images: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+        except (FgvcError, OSError) as e:
+            notes.append(f"no example images: {e}")
     target = Path(out) if out is not None else run_dir / REPORT_FILE
     title, subtitle = _heading(config, run_dir, classes, setup, target.parent)
     evaluated = (f"{metrics.get('split', '?')} split, {metrics.get('images', '?')} images of {metrics.get('data')}, "
