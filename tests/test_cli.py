@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from fgvc.cli import main
+from tests.tiny import tiny_synth_args, tiny_train_args
 
 
 def test_synth_then_check_reports_ten_classes(tmp_path, capsys):
@@ -47,10 +48,8 @@ def test_synth_into_a_non_empty_folder_is_refused(tmp_path, capsys):
 
 def test_train_writes_the_report_and_explain_and_report_commands(tmp_path, capsys):
     root, run = tmp_path / "data", tmp_path / "run"
-    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "4", "--size", "64"]) == 0
-    assert main(["train", "--config", "demo", "--data", str(root), "--out", str(run), "--no-progress",
-                 "--set", "train.epochs=1", "--set", "model.input_size=64", "--set", "data.num_workers=0",
-                 "--set", "train.device=cpu"]) == 0
+    assert main(tiny_synth_args(root)) == 0
+    assert main(tiny_train_args(root, run, report=True, sets={"train.epochs": 1})) == 0
     assert f"report written to {run / 'report.html'}" in capsys.readouterr().out
     assert (run / "eval_val" / "metrics.json").is_file()
     image = sorted((root / "test").glob("*.jpg"))[0]

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from fgvc.cli import main
+from tests.tiny import tiny_synth_args, tiny_train_args
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli_faults") / "data"
-    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "4", "--size", "64"]) == 0
+    assert main(tiny_synth_args(root)) == 0
     return root
 
 
@@ -24,9 +25,7 @@ def run(data, tmp_path_factory) -> Path:
 
 
 def _train(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--config", "demo", "--data", str(data), "--out", str(out), "--no-progress",
-            "--set", "train.epochs=1", "--set", "model.input_size=64", "--set", "data.num_workers=0",
-            "--set", "train.device=cpu", "--set", "train.batch_size=4", *extra]
+    return tiny_train_args(data, out, *extra, report=True, sets={"train.epochs": 1, "train.batch_size": 4})
 
 
 def _one_line_error(capsys) -> str:
@@ -112,7 +111,7 @@ def test_resume_with_weights_of_another_backbone_is_one_line(run, tmp_path, caps
 
 def test_train_on_a_folder_with_errors_lists_every_problem_at_once(tmp_path, capsys):
     root = tmp_path / "data"
-    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "4", "--size", "64"]) == 0
+    assert main(tiny_synth_args(root)) == 0
     classes = sorted(p for p in (root / "train").iterdir() if p.is_dir())
     classes[0].rename(root / "train" / "no_number_here")  # a folder-level error
     victim = sorted(classes[1].glob("*.jpg"))[0]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fgvc.cli import EXIT_STDOUT_CLOSED, main
+from tests.tiny import tiny_synth_args, tiny_train_args
 
 
 def _fgvc_into_closed_pipe(*argv: str) -> subprocess.CompletedProcess:
@@ -58,15 +59,13 @@ def test_another_broken_pipe_is_still_a_bug(monkeypatch, capsys):
 
 # -- a tiny trained run (3 classes, 64 px, resnet18 from scratch: seconds on a CPU) --------------------------
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--config", "demo", "--data", str(data), "--out", str(out), "--no-progress", "--no-report",
-            "--set", "model.input_size=64", "--set", "data.num_workers=0", "--set", "train.device=cpu",
-            "--set", "train.batch_size=4", "--set", "data.val_fraction=0.25", *extra]
+    return tiny_train_args(data, out, *extra, sets={"train.batch_size": 4, "data.val_fraction": 0.25})
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("first_try") / "data"
-    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "5", "--size", "64"]) == 0
+    assert main(tiny_synth_args(root, per_class=5)) == 0
     return root
 
 

@@ -13,6 +13,7 @@ from fgvc.cli import main
 from fgvc.data.classes import ClassTable, ClassTableError
 from fgvc.data.formats import format_names
 from fgvc.data.labels_csv import LabelsFileError, read_labels_csv
+from tests.tiny import tiny_synth_args, tiny_train_args
 
 
 def _error(capsys) -> str:
@@ -35,10 +36,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny trained run and its data (3 classes, 4 images each, 64 px, one epoch on the CPU)."""
     tmp = tmp_path_factory.mktemp("trained")
     root, run = tmp / "data", tmp / "run"
-    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "4", "--size", "64"]) == 0
-    assert main(["train", "--config", "demo", "--data", str(root), "--out", str(run), "--no-progress", "--no-report",
-                 "--set", "train.epochs=1", "--set", "model.input_size=64", "--set", "data.num_workers=0",
-                 "--set", "train.device=cpu"]) == 0
+    assert main(tiny_synth_args(root)) == 0
+    assert main(tiny_train_args(root, run, sets={"train.epochs": 1})) == 0
     return root, run
 
 

@@ -18,6 +18,7 @@ from fgvc.engine.run import Run
 from fgvc.models import BACKBONE_REGISTRY, MODEL_REGISTRY, BackboneSpec, ModelSpec
 from fgvc.models.backbones import Backbone
 from fgvc.models.output import ModelOutput
+from tests.tiny import tiny_train_args
 
 SRC = Path(fgvc.__file__).parent
 TOY_MEAN, TOY_STD = (0.25, 0.5, 0.75), (0.2, 0.3, 0.4)
@@ -66,9 +67,7 @@ def small_data(tmp_path_factory) -> Path:
 
 
 def _train_args(data: Path, run: Path, *extra: str) -> list[str]:
-    return ["train", "--config", "demo", "--data", str(data), "--out", str(run), "--no-progress",
-            "--set", "model.input_size=64", "--set", "data.num_workers=0", "--set", "train.batch_size=4",
-            "--set", "train.eval_batch_size=8", "--set", "train.device=cpu", *extra]
+    return tiny_train_args(data, run, *extra, report=True, sets={"train.batch_size": 4, "train.eval_batch_size": 8})
 
 
 def test_a_model_and_backbone_defined_here_run_through_every_command(toy_registered, small_data, tmp_path, capsys):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fgvc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,37 +33,27 @@ def test_the_layers_hold_and_no_package_imports_in_a_circle():
     assert "Contracts: 2 kept, 0 broken." in result.stdout, result.stdout
 
 
-def _copy_of_fgvc(tmp_path: Path) -> Path:
+# (file under src/fgvc, code appended to it, what import-linter then says)
+BREAKS = {
+    "an upward import": ("engine/run.py", "\n\ndef _picture():\n    from ..viz import draw  # noqa: F401\n",
+                         "layers: a package imports only the packages below it BROKEN"),
+    # engine.trainer imports engine.evaluate; the reverse import closes a circle between two siblings
+    "a circle inside a package": ("engine/evaluate.py", "\n\ndef _fit():\n    from . import trainer  # noqa\n",
+                                  "no import cycles between the modules of any package BROKEN"),
+    "a top-level module without a layer": ("newthing.py", '"""A module nobody placed."""\n',
+                                           "The following modules are not listed as layers:\n\n- fgvc.newthing\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(BREAKS))
+def test_a_copy_of_fgvc_with_one_break_fails_the_check(case, tmp_path):
+    name, code, expected = BREAKS[case]
     copy = tmp_path / "fgvc"
     shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
-
-
-def test_an_upward_import_breaks_the_layers(tmp_path):
-    copy = _copy_of_fgvc(tmp_path)
-    run = copy / "engine" / "run.py"
-    run.write_text(run.read_text(encoding="utf-8") + "\n\ndef _picture():\n    from ..viz import draw  # noqa: F401\n",
-                   encoding="utf-8")
+    target = copy / name
+    target.write_text((target.read_text(encoding="utf-8") if target.exists() else "") + code, encoding="utf-8")
     result = _lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "layers: a package imports only the packages below it BROKEN" in result.stdout, result.stdout
-    assert "fgvc.engine.run -> fgvc.viz.draw" in result.stdout, result.stdout
-
-
-def test_a_circle_inside_a_package_breaks_the_acyclic_contract(tmp_path):
-    copy = _copy_of_fgvc(tmp_path)
-    # engine.evaluate is imported by engine.trainer; the reverse import closes a circle between the two siblings
-    evaluate = copy / "engine" / "evaluate.py"
-    evaluate.write_text(evaluate.read_text(encoding="utf-8") + "\n\ndef _fit():\n    from . import trainer  # noqa\n",
-                        encoding="utf-8")
-    result = _lint_imports(tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "no import cycles between the modules of any package BROKEN" in result.stdout, result.stdout
-
-
-def test_every_top_level_module_has_a_layer(tmp_path):
-    copy = _copy_of_fgvc(tmp_path)
-    (copy / "newthing.py").write_text('"""A module nobody placed."""\n', encoding="utf-8")
-    result = _lint_imports(tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "The following modules are not listed as layers:\n\n- fgvc.newthing\n" in result.stdout, result.stdout
+    assert expected in result.stdout, result.stdout
+    if case == "an upward import":
+        assert "fgvc.engine.run -> fgvc.viz.draw" in result.stdout, result.stdout

@@ -10,6 +10,7 @@ import fgvc.competition.client
 import fgvc.competition.submission
 from fgvc.cli import main
 from tests.data.fixtures import competition_tree, exif_rotated_jpeg
+from tests.tiny import tiny_synth_args, tiny_train_args
 
 
 def _one_error_line(capsys) -> str:
@@ -25,10 +26,8 @@ def trained(tmp_path_factory):
     """A tiny trained run and its data (3 classes, 4 images each, 64 px, one epoch on the CPU)."""
     tmp = tmp_path_factory.mktemp("trained")
     root, run = tmp / "data", tmp / "run"
-    assert main(["data", "synth", str(root), "--classes", "3", "--per-class", "4", "--size", "64"]) == 0
-    assert main(["train", "--config", "demo", "--data", str(root), "--out", str(run), "--no-progress", "--no-report",
-                 "--set", "train.epochs=1", "--set", "model.input_size=64", "--set", "data.num_workers=0",
-                 "--set", "train.device=cpu"]) == 0
+    assert main(tiny_synth_args(root)) == 0
+    assert main(tiny_train_args(root, run, sets={"train.epochs": 1})) == 0
     return root, run
 
 

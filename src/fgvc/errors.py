@@ -1,8 +1,8 @@
 """One error type for every expected failure: the CLI prints its message as one line, exit 2.
 
 Anything that is not an :class:`FgvcError` is a bug in fgvc and is shown as an internal error with
-its traceback. Each subclass also derives from the builtin its callers used to catch (``ValueError``,
-``OSError``, ...), so ``except ValueError`` around a config or data call keeps working.
+its traceback. No subclass also derives from a builtin: ``except ValueError`` (or ``OSError``) around a call
+catches the library's or Python's own failure, never one of fgvc's messages; catch the fgvc class you mean.
 """
 
 from __future__ import annotations
@@ -25,24 +25,26 @@ class FgvcError(Exception):
     """An expected failure; the message names the file or key, what was found and the fix."""
 
 
-class UserError(FgvcError, RuntimeError):
+class UserError(FgvcError):
     """A problem the user can fix that belongs to no narrower kind."""
 
 
-class ConfigError(FgvcError, ValueError):
+class ConfigError(FgvcError):
     """A preset, key, value or command-line number that cannot be used."""
 
 
-class DataError(FgvcError, ValueError):
+class DataError(FgvcError):
     """A dataset folder, label file or class table that cannot be used as it is."""
 
 
-class CheckpointError(FgvcError, RuntimeError):
+class CheckpointError(FgvcError):
     """A checkpoint that is missing, damaged, or does not fit the model or data."""
 
 
-class OutputError(FgvcError, OSError):
+class OutputError(FgvcError):
     """fgvc could not write one of its own files (no permission, disk full, a file in the way)."""
+
+    errno: int | None = None  # the failed call's, where one is known (output_error sets it)
 
 
 def output_error(path: str | os.PathLike, e: OSError, what: str = "write") -> OutputError:

@@ -11,6 +11,7 @@ from torchvision.transforms import v2
 
 from fgvc.data.check import check_dataset, problems_for_training
 from fgvc.data.dataset import FGVCDataset, collate_skipping
+from fgvc.data.decode import ImageDecodeError
 from fgvc.data.formats import read_dataset
 from tests.data.fixtures import competition_tree, exif_rotated_jpeg, sixteen_bit_png
 from tests.imaging import write_image
@@ -125,7 +126,7 @@ def test_unreadable_image_without_skip_names_the_file(messy):
     index = read_dataset(root).split("train")
     dataset = FGVCDataset(index)
     i = next(i for i, s in enumerate(index.samples) if s.path == paths["truncated"])
-    with pytest.raises(OSError) as e:
+    with pytest.raises(ImageDecodeError) as e:
         dataset[i]
     assert str(paths["truncated"]) in str(e.value)
 

@@ -4,6 +4,7 @@ from fgvc.data.classes import ClassTable
 from fgvc.data.dataset import FGVCDataset, LabelError
 from fgvc.data.index import DatasetIndex, Sample
 from fgvc.data.split import apply_split, load_split, save_split, stratified_split
+from fgvc.errors import DataError
 
 
 def _index(tmp_path, counts, labels=None):
@@ -50,5 +51,5 @@ def test_saved_split_is_reapplied_exactly(tmp_path):
     train, val = apply_split(index, loaded)
     assert sorted(s.image_id for s in val) == sorted(val_ids)
     assert len(train) == 8 and len(val) == 2
-    with pytest.raises(ValueError, match="data changed"):
+    with pytest.raises(DataError, match="data changed"):
         apply_split(index, ["gone.jpg"])

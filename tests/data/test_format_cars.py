@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("scipy.io")
 
 from fgvc.data.formats import cars  # noqa: E402
-from fgvc.data.formats.cars import CARS_TREE, looks_like_cars, read_cars  # noqa: E402
+from fgvc.data.formats.cars import CARS_TREE, MissingScipyError, looks_like_cars, read_cars  # noqa: E402
 from fgvc.data.index import DatasetLayoutError  # noqa: E402
 from fgvc.errors import FgvcError  # noqa: E402
 from tests.data.fakes import (  # noqa: E402
@@ -149,7 +149,7 @@ def test_annotated_image_that_does_not_exist(tmp_path):
 def test_without_scipy_the_error_says_what_to_install(tmp_path, monkeypatch):
     root = cars_single_file_tree(tmp_path)
     monkeypatch.setitem(sys.modules, "scipy.io", None)
-    with pytest.raises(ImportError, match=r"pip install 'fgvc\[cars\]'") as e:
+    with pytest.raises(MissingScipyError, match=r"pip install 'fgvc\[cars\]'") as e:
         read_cars(root)
     assert isinstance(e.value, FgvcError)  # an expected failure: the CLI prints one line, no traceback
 

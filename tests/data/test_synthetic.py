@@ -20,10 +20,12 @@ from fgvc.data.synthetic import (
     MAX_CLASSES,
     PLAIN_BACKGROUND,
     BirdAttributes,
+    FolderNotEmptyError,
     choose_class_attributes,
     generate_dataset,
     render_bird,
 )
+from fgvc.errors import ConfigError
 
 SMALL = {"num_classes": 4, "per_class": 5, "size": 64, "seed": 3}  # 1 test image per class at 0.2
 BASE_BIRD = BirdAttributes(crown_colour="red", crown_shape="cap", wing_bars=2, tail="striped", beak="orange")
@@ -293,7 +295,7 @@ def test_two_hundred_classes(tmp_path: Path) -> None:
     ({"seed": -1}, "seed must be a non-negative integer"),
 ])  # fmt: skip
 def test_invalid_arguments(tmp_path: Path, override: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         generate_dataset(tmp_path / "out", **{**SMALL, **override})
     assert not (tmp_path / "out").exists()
 
@@ -302,14 +304,14 @@ def test_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="pick an empty folder") as err:
+    with pytest.raises(FolderNotEmptyError, match="pick an empty folder") as err:
         generate_dataset(out, **SMALL)
     assert str(out) in str(err.value) and "delete it" in str(err.value)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
     a_file = tmp_path / "file.jpg"
     a_file.write_bytes(b"")
-    with pytest.raises(FileExistsError, match="is a file"):
+    with pytest.raises(FolderNotEmptyError, match="is a file"):
         generate_dataset(a_file, **SMALL)
 
 

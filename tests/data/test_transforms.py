@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from fgvc.data.transforms import build_transform
+from fgvc.errors import ConfigError
 
 
 def _image(w=120, h=90, value=None):
@@ -37,7 +38,7 @@ def test_fbsd_eval_is_resize_550_over_448_then_centre_crop():
 
 
 def test_unknown_recipe():
-    with pytest.raises(ValueError, match="known: fbsd, mmal, plain"):
+    with pytest.raises(ConfigError, match="known: fbsd, mmal, plain"):
         build_transform("nts", 64, True)
 
 

@@ -31,6 +31,7 @@ from fgvc.engine.predict import collect_test_images
 from fgvc.engine.run import Run
 from fgvc.engine.trainer import Trainer
 from fgvc.models.output import ModelOutput
+from tests.tiny import tiny_train_args
 
 EPOCHS = 2
 
@@ -48,11 +49,9 @@ def data(tmp_path_factory) -> Path:
 
 
 def _train_args(data: Path, run: Path, *extra: str) -> list[str]:
-    sets = {"data.num_workers": 0, "data.val_fraction": 0.3, "model.input_size": 64, "model.backbone": "resnet18",
-            "train.batch_size": 8, "train.eval_batch_size": 8, "train.epochs": EPOCHS, "optim.name": "sgd",
-            "optim.lr": 0.01, "train.device": "cpu"}
-    return ["train", "--config", "demo", "--data", str(data), "--out", str(run), "--no-progress", "--no-report",
-            *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")], *extra]
+    return tiny_train_args(data, run, *extra, sets={
+        "data.val_fraction": 0.3, "model.backbone": "resnet18", "train.batch_size": 8, "train.eval_batch_size": 8,
+        "train.epochs": EPOCHS, "optim.name": "sgd", "optim.lr": 0.01})
 
 
 def _main(argv: list[str]) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from fgvc.engine.run import Run
 from fgvc.engine.tracking import read_metrics_csv
 from fgvc.engine.trainer import Trainer
 from tests.engine.conftest import start_trainer, tiny_config
+from tests.tiny import tiny_train_args
 
 EPOCHS = 3
 
@@ -26,10 +27,9 @@ class Killed(BaseException):
 
 
 def _args(data: Path, run: Path, *extra: str) -> list[str]:
-    return ["train", "--config", "demo", "--data", str(data), "--out", str(run), "--no-progress", "--no-report",
-            "--set", "data.num_workers=0", "--set", "data.val_fraction=0.2", "--set", "model.input_size=64",
-            "--set", "train.batch_size=4", "--set", "train.eval_batch_size=8", "--set", f"train.epochs={EPOCHS}",
-            "--set", "optim.name=sgd", "--set", "optim.lr=0.01", "--set", "train.device=cpu", *extra]
+    return tiny_train_args(data, run, *extra, sets={
+        "data.val_fraction": 0.2, "train.batch_size": 4, "train.eval_batch_size": 8, "train.epochs": EPOCHS,
+        "optim.name": "sgd", "optim.lr": 0.01})
 
 
 def _kill_at(monkeypatch, module, name: str, file_name: str, nth: int, leave_temp: bool) -> None:

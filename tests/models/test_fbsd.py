@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fgvc.errors import ConfigError
 from fgvc.models import create_model, model_spec
 from fgvc.models.fbsd import FBSM, FDM, TopKPool, strip_sizes
 
@@ -50,7 +51,7 @@ def test_strips_when_the_height_does_not_divide():
     assert strip_sizes(56, 8) == [7] * 8  # the reference rule where it applies
     assert strip_sizes(10, 4) == [3, 3, 2, 2]
     assert strip_sizes(7, 2) == [4, 3]
-    with pytest.raises(ValueError, match="at least 64 px"):
+    with pytest.raises(ConfigError, match="at least 64 px"):
         strip_sizes(1, 2)
     m = _fbsm_reading_channel0(4)
     x = torch.ones(1, 2, 10, 3)

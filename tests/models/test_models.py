@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from fgvc.errors import ConfigError
 from fgvc.models import MODEL_REGISTRY as MODELS
 from fgvc.models import create_model
 
@@ -82,7 +83,7 @@ def test_mmal_raw_plus_object_prediction():
 
 def test_mmal_rejects_sizes_off_the_stride():
     model = create_model("mmal", 5, backbone="resnet18").eval()
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ConfigError, match="multiple of 32"):
         model(torch.randn(1, 3, 230, 224))
 
 
@@ -94,5 +95,5 @@ def test_fbsd_works_at_sizes_the_reference_rejects():
 
 
 def test_unknown_model_suggests_the_closest():
-    with pytest.raises(ValueError, match="Did you mean 'mmal'"):
+    with pytest.raises(ConfigError, match="Did you mean 'mmal'"):
         create_model("mmall", 5)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fgvc.cli import main
+from tests.tiny import tiny_train_args
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     data, run = root / "data", root / "run"
     assert main(["data", "synth", str(data), "--classes", "3", "--per-class", "8", "--size", "64",
                  "--test-fraction", "0.25"]) == 0
-    assert main(["train", "--config", "demo", "--data", str(data), "--out", str(run), "--no-progress", "--no-report",
-                 "--set", "model.input_size=64", "--set", "data.num_workers=0", "--set", "train.batch_size=4",
-                 "--set", "train.eval_batch_size=8", "--set", "train.device=cpu", "--set", "train.epochs=1"]) == 0
+    assert main(tiny_train_args(data, run, sets={"train.batch_size": 4, "train.eval_batch_size": 8,
+                                                 "train.epochs": 1})) == 0
     return data, run
 
 

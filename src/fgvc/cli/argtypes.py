@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["positive_int", "positive_seconds", "non_negative_int", "port", "float_at_least", "batch_size_or_dynamic",
-           "add_calibration_flag"]
+__all__ = ["positive_int", "positive_seconds", "non_negative_int", "port", "fraction", "float_at_least",
+           "batch_size_or_dynamic", "add_calibration_flag"]
 
 
 def _int(text: str) -> int:
@@ -38,23 +38,32 @@ def port(text: str) -> int:
     return value
 
 
+def _float(text: str, what: str = "a number") -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
 def positive_seconds(text: str) -> float:
     """A duration in seconds, more than 0 (a fraction is allowed)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    value = _float(text, "a number of seconds")
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is out of range: it must be a number of seconds above 0")
     return value
 
 
+def fraction(text: str) -> float:
+    """A share: above 0 and at most 1."""
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be above 0 and at most 1")
+    return value
+
+
 def float_at_least(low: float, inclusive: bool) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        value = _float(text)
         if not (value >= low if inclusive else value > low):
             raise argparse.ArgumentTypeError(f"{value} is out of range: it must be "
                                              f"{'at least' if inclusive else 'more than'} {low:g}")

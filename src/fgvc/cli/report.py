@@ -10,7 +10,7 @@ from .argtypes import add_calibration_flag, positive_int
 
 
 def write_run_report(run_dir: Path, dist, metrics_path: Path | None = None, device: str = "auto",
-                  progress: bool = True, calibrate: bool = True) -> None:
+                     progress: bool = True, calibrate: bool = True) -> None:
     """report.html at the end of train/evaluate; a multi-process (torchrun) job leaves it to `fgvc report`."""
     if dist.enabled:
         if dist.is_main:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..web.netbind import HttpLimits
-from .argtypes import non_negative_int, port, positive_int, positive_seconds
+from .argtypes import fraction, non_negative_int, port, positive_int, positive_seconds
 
 __all__ = ["add_server_commands"]
 
@@ -56,16 +56,6 @@ def _needs_extra(func: Callable[[argparse.Namespace], int]) -> Callable[[argpars
             raise
 
     return run
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be above 0 and at most 1")
-    return value
 
 
 def _deadline(text: str):
@@ -201,7 +191,7 @@ def add_server_commands(commands: argparse._SubParsersAction) -> None:
     init.add_argument("--labels", type=Path, required=True, help="test labels CSV: file,class_id")
     init.add_argument("--classes", type=Path, default=None,
                       help="class list: a run's classes.json or class_labels.txt (default: the labels' classes)")
-    init.add_argument("--public-fraction", type=_fraction, default=0.3,
+    init.add_argument("--public-fraction", type=fraction, default=0.3,
                       help="share of test images scored publicly before the deadline (default 0.3)")
     init.add_argument("--daily-limit", type=non_negative_int, default=5,
                       help="submissions per team per UTC day (0: no limit; default %(default)s)")

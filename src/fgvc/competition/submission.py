@@ -58,7 +58,7 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", floa
                type(None): "null"}
 
 
-class SubmissionError(FgvcError, ValueError):
+class SubmissionError(FgvcError):
     """A submission is unusable, or the server did not score it. Says how to fix it (labels files: LabelsFileError)."""
 
 

@@ -29,7 +29,7 @@ _BACKGROUND = (255, 255, 255)  # what transparent pixels become
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 2..8 mean the pixels must be flipped and/or rotated for display
 
 
-class ImageDecodeError(FgvcError, OSError):
+class ImageDecodeError(FgvcError):
     """An image file could not be decoded. ``kind`` is a short tag used by reports."""
 
     def __init__(self, path: Path | str, kind: str | None = None, reason: str = "", fix: str = "") -> None:

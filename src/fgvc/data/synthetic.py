@@ -668,7 +668,7 @@ def _test_count(per_class: int, test_fraction: float) -> int:
     return min(max(round(per_class * test_fraction), 1), per_class - 1)
 
 
-class FolderNotEmptyError(FgvcError, FileExistsError):
+class FolderNotEmptyError(FgvcError):
     """The output folder already holds files: generating into it could mix two datasets."""
 
 

@@ -34,7 +34,7 @@ MAX_BATCH = 4096  # upper bound of the dynamic batch dimension
 MetadataText = Callable[[str | None], str]  # how the file was made (None: the plain way) -> metadata JSON
 
 
-class ExportError(FgvcError, RuntimeError):
+class ExportError(FgvcError):
     """A model that a format cannot export, a runtime that is missing, or an export that does not
     reproduce the model."""
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..data.classes import ClassTable
+from ..data.classes import ClassTable, ClassTableError
 from ..data.transforms import BatchTransform, build_batch_transform, build_transform
 from ..errors import FgvcError
 
@@ -28,7 +28,7 @@ EXTRA_FILE = "fgvc.json"  # TorchScript / ExportedProgram archive extra file
 SCHEMA = "fgvc-export-v1"
 
 
-class MetadataError(FgvcError, ValueError):
+class MetadataError(FgvcError):
     """An exported file without fgvc's metadata, or with metadata this fgvc cannot read."""
 
 
@@ -104,6 +104,6 @@ class ExportMetadata:
                        versions=dict(data.get("versions", {})), temperature=temperature)
         except MetadataError:
             raise
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, ClassTableError) as e:
             raise MetadataError(f"{where}: fgvc metadata unreadable ({type(e).__name__}: {e}); "
                                 "export the run again with `fgvc export`") from None

@@ -39,7 +39,7 @@ __all__ = [
 Pretrained = bool | str | Path | None
 
 
-class PretrainedWeightsError(FgvcError, RuntimeError):
+class PretrainedWeightsError(FgvcError):
     """Weights could not be found or do not fit the architecture."""
 
 

@@ -20,9 +20,11 @@ __all__ = ["ServeSettings", "serve"]
 def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           settings: ServeSettings | None = None) -> None:
     """Serve ``source`` (run folder, checkpoint or exported file) until interrupted."""
-    from ..web.extras import needs_extra
-
-    with needs_extra("serve", "serve"):
+    try:
         from .server import serve as run_server
+    except ImportError as e:
+        from ..errors import UserError
 
-        run_server(source, host=host, port=port, device=device, settings=settings)
+        raise UserError(f"fgvc serve needs FastAPI, Uvicorn and python-multipart ({e}): "
+                        "pip install 'fgvc[serve]'") from None
+    run_server(source, host=host, port=port, device=device, settings=settings)

@@ -48,7 +48,7 @@ _FIX = "download the Stanford Cars annotation files again and lay them out as sh
 Box = tuple[float, float, float, float]
 
 
-class MissingScipyError(FgvcError, ImportError):
+class MissingScipyError(FgvcError):
     """scipy, which only Stanford Cars' .mat files need, is not installed: a one-line error, not a bug."""
 
 
