@@ -94,8 +94,8 @@ def _concurrently(server, images, n: int, gate: threading.Event) -> list[httpx.R
     """``n`` one-image requests sent at once; the gate opens once all ``n`` images are queued."""
     with ThreadPoolExecutor(n) as pool, client(server) as c:
         futures = [pool.submit(c.post, "/predict", **jpeg(images[i % len(images)])) for i in range(n)]
-        wait_until(lambda: c.get("/metrics").json()["queued"] == n, f"{n} images are queued")
-        assert c.get("/metrics").json()["forward_passes"] == 0
+        wait_until(lambda: c.get("/metrics.json").json()["queued"] == n, f"{n} images are queued")
+        assert c.get("/metrics.json").json()["forward_passes"] == 0
         gate.set()
         return [f.result() for f in futures]
 
@@ -106,7 +106,7 @@ def test_concurrent_requests_share_forward_passes(serve, baseline_predictor, pho
     replies = _concurrently(server, photos, 6, gate)
     assert [r.status_code for r in replies] == [200] * 6
     with client(server) as c:
-        metrics = c.get("/metrics").json()
+        metrics = c.get("/metrics.json").json()
     assert metrics["forward_passes"] == 1 and metrics["images"] == 6 and metrics["batch_sizes"] == {"6": 1}
     alone = serve(baseline_predictor)  # the batched answers equal one-at-a-time answers
     with client(alone) as c:
@@ -121,7 +121,7 @@ def test_max_batch_caps_the_batch_and_one_turns_batching_off(serve, baseline_pre
         server = serve(baseline_predictor, gate=gate, max_batch=max_batch, batch_window_ms=0)
         assert all(r.status_code == 200 for r in _concurrently(server, photos, 6, gate))
         with client(server) as c:
-            metrics = c.get("/metrics").json()
+            metrics = c.get("/metrics.json").json()
         assert metrics["batch_sizes"] == passes and metrics["images"] == 6
 
 
@@ -172,17 +172,17 @@ def test_bad_input_gets_a_4xx_naming_the_problem(serve, baseline_predictor, phot
         form = b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nno file\r\n--b--\r\n'
         refused(c.post("/predict", content=form, headers={"content-type": "multipart/form-data; boundary=b"}),
                 400, "no_image", "no file")
-        refused(c.post("/predict", content=b"\xff" * 60_000), 413, "too_large", "--max-upload-mb")
+        refused(c.post("/predict", content=b"\xff" * 60_000), 413, "body_too_large", "--max-upload-mb")
 
         def chunks():  # no Content-Length: the limit is enforced while reading
             for _ in range(8):
                 yield b"\xff" * 10_000
 
-        refused(c.post("/predict", content=chunks()), 413, "too_large")
+        refused(c.post("/predict", content=chunks()), 413, "body_too_large")
         many = [("file", (f"{i}.jpg", photos[0].read_bytes(), "image/jpeg")) for i in range(2)]
         refused(c.post("/explain", files=many), 400, "too_many_images", "at most 1")
-        refused(c.get("/nowhere"), 404, "http_404", "/nowhere")
-        refused(c.get("/predict"), 405, "http_405", "GET")
+        refused(c.get("/nowhere"), 404, "http_error", "/nowhere")
+        refused(c.get("/predict"), 405, "http_error", "GET")
         assert c.get("/healthz").json()["forward_passes"] == 0  # nothing bad reached the model
 
 

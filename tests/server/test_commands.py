@@ -90,6 +90,20 @@ def test_class_lists_come_from_classes_json_or_text(tmp_path):
         read_class_list(tmp_path / "bad.txt")
 
 
+def test_an_indexed_class_list_is_read_by_the_data_layers_reader_indices_checked(tmp_path):
+    (tmp_path / "order.txt").write_text("1 04651\n0 04650\n")  # index order, as class_labels.txt of a dataset
+    assert read_class_list(tmp_path / "order.txt") == ["04650", "04651"]
+    (tmp_path / "gap.txt").write_text("0 04650\n2 04651\n")
+    with pytest.raises(DataError, match=r"gap.txt: indices must be 0\.\.N-1, each once$"):
+        read_class_list(tmp_path / "gap.txt")
+    (tmp_path / "twice.txt").write_text("04650\n04651\n04650\n")
+    with pytest.raises(DataError, match=r"twice.txt: lists class ID\(s\) 04650 more than once$"):
+        read_class_list(tmp_path / "twice.txt")
+    (tmp_path / "mixed.txt").write_text("0 04650\n04651\n")
+    with pytest.raises(DataError, match=r"mixed.txt: line 2: expected 'index classID' or 'classID', got '04651'"):
+        read_class_list(tmp_path / "mixed.txt")
+
+
 def test_deadlines_take_z_or_an_offset():
     assert parse_deadline("2027-01-15T23:59Z") == datetime(2027, 1, 15, 23, 59, tzinfo=timezone.utc)
     assert parse_deadline("2027-01-16T00:59+01:00") == datetime(2027, 1, 15, 23, 59, tzinfo=timezone.utc)

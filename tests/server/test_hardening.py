@@ -7,8 +7,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from fgvc.server.app import _size, create_app
+from fgvc.server.app import create_app
 from fgvc.server.db import Meta
+from fgvc.web.bounded_body import byte_size
 
 from .conftest import add_team, bearer
 
@@ -50,7 +51,7 @@ def test_head_of_the_leaderboard_page_is_answered(client):
 @pytest.mark.parametrize(("n", "shown"), [(4096, "4 KB"), (16 * 1024 * 1024, "16 MB"), (1536 * 1024, "1.5 MB"),
                                          (1000, "1000 bytes")])
 def test_sizes_are_said_in_human_units(n, shown):
-    assert _size(n) == shown
+    assert byte_size(n) == shown
 
 
 def test_the_team_forms_413_names_its_limit_in_kb(client):

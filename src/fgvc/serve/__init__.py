@@ -20,11 +20,9 @@ __all__ = ["ServeSettings", "serve"]
 def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           settings: ServeSettings | None = None) -> None:
     """Serve ``source`` (run folder, checkpoint or exported file) until interrupted."""
-    try:
-        from .server import serve as run_server
-    except ImportError as e:
-        from ..errors import UserError
+    from ..web.extras import needs_extra
 
-        raise UserError(f"fgvc serve needs FastAPI, Uvicorn and python-multipart ({e}): "
-                        "pip install 'fgvc[serve]'") from None
-    run_server(source, host=host, port=port, device=device, settings=settings)
+    with needs_extra("serve", "serve"):
+        from .server import serve as run_server
+
+        run_server(source, host=host, port=port, device=device, settings=settings)

@@ -1,7 +1,9 @@
-"""The HTTP service: ``POST /predict``, ``POST /explain``, ``GET /healthz``, ``GET /metrics`` and the page
-at ``GET /``.
+"""The HTTP service: ``POST /predict``, ``POST /explain``, ``GET /healthz``, ``GET /metrics`` (Prometheus'
+text format), ``GET /metrics.json`` (the same counts for a person) and the page at ``GET /``.
 
-Every reply but the page is JSON; errors carry ``{"error": code, "message": text for a person}``.
+Every reply but the page and ``/metrics`` is JSON; errors carry the web layer's envelope
+``{"error": code, "message": text for a person}`` with its statuses (:mod:`fgvc.web.errors`), and every
+reply the web layer's security headers (:mod:`fgvc.web.headers`, with the page's policy).
 Decoding runs in worker threads, the model in the batcher's inference thread: the event loop only
 moves bytes, so a slow forward pass never stops the service from accepting requests.
 """
@@ -14,22 +16,38 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ..ops.boxes import scale_box
-from .batcher import DynamicBatcher, ImageResult
-from .page import page_html
+from ..web.errors import Refusal, install_error_handlers
+from ..web.headers import SecurityHeaders
+from ..web.metrics import ServiceMetrics
+from .batcher import BatchStats, DynamicBatcher, ImageResult
+from .page import CONTENT_SECURITY_POLICY, page_html
 from .predictors import Predictor
 from .settings import ServeSettings
-from .uploads import DecodedImage, Refusal, decode_upload, read_uploads
+from .uploads import DecodedImage, decode_upload, read_uploads
 
 __all__ = ["ServeSettings", "create_app"]
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
+class _BatcherCollector:
+    """The batcher's counts as Prometheus metrics, read at each scrape (the batcher keeps counting alone)."""
+
+    def __init__(self, stats: BatchStats, max_batch: int) -> None:
+        self.stats = stats
+        self.bounds = sorted({1, *(2**k for k in range(max_batch.bit_length())), max_batch})
+
+    def collect(self):
+        s = self.stats
+        sizes = HistogramMetricFamily("fgvc_serve_batch_size", "Images per forward pass")
+        sizes.add_metric([], [(str(float(b)), sum(n for size, n in s.batch_sizes.items() if size <= b))
+                              for b in self.bounds] + [("+Inf", s.forward_passes)], sum_value=s.images)
+        yield sizes
+        yield GaugeMetricFamily("fgvc_serve_queue_depth", "Images waiting for a forward pass", value=s.queued)
+        yield CounterMetricFamily("fgvc_serve_images", "Images through a forward pass", value=s.images)
+        yield CounterMetricFamily("fgvc_serve_failed_passes", "Forward passes that raised", value=s.failed_passes)
 
 
 def _prediction(predictor: Predictor, image: DecodedImage, result: ImageResult, top_k: int) -> dict:
@@ -57,6 +75,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None,
     batcher = DynamicBatcher(predictor.forward, settings.max_batch, settings.batch_window_ms / 1000, gate)
     transform = predictor.preprocessing.image_transform()
     requests = {"predict": 0, "explain": 0, "refused": 0}
+    metrics = ServiceMetrics("fgvc_serve")
+    metrics.registry.register(_BatcherCollector(batcher.stats, settings.max_batch))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -70,26 +90,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None,
     app.state.batcher = batcher
     app.state.predictor = predictor
 
-    @app.exception_handler(Refusal)
-    async def _refusal(_request: Request, refusal: Refusal) -> JSONResponse:
+    app.add_middleware(SecurityHeaders, content_security_policy=CONTENT_SECURITY_POLICY)
+    metrics.install(app)
+
+    def refused(_refusal: Refusal) -> None:
         requests["refused"] += 1
-        return _error(refusal.status, refusal.code, refusal.message)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        messages = {404: f"no such page: {request.url.path} (try POST /predict, GET /healthz or the page at /)",
-                    405: f"{request.method} is not allowed on {request.url.path}"}
-        return _error(error.status_code, f"http_{error.status_code}", messages.get(error.status_code,
-                                                                                  str(error.detail)))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        return _error(422, "invalid_request", "; ".join(str(e.get("msg", e)) for e in error.errors()) or "invalid")
-
-    @app.exception_handler(Exception)
-    async def _bug(_request: Request, error: Exception) -> JSONResponse:
-        return _error(500, "internal_error", f"answering this request failed ({type(error).__name__}: "
-                                             f"{str(error)[:200]}); this is a bug in fgvc, please report it")
+    install_error_handlers(app, not_found="try POST /predict, GET /healthz or the page at /",
+                           bug="this is a bug in fgvc, please report it", on_refusal=refused)
 
     async def decoded(request: Request, limit_images: int) -> list[DecodedImage]:
         uploads = await read_uploads(request, settings.max_upload_bytes, limit_images)
@@ -115,13 +123,17 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None,
         return JSONResponse({"file": uploads[0].name,
                              "picture": "data:image/png;base64," + base64.b64encode(png).decode("ascii")})
 
-    def metrics() -> dict:
+    def counts() -> dict:
         return {**batcher.stats.to_dict(), "requests": dict(requests), "max_batch": settings.max_batch,
                 "batch_window_ms": settings.batch_window_ms}
 
     @app.get("/metrics")
-    async def metrics_route() -> JSONResponse:
-        return JSONResponse(metrics())
+    async def metrics_route() -> Response:
+        return metrics.response()
+
+    @app.get("/metrics.json")
+    async def metrics_json() -> JSONResponse:
+        return JSONResponse(counts())
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -130,7 +142,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None,
                              "classes": len(predictor.classes), "input_size": p.input_size, "recipe": p.recipe,
                              "explain": predictor.explain_note is None, "explain_note": predictor.explain_note,
                              "max_upload_bytes": settings.max_upload_bytes, "max_images": settings.max_images,
-                             **metrics()})
+                             **counts()})
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:

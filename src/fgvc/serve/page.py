@@ -4,13 +4,19 @@ One self-contained HTML document (no external scripts, styles or fonts). It call
 ``/predict`` and ``/explain`` endpoints as any client, and writes every server-provided string
 with ``textContent``, so a class name cannot inject markup. ``body[data-state]`` says where the page
 is (``ready``, ``predicting``, ``explaining``, ``done``, ``error``) for people and for the browser test.
+
+:data:`CONTENT_SECURITY_POLICY` allows exactly what the page does: its one inline script (by hash, so an
+injected one would not run) and style, ``fetch`` to this origin, the preview (a ``blob:`` URL) and the
+explanation picture (a ``data:`` URL); nothing else loads, and no other site may frame it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 
-__all__ = ["page_html"]
+__all__ = ["CONTENT_SECURITY_POLICY", "page_html"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 960px; color: #222; }
@@ -93,6 +99,11 @@ drop.addEventListener("drop", (e) => {
 $("file").addEventListener("change", (e) => show(e.target.files[0]));
 state("ready", "");
 """
+
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+CONTENT_SECURITY_POLICY = (f"default-src 'none'; script-src 'sha256-{_SCRIPT_HASH}'; style-src 'unsafe-inline'; "
+                           "connect-src 'self'; img-src 'self' blob: data:; form-action 'none'; base-uri 'none'; "
+                           "frame-ancestors 'none'")
 
 
 def page_html(model: str) -> str:

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..web.netbind import bind, uvicorn_config
+from ..web.netbind import bind, url_host, uvicorn_config
 from .app import create_app
 from .predictors import Predictor, open_predictor
 from .settings import ServeSettings
@@ -20,12 +20,11 @@ __all__ = ["serve", "banner", "bind", "ThreadedServer"]
 def banner(predictor: Predictor, host: str, port: int, settings: ServeSettings) -> str:
     """What `fgvc serve` prints at start: the model, the address and the routes that answer (no
     POST /explain for a model that cannot draw the picture: that route only says 501 and why)."""
-    shown = f"[{host}]" if ":" in host else host
     batching = ("off" if settings.max_batch == 1 else
                 f"up to {settings.max_batch} images per pass, {settings.batch_window_ms:g} ms window")
     routes = ["POST /predict", *(["POST /explain"] if predictor.explain_note is None else []), "GET /healthz",
               "GET /metrics"]
-    return (f"fgvc serve: {predictor.description}\n  http://{shown}:{port}/  (page; {', '.join(routes)}); "
+    return (f"fgvc serve: {predictor.description}\n  http://{url_host(host)}:{port}/  (page; {', '.join(routes)}); "
             f"dynamic batching {batching}")
 
 
@@ -53,7 +52,7 @@ class ThreadedServer:
 
         self.app = create_app(predictor, settings, gate)
         self.sock = bind(host, 0)
-        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.url = f"http://{url_host(host)}:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn_config(self.app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()

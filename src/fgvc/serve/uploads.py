@@ -1,8 +1,9 @@
 """Images out of a request: raw bytes or multipart files, size-limited, decoded as training decodes.
 
-Every refusal is a :class:`Refusal` (status, short code, a message for a person): an empty body or
-form, a file that is not an image (400), a body over the limit (413) — checked on the declared
-length and again while reading, so a chunked upload cannot slip past it.
+Every refusal is the web layer's :class:`~fgvc.web.errors.Refusal` (status, short code, a message for a
+person): an empty body or form, a file that is not an image (400), a body over the limit (413) — checked
+on the declared length and again while reading (:func:`fgvc.web.bounded_body.read_body`), so a chunked
+upload cannot slip past it.
 """
 
 from __future__ import annotations
@@ -17,19 +18,12 @@ from starlette.requests import Request
 from torch import Tensor
 
 from ..data.decode import ImageDecodeError, decode_rgb
-from ..web.bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
+from ..web.bounded_body import byte_size, read_body
+from ..web.errors import Refusal
 
-__all__ = ["Refusal", "Upload", "DecodedImage", "read_body", "read_uploads", "decode_upload"]
+__all__ = ["Upload", "DecodedImage", "read_uploads", "decode_upload"]
 
 IMAGE_TYPES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
-
-
-class Refusal(Exception):
-    """A request the service answers with ``status`` and a JSON ``{"error": code, "message": message}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass(frozen=True)
@@ -46,28 +40,14 @@ class DecodedImage:
     height: int
 
 
-def _megabytes(limit: int) -> str:
-    return f"{limit / 2**20:g} MB"
-
-
 def too_large(limit: int) -> Refusal:
-    return Refusal(413, "too_large", f"the request body is larger than this service's limit of {_megabytes(limit)} "
-                                     "(fgvc serve --max-upload-mb); send smaller images or fewer at a time")
+    return Refusal(413, "body_too_large", f"the request body is larger than this service's limit of "
+                   f"{byte_size(limit)} (fgvc serve --max-upload-mb); send smaller images or fewer at a time")
 
 
 def too_many(max_images: int) -> Refusal:
     return Refusal(400, "too_many_images", f"too many images in one request; this service takes at most {max_images} "
                                            "(fgvc serve --max-images; /explain takes one)")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed)."""
-    try:
-        return await read_bounded_body(request, limit)
-    except BodyTooLarge:
-        raise too_large(limit) from None
-    except BadContentLength:
-        raise Refusal(400, "bad_request", "the Content-Length header is not a number") from None
 
 
 def _replay(body: bytes) -> Callable[[], Any]:
@@ -86,7 +66,7 @@ def _replay(body: bytes) -> Callable[[], Any]:
 async def read_uploads(request: Request, limit: int, max_images: int) -> list[Upload]:
     """The images of a request: every file field of a multipart form, else the whole body as one image
     (named by the ``name`` query parameter, default ``image``)."""
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, lambda _declared: too_large(limit))
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         try:

@@ -9,9 +9,11 @@ Routes::
     GET  /api/team          the same as JSON (Bearer token)
     GET  /healthz           liveness and database check (a read)
     GET  /readyz            readiness: a durable write to the database, as a submission makes (503 if it fails)
+    GET  /metrics           Prometheus' text format: request latency, submissions scored and refused by code
 
-Every reply is JSON with a "message" for a person, errors included (404, 405, 413, 500, ...), except
-the HTML pages. Request bodies are read as raw bytes whatever the Content-Type, up to a size limit.
+Every reply is JSON with a "message" for a person, errors included (the web layer's envelope and statuses,
+:mod:`fgvc.web.errors`), except the HTML pages and /metrics; every reply has the web layer's security headers.
+Request bodies are read as raw bytes whatever the Content-Type, up to a size limit.
 There are no admin routes: the instructor's actions are `fgvc server` commands on the machine.
 """
 
@@ -25,18 +27,18 @@ from urllib.parse import parse_qs
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import Counter
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
-from ..web.bounded_body import BadContentLength, BodyTooLarge, read_bounded_body
+from ..web.bounded_body import byte_size, read_body
+from ..web.errors import Refusal, error_response, install_error_handlers
+from ..web.headers import SecurityHeaders
+from ..web.metrics import ServiceMetrics
 from . import pages
 from .competition import format_time
-from .service import CompetitionService, Refusal
+from .service import CompetitionService
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
@@ -46,108 +48,59 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _FORM_MAX_BYTES = 4096
 
 
-class _SecurityHeaders:
-    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): no sniffing, no framing, no caching of
-    API replies, and a script-free Content-Security-Policy on pages."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("Content-Security-Policy", pages.CONTENT_SECURITY_POLICY)
-                headers.setdefault("Cache-Control", "no-store")
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
-
-
-def _size(n: int) -> str:
-    """A byte count for a person: '16 MB', '4 KB', '1.5 MB' (binary units, as the limits are set)."""
-    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{n} bytes"
-
-
 async def _read_body(request: Request, limit: int,
                      too_large: Callable[[int | None], Refusal] | None = None) -> bytes:
     """The raw body, refused with 413 beyond ``limit`` bytes (declared or streamed); ``too_large`` makes that
     413 from the declared size, if any."""
-    try:
-        return await read_bounded_body(request, limit)
-    except BodyTooLarge:
-        if too_large is not None:
-            declared = request.headers.get("content-length", "")
-            raise too_large(int(declared) if declared.isdigit() else None) from None
-        raise Refusal(413, "body_too_large",
-                      f"the request body is larger than this server's limit of {_size(limit)} ({limit:,} bytes); "
-                      "a submission of 6,000 images is about 0.4 MB. Nothing was stored.") from None
-    except BadContentLength:
-        raise Refusal(400, "bad_request", "the Content-Length header is not a number") from None
-    except ClientDisconnect:  # the client left, or was cut off by --body-timeout: nobody is there to answer
-        raise Refusal(408, "body_incomplete", "the request body did not arrive in time; nothing was stored") from None
+    def over_the_limit(_declared: int | None) -> Refusal:
+        return Refusal(413, "body_too_large",
+                       f"the request body is larger than this server's limit of {byte_size(limit)} ({limit:,} bytes); "
+                       "a submission of 6,000 images is about 0.4 MB. Nothing was stored.")
+
+    return await read_body(request, limit, too_large or over_the_limit)
+
+
+def _submission_hint(request: Request) -> str:
+    """After a 405: a POST anywhere else is most likely a submission sent to the wrong address."""
+    return "; submissions go to POST /api/submissions (or POST /results/)" if request.method == "POST" else ""
 
 
 def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                submit_workers: int = 3) -> FastAPI:
     app = FastAPI(title="fgvc server", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_SecurityHeaders)
-
-    @app.exception_handler(Refusal)
-    async def _refusal(_request: Request, refusal: Refusal) -> JSONResponse:
-        return JSONResponse(refusal.to_dict(), status_code=refusal.status, headers=refusal.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        if error.status_code == 404:
-            message = (f"nothing at {request.url.path}; the leaderboard is at /, submissions go to "
-                       "POST /api/submissions (or POST /results/)")
-        elif error.status_code == 405:
-            allowed = {k.lower(): v for k, v in (getattr(error, "headers", None) or {}).items()}.get("allow")
-            message = f"{request.method} is not accepted at {request.url.path}"
-            message += f" (only {allowed})" if allowed else ""
-            if request.method == "POST":  # most likely a submission sent to the wrong address
-                message += "; submissions go to POST /api/submissions (or POST /results/)"
-        else:
-            message = str(error.detail)
-        return _json_error(error.status_code, "http_error", message, getattr(error, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        return _json_error(400, "bad_request", f"the request is malformed: {error.errors()[:3]}")
+    app.add_middleware(SecurityHeaders, content_security_policy=pages.CONTENT_SECURITY_POLICY)
+    metrics = ServiceMetrics("fgvc_server")
+    metrics.install(app)
+    scored = Counter("fgvc_server_submissions", "Submissions answered with a score: 'new' ones stored and scored, "
+                     "'replayed' retries of a stored one", ["kind"], registry=metrics.registry)
+    refused = Counter("fgvc_server_submissions_refused", "Submissions refused, by the reply's error code",
+                      ["code"], registry=metrics.registry)
+    install_error_handlers(app, not_found="the leaderboard is at /, submissions go to POST /api/submissions (or "
+                           "POST /results/)", wrong_method_hint=_submission_hint,
+                           bug="a bug, logged for the instructor; a submission stored before the failure is kept "
+                           "and scored at restart")
 
     @app.exception_handler(OperationalError)
     async def _database_down(_request: Request, error: OperationalError) -> JSONResponse:
         log.error("database error: %s", error.orig)
-        return _json_error(503, "database_unavailable", "the server's database is unavailable right now; send the "
-                           "same request again in a moment (a retry with the same Idempotency-Key, as `fgvc submit` "
-                           "sends, is never counted twice)", {"Retry-After": "5"})
-
-    @app.exception_handler(Exception)
-    async def _bug(_request: Request, error: Exception) -> JSONResponse:
-        log.exception("internal error")
-        return _json_error(500, "internal_error", "the server failed on this request (a bug, logged for the "
-                           "instructor); a submission stored before the failure is kept and scored at restart")
+        return error_response(503, "database_unavailable", "the server's database is unavailable right now; send "
+                              "the same request again in a moment (a retry with the same Idempotency-Key, as "
+                              "`fgvc submit` sends, is never counted twice)", {"Retry-After": "5"})
 
     # Submissions are CPU work (JSON, checks, scoring) around short database writes. A few threads keep
     # the disk busy while another parses; more would only queue on the GIL and stretch every write.
     submit_threads = anyio.CapacityLimiter(submit_workers)
 
     async def submit(request: Request) -> JSONResponse:
+        try:
+            reply = await _submit(request)
+        except Refusal as refusal:
+            refused.labels(refusal.code).inc()
+            raise
+        scored.labels("replayed" if reply["replayed"] else "new").inc()
+        return JSONResponse(reply)
+
+    async def _submit(request: Request) -> dict:
         # the headers say who is asking: the body of a stranger (401) or of a sender out of attempts (429) is never read
         client = request.client.host if request.client else None
         await run_in_threadpool(service.check_sender, request.headers.get("authorization"), client)
@@ -157,7 +110,7 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
         call = functools.partial(service.submit, raw, authorization=request.headers.get("authorization"),
                                  idempotency_key=request.headers.get("idempotency-key"),
                                  client=client)
-        return JSONResponse(await anyio.to_thread.run_sync(call, limiter=submit_threads))
+        return await anyio.to_thread.run_sync(call, limiter=submit_threads)
 
     for path in ("/api/submissions", "/results/", "/results"):
         app.add_api_route(path, submit, methods=["POST"], include_in_schema=False)
@@ -165,6 +118,10 @@ def create_app(service: CompetitionService, *, max_body_bytes: int = DEFAULT_MAX
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(service.health))
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        return metrics.response()
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:  # a failed write is the OperationalError handler's 503

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..competition.submission import max_submission_bytes, score_submission, spelling_index, validate_submission
 from ..data.classes import ClassTable
+from ..data.formats.competition import parse_class_list
 from ..data.labels_csv import read_labels_csv
 from ..errors import ConfigError, DataError, UserError
 from ..fileio import atomic_open, atomic_write_json
@@ -82,30 +83,19 @@ def parse_deadline(text: str) -> datetime:
 
 
 def read_class_list(path: str | os.PathLike) -> list[str]:
-    """Class IDs from a run's ``classes.json``, or a text file of ``index classID`` or ``classID`` lines."""
+    """Class IDs from a run's ``classes.json``, or a text file of ``index classID`` lines (indices 0..N-1,
+    each once: the data layer's reader, as for a dataset's ``class_labels.txt``) or of ``classID`` lines."""
     path = Path(path)
     if path.suffix.lower() == ".json":
         return list(ClassTable.load(path).ids)
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read class list {path}: {e}") from None
-    ids: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) == 2 and parts[0].isdigit():
-            ids.append(parts[1])
-        elif len(parts) == 1:
-            ids.append(parts[0])
-        else:
-            raise DataError(f"{path}: line {number}: expected 'index classID' or 'classID', got {line!r}")
-    if not ids:
-        raise DataError(f"{path} lists no class IDs")
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{path} lists a class ID more than once")
-    return ids
+    try:
+        return parse_class_list(text, bare_ids=True)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
 
 
 @dataclass(frozen=True)

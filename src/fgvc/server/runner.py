@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..web.netbind import HttpLimits, uvicorn_config
+from ..web.netbind import HttpLimits, url_host, uvicorn_config
 from ..web.netbind import bind as _bind
 from . import store
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
@@ -84,12 +84,11 @@ def serve(comp_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8
     recovered = service.rescore()
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    shown_host = f"[{host}]" if ":" in host else host
     config = uvicorn_config(create_app(service, max_body_bytes=max_body_bytes), limits=limits,
                             ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, trusted_proxies=trusted_proxies)
     scheme = "https" if ssl_certfile else "http"
     proxies = f"; forwarded headers trusted from {', '.join(trusted_proxies)}" if trusted_proxies else ""
-    print(f"fgvc server: {competition.title!r} on {scheme}://{shown_host}:{bound_port}/ (auth {auth}, database "
+    print(f"fgvc server: {competition.title!r} on {scheme}://{url_host(host)}:{bound_port}/ (auth {auth}, database "
           f"{db.safe_url}); {recovered.rescored} submission(s) scored at start-up{proxies}", flush=True)
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -14,8 +14,8 @@ The order of a submission is what makes it safe:
    scores (:meth:`CompetitionService.rescore`);
 5. reply with the public score, the rank and the quota left.
 
-Every refusal is a :class:`Refusal` with an HTTP status and a message for a person. No message, reply
-or page carries a private label or, before the deadline, a private score.
+Every refusal is the web layer's :class:`~fgvc.web.errors.Refusal` with an HTTP status and a message for
+a person. No message, reply or page carries a private label or, before the deadline, a private score.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from datetime import datetime
 
 from ..competition.submission import SubmissionError, echo, parse_submission_text
 from ..errors import ConfigError
+from ..web.errors import Refusal
 from . import store
 from .competition import Clock, Competition, CompetitionCache, format_time, next_quota_reset, utc_now
 from .db import IDEMPOTENCY_KEY_MAX, Database
@@ -47,20 +48,6 @@ _NO_QUOTA_USED = "Nothing was stored and no quota was used."
 # refusals of a body the client could have checked: each spends one of the sender's invalid attempts
 _INVALID_ATTEMPT = frozenset({"invalid_submission", "body_too_large", "invalid_team_name", "team_not_registered",
                               "groupname_mismatch", "team_has_token", "team_name_look_alike"})
-
-
-class Refusal(Exception):
-    """A request the server turns down: HTTP status, a short machine code and a message for a person."""
-
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                 extra: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-    def to_dict(self) -> dict:
-        return {"error": self.code, "message": self.message, **self.extra}
 
 
 @dataclass(frozen=True)

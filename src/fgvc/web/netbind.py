@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["HttpLimits", "bind", "uvicorn_config"]
+__all__ = ["HttpLimits", "bind", "url_host", "uvicorn_config"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ class HttpLimits:
     body_timeout: float = 60.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1000
+
+
+def url_host(host: str) -> str:
+    """``host`` as written in a URL: an IPv6 address in brackets (``http://[::1]:8000/``)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def bind(host: str, port: int) -> socket.socket:

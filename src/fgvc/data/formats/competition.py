@@ -24,13 +24,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from ...errors import DataError
 from ..classes import ClassTable, ClassTableError
 from ..index import DatasetIndex, DatasetLayoutError, Problem, Sample, is_hidden, list_dir
 from ..labels_csv import LabelsFileError, read_labels_csv
 from ._files import image_files, read_boxes_csv, same_number_ids
 from ._registry import register_format
 
-__all__ = ["COMPETITION_TREE", "looks_like_competition", "read_competition", "parse_class_folder"]
+__all__ = ["COMPETITION_TREE", "looks_like_competition", "read_competition", "parse_class_folder", "parse_class_list"]
 
 COMPETITION_TREE = """\
 ROOT/
@@ -165,23 +166,47 @@ def _read_test(root: Path, classes: ClassTable, problems: list[Problem], ignored
     return samples
 
 
+def parse_class_list(text: str, *, bare_ids: bool = False) -> list[str]:
+    """The class IDs of a class list in index order: lines ``index classID`` whose indices are 0..N-1, each
+    once (the file order does not matter); with ``bare_ids``, a file of ``classID`` lines (in file order) too.
+
+    The one reader of class lists (the competition layout's ``class_labels.txt``, ``fgvc server init
+    --classes``); a :class:`DataError` names the line, its caller the file."""
+    listed: dict[int, str] = {}
+    bare: list[str] = []
+    expected = "'index classID' or 'classID'" if bare_ids else "'index classID'"
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 2 and parts[0].isdigit() and not bare:
+            if int(parts[0]) in listed:
+                raise DataError("indices must be 0..N-1, each once")
+            listed[int(parts[0])] = parts[1]
+        elif len(parts) == 1 and bare_ids and not listed:
+            bare.append(parts[0])
+        else:
+            raise DataError(f"line {line_no}: expected {expected}, got {line!r}")
+    if sorted(listed) != list(range(len(listed))):
+        raise DataError("indices must be 0..N-1, each once")
+    ids = bare or [listed[i] for i in range(len(listed))]
+    if not ids:
+        raise DataError("lists no class IDs")
+    if len(set(ids)) != len(ids):
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise DataError(f"lists class ID(s) {', '.join(twice[:10])} more than once")
+    return ids
+
+
 def _apply_class_list(root: Path, classes: ClassTable) -> ClassTable:
     """Reorder by ``class_labels.txt`` ("index classID"), which must list exactly the folders' IDs."""
     path = root / "class_labels.txt"
     if not path.is_file():
         return classes
-    listed: dict[int, str] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise DatasetLayoutError(root, f"class_labels.txt line {line_no}: expected 'index classID', got {line!r}",
-                                     COMPETITION_TREE)
-        listed[int(parts[0])] = parts[1]
-    if sorted(listed) != list(range(len(listed))):
-        raise DatasetLayoutError(root, "class_labels.txt indices must be 0..N-1, each once", COMPETITION_TREE)
-    ordered = [listed[i] for i in range(len(listed))]
+    try:
+        ordered = parse_class_list(path.read_text(encoding="utf-8-sig"))
+    except DataError as e:
+        raise DatasetLayoutError(root, f"class_labels.txt {e}", COMPETITION_TREE) from None
     pinned = ClassTable(tuple(ordered), tuple(
         classes.names[classes.index_of(i)] if i in classes else i for i in ordered))
     diff = classes.diff(pinned)
