@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ from PIL import Image
 
 from fgvc.data.classes import ClassTable
 
-from .conftest import bearer
+from .conftest import REPO, bearer
 
 pytest.importorskip("prometheus_client", reason="the serve and server extras install prometheus-client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -169,3 +172,28 @@ def test_two_apps_in_one_process_keep_their_own_counts(service):
                (("method", "GET"), ("route", "/healthz"), ("status", "200")))
         assert _samples(first.get("/metrics").text)[key] == 1
         assert key not in _samples(second.get("/metrics").text)
+
+
+_WITHOUT_THE_WEB_EXTRAS = """
+import sys
+
+class WithoutTheWebExtras:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("fastapi", "sqlalchemy"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, WithoutTheWebExtras())
+from fgvc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("args", "extra"), [(["serve", "run-folder"], "serve"), (["server", "team", "list", "c"],
+                                                                                  "server")])
+def test_both_commands_say_a_missing_extra_in_the_same_line(tmp_path, args, extra):
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_THE_WEB_EXTRAS, *args], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert re.fullmatch(rf"fgvc: error: `fgvc {args[0]}` needs (fastapi|sqlalchemy)[.\w]*, which is not installed; "
+                        rf"install the {extra} extra: pip install 'fgvc\[{extra}\]'", line), line
