@@ -22,13 +22,11 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import UserError
+from ..web.extras import needs_extra
 from ..web.netbind import HttpLimits
 from .argtypes import fraction, non_negative_int, port, positive_int, positive_seconds
 
 __all__ = ["add_server_commands"]
-
-_EXTRA_MODULES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg", "psycopg_binary", "h11", "anyio",
-                  "confusable_homoglyphs"}
 
 
 def _address_or_network(text: str) -> str:
@@ -44,16 +42,11 @@ def _address_or_network(text: str) -> str:
 
 
 def _needs_extra(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """A missing server dependency is a one-line error naming the extra to install."""
+    """A missing server dependency is a one-line error naming the extra to install (the web layer's message)."""
 
     def run(args: argparse.Namespace) -> int:
-        try:
+        with needs_extra("server", "server"):
             return func(args)
-        except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] in _EXTRA_MODULES:
-                raise UserError(f"`fgvc server` needs {e.name}, which is not installed; install the server extra: "
-                                "pip install 'fgvc[server]'") from None
-            raise
 
     return run
 
