@@ -197,3 +197,23 @@ def test_both_commands_say_a_missing_extra_in_the_same_line(tmp_path, args, extr
     [line] = result.stderr.strip().splitlines()
     assert re.fullmatch(rf"fgvc: error: `fgvc {args[0]}` needs (fastapi|sqlalchemy)[.\w]*, which is not installed; "
                         rf"install the {extra} extra: pip install 'fgvc\[{extra}\]'", line), line
+
+
+def test_a_request_that_fails_validation_is_400_bad_request_in_either_service():
+    """FastAPI's own check of a typed parameter answers 422 'detail'; both services answer the envelope, 400."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from fgvc.web.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app, not_found="try /n", bug="a bug")
+
+    @app.get("/n")
+    async def number(n: int) -> dict:
+        return {"n": n}
+
+    with TestClient(app) as c:
+        reply = c.get("/n", params={"n": "seven"})
+    assert _envelope(reply) == (400, "bad_request")
+    assert reply.json()["message"].startswith("the request is malformed: ")
