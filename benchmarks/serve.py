@@ -4,7 +4,7 @@ without dynamic batching (BENCHMARKS.md, "Serve").
 A baseline run is trained for one epoch on a few synthetic images (`fgvc train`; the weights do not
 change the timing), then served by a real `fgvc serve` process per setting. Each client sends one
 JPEG per request and waits for the answer before sending the next (closed loop). The server's
-/metrics gives the forward passes, hence the mean batch. Prints a Markdown table.
+/metrics.json gives the forward passes, hence the mean batch. Prints a Markdown table.
 
     python benchmarks/serve.py [--backbone resnet50] [--size 448] [--requests 24]
 """
@@ -69,7 +69,7 @@ class Server:
             time.sleep(0.2)
 
     def metrics(self) -> dict:
-        return httpx.get(self.url + "/metrics", trust_env=False, timeout=10).json()
+        return httpx.get(self.url + "/metrics.json", trust_env=False, timeout=10).json()
 
     def close(self) -> None:
         self.process.terminate()
