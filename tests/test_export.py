@@ -100,8 +100,10 @@ def test_the_file_alone_carries_the_class_table_and_the_preprocessing(base):
         assert meta["classes"] == [{"index": i, "id": cid, "name": name}
                                    for i, (cid, name) in enumerate(zip(classes.ids, classes.names, strict=True))]
         mean, std = run.stats
-        assert meta["preprocessing"] == {"recipe": "mmal", "input_size": 96, "mean": list(mean), "std": list(std),
-                                         "whole_image": True}
+        assert meta["preprocessing"] == {
+            "recipe": "mmal", "resize": [96, 96], "crop": None, "interpolation": "bilinear", "antialias": True,
+            "mean": list(mean), "std": list(std), "value_scale": 255.0, "channel_order": "RGB",
+            "train_crop_padding": None, "train_flip": True, "train_jitter": 0.2}
         assert meta["outputs"] == ["logits", "object_boxes"] and meta["batch"] is None and meta["format"] == fmt
         assert any("not exported" in note for note in meta["notes"])
         assert meta["temperature"] == run.temperature  # calibrated probabilities: softmax(logits / temperature)

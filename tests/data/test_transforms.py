@@ -3,8 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fgvc.data.transforms import build_transform
+from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, build_transform, recipe
 from fgvc.errors import ConfigError
+
+STATS = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # plain takes the backbone's: the caller must give them
 
 
 def _image(w=120, h=90, value=None):
@@ -17,7 +19,7 @@ def _image(w=120, h=90, value=None):
 @pytest.mark.parametrize("train", [True, False])
 def test_output_shape_at_any_size(recipe, train):
     for size in (64, 96):
-        out = build_transform(recipe, size, train)(_image())
+        out = build_transform(recipe, size, train, **STATS)(_image())
         assert out.shape == (3, size, size) and out.dtype == torch.float32
 
 
@@ -47,10 +49,10 @@ def test_split_eval_pipeline_equals_the_full_one(recipe):
     from fgvc.data.transforms import build_batch_transform
 
     img = _image(150, 110)
-    full = build_transform(recipe, 96, False)(img)
-    uint8 = build_transform(recipe, 96, False, output="uint8")(img)
+    full = build_transform(recipe, 96, False, **STATS)(img)
+    uint8 = build_transform(recipe, 96, False, output="uint8", **STATS)(img)
     assert uint8.dtype == torch.uint8
-    split = build_batch_transform(recipe, train=False)(uint8[None])[0]
+    split = build_batch_transform(recipe, train=False, **STATS)(uint8[None])[0]
     assert torch.allclose(split, full, rtol=0, atol=1e-6)  # same arithmetic, up to float rounding
 
 
@@ -80,4 +82,36 @@ def test_train_batch_transform_jitters_each_sample_on_its_own():
     out = build_batch_transform("mmal", train=True)(batch)
     assert out.dtype == torch.float32 and not torch.equal(out[0], out[1])
     assert torch.equal(build_batch_transform("mmal", train=False)(batch)[0],
-                       build_batch_transform("plain", train=False)(batch)[1])  # eval: no jitter, same stats
+                       build_batch_transform("plain", train=False, **STATS)(batch)[1])  # eval: no jitter, same stats
+
+
+def test_plain_without_the_backbones_statistics_is_an_error_not_imagenet():
+    with pytest.raises(ConfigError, match="the 'plain' recipe normalises with the backbone's statistics"):
+        build_transform("plain", 64, False)
+
+
+def test_the_recipes_are_explicit_geometry():
+    fbsd = recipe("fbsd").at(448)
+    assert (fbsd.resize, fbsd.crop, fbsd.mean, fbsd.train_crop_padding) == ((550, 550), (448, 448), (0.5,) * 3, 8)
+    mmal = recipe("mmal").at(448)
+    assert (mmal.resize, mmal.crop, mmal.mean, mmal.train_jitter) == ((448, 448), None, IMAGENET_MEAN, 0.2)
+    plain = recipe("plain").at(96, (0.1, 0.2, 0.3), (1, 1, 1))
+    assert (plain.resize, plain.crop, plain.mean, plain.std) == ((96, 96), None, (0.1, 0.2, 0.3), (1.0, 1.0, 1.0))
+    assert (fbsd.whole_image, plain.whole_image, fbsd.input_size) == (False, True, 448)
+
+
+@pytest.mark.parametrize("name", ["fbsd", "mmal", "plain"])
+def test_preprocessing_round_trips_through_its_dict_and_json(name):
+    import json
+
+    p = recipe(name).at(96, **STATS)
+    data = json.loads(json.dumps(p.to_dict()))
+    assert Preprocessing.from_dict(data) == p
+    assert (data["value_scale"], data["channel_order"], data["interpolation"], data["antialias"]) == (
+        255.0, "RGB", "bilinear", True)
+
+
+def test_a_recipe_name_alone_still_resolves():
+    """Checkpoints and exports of older fgvc carry only the recipe name, the size and the statistics."""
+    old = {"recipe": "fbsd", "input_size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "whole_image": False}
+    assert Preprocessing.from_dict(old) == recipe("fbsd").at(64)

@@ -1,31 +1,40 @@
-"""Per-recipe image transforms (torchvision.transforms.v2), scaled to any input size.
+"""Preprocessing as data: :class:`Preprocessing` states the geometry and the statistics explicitly, the
+way timm's ``pretrained_cfg`` does — resize target (H, W), centre crop (H, W) or none, interpolation,
+antialias, mean and std (on values scaled to 0–1, channels RGB) — and the training augmentations as
+parameters. ``Run`` holds one, checkpoints store it, an exported file carries it, so a program without
+fgvc can rebuild the input (README, "Export").
 
-* ``fbsd`` (REFERENCE §1.1): resize to (550/448)·size square, ``RandomCrop(size, padding=8)`` and a
-  horizontal flip for training, ``CenterCrop(size)`` for evaluation; mean = std = 0.5 (F8: the
-  authors' choice although the backbone was trained with ImageNet statistics).
-* ``mmal`` (REFERENCE §2.8): resize straight to size x size (aspect ratio not kept, no crop), a
-  flip and ``ColorJitter(brightness=0.2, contrast=0.2)`` for training; ImageNet statistics.
-* ``plain``: resize to size x size, flip for training, the statistics of the backbone's weights
-  (passed by the run from the backbone registry; ImageNet's when none are given).
+The papers' recipes are three values of it, at any input size ``S``:
 
-Each recipe is a :class:`Recipe`: whether its input is the whole image resized (boxes then map to
-the original by plain scaling — what localisation metrics and ``fgvc explain`` rely on) and its
-statistics (None: the backbone's).
+* ``fbsd`` (REFERENCE §1.1): resize to round(S·550/448) square, centre crop S (training:
+  ``RandomCrop(S, padding=8)`` and a flip); mean = std = 0.5 (F8: the authors' choice although the
+  backbone was trained with ImageNet statistics).
+* ``mmal`` (REFERENCE §2.8): resize straight to S x S (aspect ratio not kept, no crop); training adds a
+  flip and ``ColorJitter(brightness=0.2, contrast=0.2)``; ImageNet statistics.
+* ``plain``: resize to S x S, a flip for training, the statistics of the backbone's weights (which the
+  caller must give: there is no fallback).
 
-Input is a PIL image (what :mod:`fgvc.data.decode` returns); output a float tensor (3, size, size).
+A recipe without a crop feeds the whole image resized: boxes then map to the original by plain scaling
+(what localisation metrics and ``fgvc explain`` rely on).
 
-Split pipeline (what the loaders use): ``build_transform(..., output="uint8")`` keeps the per-image work
-in the DataLoader workers to decoding and geometry on 8-bit data, and :class:`BatchTransform` does the
-rest on the whole batch on the training device — float conversion, the MMAL colour jitter (per-sample
-factors and order, as ``ColorJitter``) and normalisation. On a 500x375 JPEG the float conversion and
+Input is a PIL image (what :mod:`fgvc.data.decode` returns); output a float tensor (3, H, W).
+The resize runs on the 8-bit tensor (torch's antialiased bilinear kernel for uint8, written to match
+Pillow's): PIL's ``image.resize((W, H), Image.Resampling.BILINEAR)`` (always antialiased) gives the same
+pixels within 2 of 255 (most equal), so a consumer with only PIL gets the same top-1.
+
+Split pipeline (what the loaders use): ``transform(train, output="uint8")`` keeps the per-image work in
+the DataLoader workers to decoding and geometry on 8-bit data, and :class:`BatchTransform` does the rest
+on the whole batch on the training device — float conversion, the MMAL colour jitter (per-sample factors
+and order, as ``ColorJitter``) and normalisation. On a 500x375 JPEG the float conversion and
 normalisation cost more than decoding (1.7 ms vs 1.3 ms per image on one core), and 8-bit batches are a
 quarter of the bytes to move to the GPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,32 +42,152 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ..errors import ConfigError
 
-__all__ = ["RECIPES", "Recipe", "recipe", "BatchTransform", "build_batch_transform", "build_transform",
-           "jitter_brightness_contrast"]
+__all__ = ["RECIPES", "Recipe", "recipe", "Preprocessing", "BatchTransform", "build_batch_transform",
+           "build_transform", "jitter_brightness_contrast", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 FBSD_RESIZE_RATIO = 550 / 448
 HALF = (0.5, 0.5, 0.5)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the one definition of ImageNet's statistics in fgvc
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MMAL_JITTER = 0.2  # ColorJitter(brightness=0.2, contrast=0.2), REFERENCE §2.8
-Stats = tuple[float, float, float]
+VALUE_SCALE = 255.0  # 8-bit values are divided by this (to 0–1) before (x - mean) / std
+CHANNEL_ORDER = "RGB"
+Stats = tuple[float, ...]
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """One model input's preprocessing, explicit: PIL image -> resize to ``resize`` (H, W) with
+    ``interpolation``/``antialias`` -> centre crop ``crop`` (H, W) unless None -> values / 255 ->
+    (x - mean) / std, channels RGB, layout (3, H, W). Training replaces the centre crop with
+    ``RandomCrop(crop, padding=train_crop_padding)`` where that is set, flips when ``train_flip``, and
+    jitters brightness and contrast by ``train_jitter``. ``recipe`` names where it came from."""
+
+    recipe: str
+    resize: Size
+    crop: Size | None
+    mean: Stats
+    std: Stats
+    interpolation: str = "bilinear"
+    antialias: bool = True
+    train_crop_padding: int | None = None
+    train_flip: bool = True
+    train_jitter: float = 0.0
+
+    @property
+    def input_hw(self) -> Size:
+        """(H, W) of the model input."""
+        return self.crop or self.resize
+
+    @property
+    def input_size(self) -> int:
+        """The side of the (square) model input."""
+        return self.input_hw[0]
+
+    @property
+    def whole_image(self) -> bool:
+        """The input is the whole image resized: boxes map to the original by plain scaling."""
+        return self.crop is None
+
+    def transform(self, train: bool, output: str = "float") -> Callable[[object], Tensor]:
+        """The train or eval pipeline; ``output="uint8"`` stops after the geometric steps (the rest is
+        :meth:`batch_transform`)."""
+        if output not in ("float", "uint8"):
+            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+        steps: list = [v2.ToImage(),  # uint8 tensor: geometric ops run on 8-bit data, once
+                       v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation),
+                                 antialias=self.antialias)]
+        if self.crop is not None:
+            random_crop = train and self.train_crop_padding is not None
+            steps.append(v2.RandomCrop(self.crop, padding=self.train_crop_padding) if random_crop
+                         else v2.CenterCrop(self.crop))
+        if train and self.train_flip:
+            steps.append(v2.RandomHorizontalFlip())
+        if output == "uint8":
+            return v2.Compose(steps)
+        if train and self.train_jitter:
+            steps.append(v2.ColorJitter(brightness=self.train_jitter, contrast=self.train_jitter))
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
+        return v2.Compose(steps)
+
+    def image_transform(self) -> Callable[[Any], Tensor]:
+        """PIL image -> uint8 (3, H, W): the evaluation geometry, as the loader workers do it."""
+        return self.transform(False, output="uint8")
+
+    def batch_transform(self, train: bool = False) -> BatchTransform:
+        """uint8 batch -> normalised float batch (training: with the jitter), as the loader finishes it."""
+        return BatchTransform(self.mean, self.std, self.train_jitter).train(train)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the value scale and channel order stated for a reader without fgvc."""
+        return {"recipe": self.recipe, "resize": list(self.resize),
+                "crop": None if self.crop is None else list(self.crop),
+                "interpolation": self.interpolation, "antialias": self.antialias,
+                "mean": list(self.mean), "std": list(self.std),
+                "value_scale": VALUE_SCALE, "channel_order": CHANNEL_ORDER,
+                "train_crop_padding": self.train_crop_padding, "train_flip": self.train_flip,
+                "train_jitter": self.train_jitter}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        """The inverse of :meth:`to_dict`; a mapping that only names a recipe (older checkpoints and
+        exports: ``recipe``, ``input_size``, ``mean``, ``std``) is resolved by that name."""
+        if "resize" not in data:
+            return recipe(data["recipe"]).at(int(data["input_size"]), data.get("mean"), data.get("std"))
+        if float(data.get("value_scale", VALUE_SCALE)) != VALUE_SCALE or \
+                data.get("channel_order", CHANNEL_ORDER) != CHANNEL_ORDER:
+            raise ConfigError(f"preprocessing: value_scale {data.get('value_scale')} / channel_order "
+                              f"{data.get('channel_order')!r} unsupported (fgvc writes {VALUE_SCALE:g} and "
+                              f"{CHANNEL_ORDER})")
+        crop = data["crop"]
+        padding = data.get("train_crop_padding")
+        return cls(str(data["recipe"]), _size(data["resize"]), None if crop is None else _size(crop),
+                   tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
+                   str(data.get("interpolation", "bilinear")), bool(data.get("antialias", True)),
+                   None if padding is None else int(padding), bool(data.get("train_flip", True)),
+                   float(data.get("train_jitter", 0.0)))
+
+
+def _size(value: Sequence[int]) -> Size:
+    h, w = (int(v) for v in value)
+    return h, w
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """``whole_image``: the eval input is the whole image resized (no crop). ``mean``/``std``: the
-    recipe's own statistics, None to use the backbone's."""
+    """A paper's preprocessing at any input size S: resize to round(S·``resize_ratio``) square and
+    centre crop S (ratio 1: resize to S, no crop); ``mean``/``std`` the recipe's own statistics
+    (None: the backbone's, which :meth:`at` then requires)."""
 
     name: str
-    whole_image: bool
+    resize_ratio: float = 1.0
     mean: Stats | None = None
     std: Stats | None = None
+    train_crop_padding: int | None = None
+    train_jitter: float = 0.0
+
+    @property
+    def whole_image(self) -> bool:
+        return self.resize_ratio == 1.0
+
+    def at(self, size: int, mean: Sequence[float] | None = None,
+           std: Sequence[float] | None = None) -> Preprocessing:
+        """This recipe at ``size`` px; ``mean``/``std`` (the backbone's) override the recipe's own."""
+        mean, std = mean or self.mean, std or self.std
+        if mean is None or std is None:
+            raise ConfigError(f"model.transform: the {self.name!r} recipe normalises with the backbone's "
+                              "statistics, and none were given")
+        side = round(size * self.resize_ratio)
+        return Preprocessing(self.name, (side, side), None if self.whole_image else (size, size),
+                             tuple(float(v) for v in mean), tuple(float(v) for v in std),
+                             train_crop_padding=self.train_crop_padding, train_jitter=self.train_jitter)
 
 
 RECIPES: dict[str, Recipe] = {
-    "fbsd": Recipe("fbsd", whole_image=False, mean=HALF, std=HALF),
-    "mmal": Recipe("mmal", whole_image=True, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    "plain": Recipe("plain", whole_image=True),
+    "fbsd": Recipe("fbsd", resize_ratio=FBSD_RESIZE_RATIO, mean=HALF, std=HALF, train_crop_padding=8),
+    "mmal": Recipe("mmal", mean=IMAGENET_MEAN, std=IMAGENET_STD, train_jitter=MMAL_JITTER),
+    "plain": Recipe("plain"),
 }
 
 
@@ -69,40 +198,15 @@ def recipe(name: str) -> Recipe:
 
 
 def build_transform(
-    recipe: str,
+    recipe_name: str,
     size: int,
     train: bool,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     output: str = "float",
 ) -> Callable[[object], torch.Tensor]:
-    """The recipe's train or eval pipeline at ``size`` px; ``mean``/``std`` override its statistics.
-    ``output="uint8"`` stops after the geometric steps (the rest is :class:`BatchTransform`)."""
-    default_mean, default_std = _stats(recipe)
-    bilinear = InterpolationMode.BILINEAR
-    steps: list = [v2.ToImage()]  # uint8 tensor: geometric ops run on 8-bit data, once
-    if recipe == "fbsd":
-        resize = round(size * FBSD_RESIZE_RATIO)
-        steps.append(v2.Resize((resize, resize), interpolation=bilinear, antialias=True))
-        steps += [v2.RandomCrop(size, padding=8), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(size)]
-    else:
-        steps.append(v2.Resize((size, size), interpolation=bilinear, antialias=True))
-        if train:
-            steps.append(v2.RandomHorizontalFlip())
-            if recipe == "mmal" and output == "float":
-                steps.append(v2.ColorJitter(brightness=MMAL_JITTER, contrast=MMAL_JITTER))
-    if output == "uint8":
-        return v2.Compose(steps)
-    if output != "float":
-        raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
-    steps += [v2.ToDtype(torch.float32, scale=True),
-              v2.Normalize(list(mean or default_mean), list(std or default_std))]
-    return v2.Compose(steps)
-
-
-def _stats(name: str) -> tuple[Stats, Stats]:
-    r = recipe(name)
-    return r.mean or IMAGENET_MEAN, r.std or IMAGENET_STD
+    """Shorthand: ``recipe(recipe_name).at(size, mean, std).transform(train, output)``."""
+    return recipe(recipe_name).at(size, mean, std).transform(train, output)
 
 
 def jitter_brightness_contrast(x: Tensor, brightness: Tensor, contrast: Tensor, brightness_first: Tensor) -> Tensor:
@@ -145,8 +249,7 @@ class BatchTransform(nn.Module):
         return (x - mean) / std
 
 
-def build_batch_transform(recipe: str, train: bool, mean: Sequence[float] | None = None,
+def build_batch_transform(recipe_name: str, train: bool, mean: Sequence[float] | None = None,
                           std: Sequence[float] | None = None) -> BatchTransform:
-    default_mean, default_std = _stats(recipe)
-    jitter = MMAL_JITTER if recipe == "mmal" else 0.0
-    return BatchTransform(mean or default_mean, std or default_std, jitter).train(train)
+    """Shorthand: the recipe's device-side half (its size does not matter here)."""
+    return recipe(recipe_name).at(1, mean, std).batch_transform(train)

@@ -27,7 +27,7 @@ from ..data.dataset import FGVCDataset, collate_skipping
 from ..data.formats import read_dataset
 from ..data.index import DatasetIndex
 from ..data.split import apply_split, load_split
-from ..data.transforms import BatchTransform, Recipe, build_batch_transform, build_transform, recipe
+from ..data.transforms import BatchTransform, Preprocessing, recipe
 from ..errors import CheckpointError, ConfigError, DataError, UserError
 from ..models import backbone_stats, create_model, model_spec
 from ..models.inference import prepare_for_inference
@@ -198,17 +198,28 @@ class Run:
         return model_spec(self.config.model.name)
 
     @property
-    def transform(self) -> Recipe:
-        name = self.config.model.transform
-        return recipe(self.spec.default_transform if name == "auto" else name)
+    def preprocessing(self) -> Preprocessing:
+        """The model input's preprocessing: what the checkpoint stored, else (a new run, or a checkpoint
+        written before fgvc stored it) resolved from the config — ``model.transform``'s recipe (``auto``:
+        the model spec's), ``model.input_size``, and the backbone's statistics where the recipe has none."""
+        stored = (self.checkpoint or {}).get("preprocessing")
+        if stored is not None:
+            return Preprocessing.from_dict(stored)
+        m = self.config.model
+        r = recipe(self.spec.default_transform if m.transform == "auto" else m.transform)
+        mean, std = (r.mean, r.std) if r.mean is not None and r.std is not None else backbone_stats(m.backbone)
+        return r.at(m.input_size, mean, std)
+
+    @property
+    def transform(self) -> Preprocessing:
+        """The same as :attr:`preprocessing` (the older name)."""
+        return self.preprocessing
 
     @property
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Normalisation mean/std: the recipe's own, else those of the backbone's weights."""
-        r = self.transform
-        if r.mean is not None and r.std is not None:
-            return r.mean, r.std
-        return backbone_stats(self.config.model.backbone)
+        """Normalisation mean/std of :attr:`preprocessing`."""
+        p = self.preprocessing
+        return p.mean, p.std
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -294,9 +305,8 @@ class Run:
     def loader(self, index: DatasetIndex, train: bool, *, batch_size: int | None = None,
                sampler: Sampler | None = None) -> FGVCLoader:
         """Workers decode and do 8-bit geometry; the batch transform finishes on the device."""
-        cfg, r = self.config, self.transform
-        mean, std = self.stats
-        transform = build_transform(r.name, cfg.model.input_size, train, mean, std, output="uint8")
+        cfg, p = self.config, self.preprocessing
+        transform = p.transform(train, output="uint8")
         num_classes = len(self.classes) if self.classes is not None else len(index.classes)
         dataset = FGVCDataset(index, transform, num_classes=num_classes, skip_unreadable=cfg.data.skip_unreadable)
         batch_size = batch_size or (cfg.train.batch_size if train else cfg.train.eval_batch_size)
@@ -311,13 +321,12 @@ class Run:
             drop_last=train and cfg.train.drop_last and len(dataset) > batch_size,
             collate_fn=collate_skipping,
         )
-        loader.batch_transform = build_batch_transform(r.name, train, mean, std)
+        loader.batch_transform = p.batch_transform(train)
         return loader
 
     def eval_transform(self):
         """The full (float) evaluation transform, for one image at a time (``fgvc explain``)."""
-        mean, std = self.stats
-        return build_transform(self.transform.name, self.config.model.input_size, False, mean, std)
+        return self.preprocessing.transform(False)
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, num_classes: int, pretrained: bool | str | None = None) -> nn.Module:

@@ -186,6 +186,7 @@ class Trainer:
             "best_top1": self.best_top1,
             "rng": capture_rng(),
             "config": self.config.to_dict(),
+            "preprocessing": self.run.preprocessing.to_dict(),  # the input, explicit (Run.preprocessing)
             "classes": self.classes.to_dict(),
             "val_ids": [s.image_id for s in self.val_index],
             "metrics": metrics or {},

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..data.transforms import recipe
 from ..engine.run import Run
 from ..errors import ConfigError, OutputError
 from ..fileio import atomic_open
@@ -31,10 +32,11 @@ EXPLAIN_NOTE = ("explain-only outputs (part windows, stage maps, per-branch logi
 
 
 def preprocessing_of(run: Run, input_size: int | None = None) -> Preprocessing:
-    """The run's evaluation transform as data (at ``input_size``, default the run's own)."""
-    mean, std = run.stats
-    size = input_size or run.config.model.input_size
-    return Preprocessing(run.transform.name, size, tuple(mean), tuple(std), run.transform.whole_image)
+    """The run's preprocessing; at another ``input_size``, its recipe at that size with its statistics."""
+    p = run.preprocessing
+    if input_size is None or input_size == p.input_size:
+        return p
+    return recipe(p.recipe).at(input_size, p.mean, p.std)
 
 
 def default_output(run: Run, fmt: str) -> Path:
@@ -59,8 +61,10 @@ class ExportResult:
         lines = [
             f"exported {m.model}/{m.backbone} from {m.source} to {self.path} "
             f"({m.format}, {self.size_bytes / 2**20:.1f} MiB, batch {'dynamic' if m.batch is None else m.batch})",
-            f"input: images float32 ({batch}, 3, {p.input_size}, {p.input_size}), recipe {p.recipe!r} "
-            f"(mean {_fmt(p.mean)}, std {_fmt(p.std)}); classes: {len(m.classes)} (IDs and names inside the file)",
+            f"input: images float32 ({batch}, 3, {p.input_size}, {p.input_size}), recipe {p.recipe!r}: "
+            f"resize {_hw(p.resize)}{'' if p.crop is None else f', centre crop {_hw(p.crop)}'} ({p.interpolation}), "
+            f"/255, mean {_fmt(p.mean)}, std {_fmt(p.std)}, RGB (all in the metadata); "
+            f"classes: {len(m.classes)} (IDs and names inside the file)",
             f"outputs: {'; '.join(outputs)}",
             f"probabilities: softmax(logits / {m.temperature:.6g}) (the run's temperature, in the metadata; "
             "fgvc predict and fgvc serve apply it)",
@@ -68,6 +72,10 @@ class ExportResult:
         ]
         lines += [f"note: {n}" for n in m.notes]
         return "\n".join(lines)
+
+
+def _hw(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 def _fmt(values: tuple[float, ...]) -> str:

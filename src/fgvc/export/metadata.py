@@ -1,25 +1,25 @@
 """What an exported file carries besides the network, so that the file alone can be used: the class
-table (index, ID, name), the preprocessing (recipe, input size, mean/std) and the run's temperature
-(calibrated probabilities are ``softmax(logits / temperature)``), as one JSON document.
+table (index, ID, name), the preprocessing and the run's temperature (calibrated probabilities are
+``softmax(logits / temperature)``), as one JSON document.
 
-ONNX keeps it in ``metadata_props["fgvc"]``; TorchScript and ExportedProgram archives in the extra
-file ``fgvc.json``. The preprocessing is rebuilt with the run's own code,
-:func:`fgvc.data.transforms.build_transform` with the stored recipe name, so an exported model sees
-the same input tensor as ``fgvc predict`` gives the run.
+The preprocessing is :class:`fgvc.data.transforms.Preprocessing` written out explicitly — ``resize``
+[H, W], ``crop`` [H, W] or null, ``interpolation``, ``antialias``, ``mean``, ``std``, ``value_scale``
+(8-bit values are divided by it) and ``channel_order`` — so a program without fgvc rebuilds the input
+(README); fgvc itself rebuilds it with the run's own code. Files that name only a recipe (older fgvc)
+are read by resolving the name.
+
+ONNX keeps the document in ``metadata_props["fgvc"]``; TorchScript and ExportedProgram archives in the
+extra file ``fgvc.json``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import torch
 
 from ..data.classes import ClassTable, ClassTableError
-from ..data.transforms import BatchTransform, build_batch_transform, build_transform
-from ..errors import FgvcError
+from ..data.transforms import Preprocessing
+from ..errors import ConfigError, FgvcError
 
 __all__ = ["METADATA_KEY", "EXTRA_FILE", "SCHEMA", "ExportMetadata", "Preprocessing", "MetadataError"]
 
@@ -30,25 +30,6 @@ SCHEMA = "fgvc-export-v1"
 
 class MetadataError(FgvcError):
     """An exported file without fgvc's metadata, or with metadata this fgvc cannot read."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The run's evaluation transform: recipe name, square input size and normalisation statistics."""
-
-    recipe: str
-    input_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    whole_image: bool  # the input is the whole image resized: boxes map to the original by plain scaling
-
-    def image_transform(self) -> Callable[[Any], torch.Tensor]:
-        """PIL image -> uint8 (3, S, S): decoding-side geometry, as the run's loader workers do it."""
-        return build_transform(self.recipe, self.input_size, False, self.mean, self.std, output="uint8")
-
-    def batch_transform(self) -> BatchTransform:
-        """uint8 batch -> normalised float batch, as the run's loader finishes it on the device."""
-        return build_batch_transform(self.recipe, False, self.mean, self.std)
 
 
 @dataclass(frozen=True)
@@ -76,6 +57,7 @@ class ExportMetadata:
     def to_json(self) -> str:
         data = asdict(self)
         data["schema"] = SCHEMA
+        data["preprocessing"] = self.preprocessing.to_dict()
         data["classes"] = [{"index": i, "id": cid, "name": name}
                            for i, (cid, name) in enumerate(zip(self.classes.ids, self.classes.names, strict=True))]
         return json.dumps(data, indent=1, ensure_ascii=False)
@@ -91,9 +73,7 @@ class ExportMetadata:
             if [row["index"] for row in rows] != list(range(len(rows))):
                 raise MetadataError(f"{where}: the class table's indices are not 0..{len(rows) - 1}")
             classes = ClassTable(tuple(r["id"] for r in rows), tuple(r["name"] for r in rows))
-            p = data["preprocessing"]
-            preprocessing = Preprocessing(p["recipe"], int(p["input_size"]), tuple(p["mean"]), tuple(p["std"]),
-                                          bool(p["whole_image"]))
+            preprocessing = Preprocessing.from_dict(data["preprocessing"])
             temperature = float(data.get("temperature", 1.0))
             if not (temperature > 0 and temperature != float("inf")):
                 raise MetadataError(f"{where}: temperature {temperature} is not a positive number; "
@@ -104,6 +84,6 @@ class ExportMetadata:
                        versions=dict(data.get("versions", {})), temperature=temperature)
         except MetadataError:
             raise
-        except (ValueError, KeyError, TypeError, ClassTableError) as e:
+        except (ValueError, KeyError, TypeError, ClassTableError, ConfigError) as e:
             raise MetadataError(f"{where}: fgvc metadata unreadable ({type(e).__name__}: {e}); "
                                 "export the run again with `fgvc export`") from None

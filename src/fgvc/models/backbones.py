@@ -18,22 +18,19 @@ from __future__ import annotations
 import urllib.error
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from ..errors import ConfigError, FgvcError
-from .registry import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, backbone_spec, register_backbone
+from .registry import BackboneSpec, backbone_spec, register_backbone
 
 __all__ = [
     "Backbone",
     "PretrainedWeightsError",
     "create_backbone",
     "load_state_dict_file",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
 ]
 
 Pretrained = bool | str | Path | None
@@ -53,8 +50,6 @@ class Backbone(nn.Module):
         stage_ends: tuple[int, int, int],
         channels: tuple[int, int, int],
         name: str,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         if not 0 < stage_ends[0] < stage_ends[1] < stage_ends[2] <= len(units):
@@ -63,7 +58,6 @@ class Backbone(nn.Module):
         self.name = name
         self.channels = tuple(channels)
         self.strides = (8, 16, 32)
-        self.mean, self.std = mean, std
         self.stage_ends = tuple(stage_ends)
         self.unit_names = [tuple(unit) for unit in units]
         # the stride-32 map leaves through this one module, so attribution (Grad-CAM) has a layer to
@@ -232,20 +226,22 @@ def _timm(name: str, pretrained: Pretrained) -> Backbone:
     if isinstance(last, nn.Sequential) and len(last) > 1:  # MMAL needs the block before the last
         units[-1:] = [f"{units[-1]}.{i}" for i in range(len(last))]
         ends[2] = len(units)
-    cfg: dict[str, Any] = getattr(net, "pretrained_cfg", None) or {}
-    return Backbone(net, [(u,) for u in units], tuple(ends), tuple(channels), name,
-                    tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
+    return Backbone(net, [(u,) for u in units], tuple(ends), tuple(channels), name)
 
 
 def _timm_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The timm weights' mean/std from timm's pretrained config, without building the network."""
+    """The timm weights' mean/std from timm's pretrained config, without building the network; no
+    config (or no timm) is an error, not a guess."""
     try:
         import timm
     except ImportError:
-        return IMAGENET_MEAN, IMAGENET_STD
+        raise ConfigError(f"model.backbone: {name!r} needs timm: pip install 'fgvc[timm]'") from None
     cfg = timm.get_pretrained_cfg(name.removeprefix("timm/"))
     cfg = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else (cfg or {})
-    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    if "mean" not in cfg or "std" not in cfg:
+        raise ConfigError(f"model.backbone: timm has no pretrained config (mean/std) for {name!r}; "
+                          "pick a timm model with pretrained weights")
+    return tuple(cfg["mean"]), tuple(cfg["std"])
 
 
 for _name in _RESNETS:

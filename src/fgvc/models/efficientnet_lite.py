@@ -130,7 +130,7 @@ def efficientnet_lite0_backbone(pretrained: bool | str | Path | None = False) ->
     # stride 8 after block 4, 16 after block 10, 32 after the head; MMAL's penultimate = block 15.
     units = [("_conv_stem", "_bn0", "act")] + [(f"_blocks.{i}",) for i in range(len(net._blocks))]
     units.append(("_conv_head", "_bn1", "act"))
-    return Backbone(net, units, (6, 12, len(units)), (40, 112, _HEAD), "efficientnet_lite0", LITE0_MEAN, LITE0_STD)
+    return Backbone(net, units, (6, 12, len(units)), (40, 112, _HEAD), "efficientnet_lite0")
 
 
 register_backbone(BackboneSpec("efficientnet_lite0", efficientnet_lite0_backbone, LITE0_MEAN, LITE0_STD))

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 
 __all__ = [
@@ -27,12 +28,7 @@ __all__ = [
     "model_spec",
     "backbone_spec",
     "split_backbone_parameters",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ParamGroups = Callable[[nn.Module], dict[str, list[nn.Parameter]]]
 
@@ -82,7 +78,8 @@ class ModelSpec:
 @dataclass(frozen=True)
 class BackboneSpec:
     """``builder(pretrained)`` returns a :class:`~fgvc.models.backbones.Backbone`; ``mean``/``std``
-    are the statistics its weights were trained with (the ``plain`` transform normalises with them).
+    are the statistics its weights were trained with (the ``plain`` transform normalises with them; the
+    one place fgvc reads a backbone's statistics — ImageNet's unless the spec says otherwise).
     A spec with ``prefix=True`` serves every name that starts with ``name`` (``timm/<model>``) and its
     builder takes ``(full_name, pretrained)``."""
 
@@ -131,6 +128,7 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 
 def backbone_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean/std of the named backbone's weights, without building it."""
+    """The mean/std of the named backbone's weights, without building it (an unknown backbone is a
+    :class:`ConfigError`, never a fallback)."""
     spec = backbone_spec(name)
     return spec.stats(name) if spec.stats is not None else (spec.mean, spec.std)

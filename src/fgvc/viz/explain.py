@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms import v2
 
 from ..data.classes import ClassTable
 from ..data.decode import ImageDecodeError, load_rgb
 from ..data.index import Sample, is_hidden, is_image_file
+from ..data.transforms import Preprocessing
 from ..engine.calibration import scaled_probabilities
 from ..engine.run import Run
 from ..errors import UserError
@@ -114,11 +114,9 @@ def _dataset_lookup(run: Run, data_root: str | Path | None,
     return {s.path.resolve(): s for s in index.samples}, index.crop_bottom_px
 
 
-def _normalisation(transform) -> tuple[Tensor, Tensor]:
-    for step in getattr(transform, "transforms", []):
-        if isinstance(step, v2.Normalize):
-            return torch.tensor(step.mean).view(3, 1, 1), torch.tensor(step.std).view(3, 1, 1)
-    return torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
+def _normalisation(preprocessing: Preprocessing) -> tuple[Tensor, Tensor]:
+    """The input's mean/std as (3, 1, 1) tensors, to turn an input back into the picture."""
+    return (torch.tensor(preprocessing.mean).view(3, 1, 1), torch.tensor(preprocessing.std).view(3, 1, 1))
 
 
 def _to_pil(x: Tensor, mean: Tensor, std: Tensor) -> Image.Image:
@@ -311,7 +309,7 @@ def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None
     spec = run.spec
     forward = spec.explain_forward or (lambda m, x: m(x))
     transform = run.eval_transform()
-    mean, std = _normalisation(transform)
+    mean, std = _normalisation(run.preprocessing)
     samples, crop_bottom = _dataset_lookup(run, data_root, paths)
     skip = list(skip_unreadable) if skip_unreadable is not None else [False] * len(paths)
     for start in range(0, len(paths), batch_size):
