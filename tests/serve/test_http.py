@@ -134,7 +134,7 @@ class BlockingPredictor:
 
     def __init__(self) -> None:
         self.classes = ClassTable(("a", "b"), ("A", "B"))
-        self.preprocessing = Preprocessing("plain", 32, (0.5,) * 3, (0.5,) * 3, True)
+        self.preprocessing = Preprocessing("plain", (32, 32), None, (0.5,) * 3, (0.5,) * 3)
         self.started, self.release = threading.Event(), threading.Event()
 
     def forward(self, images):
