@@ -1,6 +1,7 @@
 """Training, resuming, transferring, evaluating and predicting on tiny synthetic data."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -62,14 +63,15 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
         load_checkpoint(bad)
 
 
-def test_transfer_to_a_dataset_with_other_classes(tiny_data, other_data, tmp_path, capsys):
+def test_transfer_to_a_dataset_with_other_classes(tiny_data, other_data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fgvc.engine")
     source = tmp_path / "source"
     train(tiny_config(tiny_data, **{"train.epochs": 1}), source, progress=False)
     target = tmp_path / "target"
     trainer = start_trainer(tiny_config(other_data, **{"train.epochs": 1}), target, init_from=source / "last.pt",
                       progress=False)
     report = trainer.transfer_report
-    assert "init from" in capsys.readouterr().out
+    assert f"init from {source / 'last.pt'}: " in caplog.text
     assert report.reinitialised == ["classifier.bias", "classifier.weight"] or set(report.reinitialised) == {
         "classifier.weight", "classifier.bias"}
     src = _weights(source / "last.pt")

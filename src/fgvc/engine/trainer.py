@@ -17,7 +17,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ..config import Config
 from ..data.split import apply_split, load_saved_split, save_split, stratified_split
 from ..errors import CheckpointError, UserError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, remove_stale_temporaries
 from .calibration import CALIBRATION_KEY, Calibration, calibrate
 from .checkpoint import (
     capture_rng,
@@ -46,9 +46,10 @@ from .distributed import ShardSampler, barrier
 from .evaluate import autocast_context, compute_metrics, infer
 from .optim import build_optimizer, build_scheduler
 from .run import Run
+from .runlock import RunLock, discard_failed_start
 from .tracking import create_tracker
 
-__all__ = ["Trainer", "train"]
+__all__ = ["Trainer", "train", "resume"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class EpochSampler(DistributedSampler):
 class Trainer:
     """Trains the model of a :class:`~fgvc.engine.run.Run` (new or resumed)."""
 
-    def __init__(self, run: Run, *, init_from: str | Path | None = None, progress: bool = True) -> None:
+    def __init__(self, run: Run, *, init_from: str | Path | None = None, progress: bool = False) -> None:
         self.run, self.progress = run, progress
         self.config = config = run.config
         self.run_dir = run.run_dir if run.run_dir is not None else Path("runs") / config.name
@@ -164,7 +165,7 @@ class Trainer:
         report = transfer_weights(self.model, source.checkpoint["model"], self.spec.head_prefixes,
                                   reinit_heads=not same, origin=f"checkpoint {source.checkpoint_path}")
         if self.dist.is_main:
-            print(f"init from {source.checkpoint_path}: {report.describe()}")
+            log.info(f"init from {source.checkpoint_path}: {report.describe()}")
         return report
 
     def _tracker(self):
@@ -221,7 +222,7 @@ class Trainer:
                 pass  # damaged: rewritten below when last.pt holds the best weights
         if self.epoch == best_epoch and not self.step_in_epoch:
             save_checkpoint(path, {**state, "metrics": self.history[-1]})
-            print(f"restored {path} from last.pt (epoch {best_epoch}, the recorded best; the previous run was "
+            log.info(f"restored {path} from last.pt (epoch {best_epoch}, the recorded best; the previous run was "
                   "stopped while writing it)")
         else:
             log.warning("%s does not hold the recorded best (epoch %d); it will be rewritten at the next improvement",
@@ -265,12 +266,12 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             self.classes.save(self.run_dir / "classes.json")
-            print(f"run {self.run_dir}: {cfg.model.name}/{cfg.model.backbone} on {len(self.train_index)} train, "
+            log.info(f"run {self.run_dir}: {cfg.model.name}/{cfg.model.backbone} on {len(self.train_index)} train, "
                   f"{len(self.val_index)} val images, {len(self.classes)} classes, device {self.device}"
                   + (f" x{self.dist.world_size}" if self.dist.enabled else ""))
             warmup = self.spec.warmup_epochs(self.model)
             if warmup and self.epoch < warmup:
-                print(f"{cfg.model.name}: the first {warmup} epoch(s) train some branches only (warm-up)")
+                log.info(f"{cfg.model.name}: the first {warmup} epoch(s) train some branches only (warm-up)")
         last_metrics: dict[str, Any] = {}
         with self._graceful_stop():
             while self.epoch < stop_at:
@@ -278,7 +279,7 @@ class Trainer:
                 if self._stop_requested:
                     self._save("last.pt")
                     if self.dist.is_main:
-                        print(f"stopped in epoch {self.epoch + 1} at step {self.step_in_epoch}; "
+                        log.info(f"stopped in epoch {self.epoch + 1} at step {self.step_in_epoch}; "
                               f"saved {self.run_dir / 'last.pt'} (resume with --resume {self.run_dir})")
                     break
                 last_metrics = self._end_epoch(train_stats)
@@ -297,7 +298,7 @@ class Trainer:
         if not self.config.train.calibrate or self.val_loader is None:
             if self.dist.is_main and announce:
                 why = "train.calibrate is off" if not self.config.train.calibrate else "no validation split"
-                print(f"{why}: the temperature stays 1 (probabilities are the model's own, uncalibrated)")
+                log.info(f"{why}: the temperature stays 1 (probabilities are the model's own, uncalibrated)")
             return {}
         states = {name: load_checkpoint(self.run_dir / name) for name in ("best.pt", "last.pt")
                   if (self.run_dir / name).is_file()}
@@ -317,7 +318,7 @@ class Trainer:
                 save_checkpoint(self.run_dir / name, {**state, CALIBRATION_KEY: done[name].to_dict()})
             for epoch, calibration in fitted.items():
                 names = " and ".join(name for name, state in todo.items() if state["epoch"] == epoch)
-                print(f"{calibration.describe()}; stored in {names} (epoch {epoch})")
+                log.info(f"{calibration.describe()}; stored in {names} (epoch {epoch})")
         barrier()
         return done
 
@@ -445,13 +446,54 @@ class Trainer:
         if self.dist.is_main:
             val_text = (f"val loss {metrics.get('val/loss') or float('nan'):.3f} top1 {metrics['val/top1']:.3f}"
                         if "val/top1" in metrics else "no validation split")
-            print(f"epoch {self.epoch}/{cfg.train.epochs}: train loss {metrics['train/loss']:.3f} "
+            log.info(f"epoch {self.epoch}/{cfg.train.epochs}: train loss {metrics['train/loss']:.3f} "
                   f"acc {metrics['train/acc']:.3f} | {val_text} | {metrics['throughput/images_per_s']:.1f} img/s"
                   + (" | best" if improved else ""))
         return metrics
 
 
-def train(config: Config, run_dir: str | Path, *, init_from: str | Path | None = None,
-          progress: bool = True) -> dict[str, Any]:
-    """A new run of ``config`` in ``run_dir`` (the library form of ``fgvc train``)."""
-    return Trainer(Run.start(config, run_dir), init_from=init_from, progress=progress).fit()
+def train(config: Config, run_dir: str | Path, *, init_from: str | Path | None = None, progress: bool = False,
+          after_fit: Callable[[Trainer], None] | None = None) -> Trainer:
+    """A new run of ``config`` in ``run_dir`` (the library form of ``fgvc train``): the folder is this process's
+    for the run's life (:class:`~fgvc.engine.runlock.RunLock`), a folder that already holds a run is refused rather
+    than overwritten, and a start that fails before its first epoch leaves the folder as it found it.
+    ``after_fit`` runs, still holding the folder, when the training was not interrupted (the CLI's report)."""
+    return _fit_owned(Run.start(config, run_dir), new=True, init_from=init_from, progress=progress,
+                      after_fit=after_fit)
+
+
+def resume(run_dir: str | Path, *, data: str | Path | None = None, overrides: list[str] | None = None,
+           progress: bool = False, after_fit: Callable[[Trainer], None] | None = None) -> Trainer:
+    """Continue the run in ``run_dir`` exactly (the library form of ``fgvc train --resume``), holding the folder as
+    :func:`train` does. It keeps its own config and folder: only ``data`` (a moved dataset) and the safe
+    ``overrides`` may change. A run that has finished is left as it is (its temperature fit completed)."""
+    return _fit_owned(Run.resume(run_dir, data=data, overrides=overrides), new=False, init_from=None,
+                      progress=progress, after_fit=after_fit)
+
+
+def _fit_owned(run: Run, *, new: bool, init_from: str | Path | None, progress: bool,
+               after_fit: Callable[[Trainer], None] | None) -> Trainer:
+    """Train ``run`` holding its folder: one process owns it (rank 0 under torchrun), stale temporaries of a killed
+    writer are removed first, and a new run never writes over another run's checkpoints."""
+    assert run.run_dir is not None
+    main = run.dist.is_main
+    discard = discard_failed_start(run.run_dir) if new and main else contextlib.nullcontext()
+    with RunLock(run.run_dir) if main else contextlib.nullcontext(), discard:
+        if main:
+            for path in remove_stale_temporaries(run.run_dir):
+                log.info("removed %s, left by a run that was killed while writing it", path.name)
+        if new and (run.run_dir / "last.pt").exists():
+            raise UserError(f"{run.run_dir} already holds a run; continue it with --resume {run.run_dir} "
+                            "or pick another --out")
+        trainer = Trainer(run, init_from=init_from, progress=progress)
+        if not new and trainer.finished:
+            trainer.calibrate(announce=False)  # finishes a temperature fit that a kill interrupted; else nothing
+            done, asked = trainer.epoch, run.config.train.epochs
+            finished = f"all {done} epochs" if done == asked else f"{done} epochs, more than train.epochs={asked}"
+            log.info("%s has finished %s; to train longer, resume with --set train.epochs=N (N > %d)",
+                     run.run_dir, finished, done)
+            return trainer
+        trainer.fit()
+        if after_fit is not None and not trainer.interrupted:
+            after_fit(trainer)
+    return trainer
