@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import FgvcError, output_error
 from .competition import add_score_command, add_submit_command
+from .console import console_logging
 from .data import add_data_commands
 from .inference import add_evaluate_command, add_export_command, add_predict_command, add_serve_command
 from .report import add_explain_command, add_report_command
@@ -83,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config = args.config or "demo"
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        status = func(args)
+        with console_logging():
+            status = func(args)
         sys.stdout.flush()  # a reader that left early (`| head -1`) shows here, not at interpreter exit
         return status
     except KeyboardInterrupt:

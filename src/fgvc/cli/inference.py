@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .argtypes import add_calibration_flag, batch_size_or_dynamic, float_at_least, port, positive_int
+from .choices import EXPORT_FORMATS, TTA_SCHEMES, add_choice_argument
 from .report import write_run_report
 
 
@@ -23,20 +24,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"metrics written to {report.json_path}")
     if args.no_report:
         return 0
-    if report.ensemble is None:
-        write_run_report(report.checkpoint.parent, report.dist, metrics_path=report.json_path, device=args.device,
-                      progress=not args.no_progress, calibrate=not args.no_calibration)
-    elif report.dist.is_main:  # beside its metrics.json: a member's own report.html stays the member's
-        from ..viz.report import write_report
-
-        try:
-            path = write_report(report.checkpoint.parent, report.json_path.with_name("report.html"),
-                                metrics_path=report.json_path, device=args.device, progress=not args.no_progress,
-                                calibrate=not args.no_calibration)
-        except Exception as e:  # noqa: BLE001  the report is a by-product: the evaluation itself succeeded
-            print(f"fgvc: warning: report not written ({type(e).__name__}: {e})", file=sys.stderr)
-        else:
-            print(f"report written to {path}")
+    # an ensemble's goes beside its metrics.json: a member's own report.html stays the member's
+    write_run_report(report.checkpoint.parent, report.dist, metrics_path=report.json_path, device=args.device,
+                     progress=not args.no_progress, calibrate=not args.no_calibration,
+                     out=None if report.ensemble is None else report.json_path.with_name("report.html"))
     return 0
 
 
@@ -121,7 +112,7 @@ def _add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("more_runs", type=Path, nargs="*", metavar="RUN",
                         help="more runs: class probabilities averaged with the first's (an ensemble, in the first "
                              "run's class order)")
-    parser.add_argument("--tta", choices=["none", "flip", "flip+crops"], default="none",
+    add_choice_argument(parser, "--tta", TTA_SCHEMES, default="none",
                         help="test-time views, probabilities averaged: flip = the image and its mirror; flip+crops = "
                              "those and the centre and four corner crops of 7/8 of each side (7 views)")
     parser.add_argument("--weights", default=None, metavar="W1,W2,...",
@@ -171,7 +162,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="export a run to ONNX, TorchScript or an ExportedProgram "
                                                 "(classes and preprocessing inside), verified on real images")
     export.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoint file")
-    export.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx",
+    add_choice_argument(export, "--format", EXPORT_FORMATS, default="onnx",
                         help="file format (default %(default)s)")
     export.add_argument("--out", type=Path, default=None,
                         help="file to write (default RUN/model.onnx, model.torchscript.pt or model.pt2)")

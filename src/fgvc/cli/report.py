@@ -10,22 +10,25 @@ from .argtypes import add_calibration_flag, positive_int
 
 
 def write_run_report(run_dir: Path, dist, metrics_path: Path | None = None, device: str = "auto",
-                     progress: bool = True, calibrate: bool = True) -> None:
-    """report.html at the end of train/evaluate; a multi-process (torchrun) job leaves it to `fgvc report`."""
-    if dist.enabled:
-        if dist.is_main:
-            print(f"report: run `fgvc report {run_dir}` once this multi-process job has finished")
+                     progress: bool = True, calibrate: bool = True, out: Path | None = None) -> None:
+    """report.html at the end of train/evaluate: the run's own (``RUN/report.html``), which a multi-process
+    (torchrun) job leaves to `fgvc report`, or ``out`` (an ensemble's, beside its metrics.json; written by rank 0).
+    The report is a by-product: when it fails, the run or evaluation itself still succeeded, so it is a warning."""
+    if not dist.is_main:
+        return
+    if dist.enabled and out is None:
+        print(f"report: run `fgvc report {run_dir}` once this multi-process job has finished")
         return
     from ..viz.report import write_report
 
     try:
-        path = write_report(run_dir, metrics_path=metrics_path, device=device, progress=progress, calibrate=calibrate)
+        path = write_report(run_dir, out, metrics_path=metrics_path, device=device, progress=progress,
+                            calibrate=calibrate)
     except Exception as e:  # noqa: BLE001  the report is a by-product: the run itself succeeded
-        print(f"fgvc: warning: report not written ({type(e).__name__}: {e}); retry with `fgvc report {run_dir}`",
-              file=sys.stderr)
+        retry = f"; retry with `fgvc report {run_dir}`" if out is None else ""  # an ensemble's has no command
+        print(f"fgvc: warning: report not written ({type(e).__name__}: {e}){retry}", file=sys.stderr)
         return
     print(f"report written to {path}")
-
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
 from .report import write_run_report
 
 
@@ -20,12 +20,13 @@ def _config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    import contextlib
+    from ..engine.trainer import resume, train
 
-    from ..engine.run import Run
-    from ..engine.runlock import RunLock, discard_failed_start
-    from ..engine.trainer import Trainer
-    from ..fileio import remove_stale_temporaries
+    progress = not args.no_progress
+
+    def report(trainer) -> None:
+        if not args.no_report:
+            write_run_report(trainer.run_dir, trainer.dist, device=trainer.config.train.device, progress=progress)
 
     if args.resume is not None:
         if args.config_given or args.out or args.init_from:
@@ -33,36 +34,12 @@ def _train(args: argparse.Namespace) -> int:
                                     ("--init-from", args.init_from)) if v]
             raise ConfigError(f"{', '.join(given)} cannot be combined with --resume: the run keeps its own config "
                               "and folder (use --data and --set for what may change)")
-        run = Run.resume(args.resume, data=args.data, overrides=args.set or [])
+        trainer = resume(args.resume, data=args.data, overrides=args.set or [], progress=progress, after_fit=report)
     else:
         config = _config(args)
-        run = Run.start(config, args.out or Path("runs") / config.name)
-    assert run.run_dir is not None
-    # a new run that fails before its first epoch is saved leaves the folder as it found it (none, usually)
-    discard = (discard_failed_start(run.run_dir) if args.resume is None and run.dist.is_main
-               else contextlib.nullcontext())
-    # one process owns the run folder for the run's life (rank 0 under torchrun)
-    with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext(), discard:
-        if run.dist.is_main:
-            for path in remove_stale_temporaries(run.run_dir):
-                print(f"removed {path.name}, left by a run that was killed while writing it")
-        if args.resume is None and (run.run_dir / "last.pt").exists():
-            raise UserError(f"{run.run_dir} already holds a run; continue it with --resume {run.run_dir} "
-                            "or pick another --out")
-        trainer = Trainer(run, init_from=None if args.resume else args.init_from, progress=not args.no_progress)
-        if args.resume is not None and trainer.finished:
-            trainer.calibrate(announce=False)  # finishes a temperature fit that a kill interrupted; else nothing
-            done, asked = trainer.epoch, run.config.train.epochs
-            finished = f"all {done} epochs" if done == asked else f"{done} epochs, more than train.epochs={asked}"
-            print(f"{run.run_dir} has finished {finished}; to train longer, resume with --set train.epochs=N "
-                  f"(N > {done})")
-            return 0
-        trainer.fit()
-        if trainer.interrupted:
-            return 130  # `fgvc train && fgvc predict` must not carry on with a half-trained model
-        if not args.no_report:
-            write_run_report(run.run_dir, run.dist, device=run.config.train.device, progress=not args.no_progress)
-    return 0
+        trainer = train(config, args.out or Path("runs") / config.name, init_from=args.init_from, progress=progress,
+                        after_fit=report)
+    return 130 if trainer.interrupted else 0  # `fgvc train && fgvc predict` must not go on with a half-trained model
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
