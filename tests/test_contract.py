@@ -55,7 +55,7 @@ def toy_backbone(pretrained=False) -> Backbone:
 def toy_registered(monkeypatch):
     monkeypatch.setitem(MODEL_REGISTRY, "toy", ModelSpec(
         "toy", ToyModel, head_prefixes=("toy_head.",), default_transform="plain", default_input_size=64,
-        step_stats={"toy_count": "toy_images"}))
+        step_stats={"toy_count": "toy_images"}, extras=("toy_count",)))
     monkeypatch.setitem(BACKBONE_REGISTRY, "toynet", BackboneSpec("toynet", toy_backbone, TOY_MEAN, TOY_STD))
 
 

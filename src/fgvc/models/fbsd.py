@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from .backbones import Backbone
 from .layers import ClassifierHead
 from .output import LossTerms, ModelOutput
-from .registry import ModelSpec, register_model
+from .registry import ModelSpec, Picture, register_model
 
 __all__ = ["FBSM", "FDM", "TopKPool", "BasicConv", "FBSD", "strip_sizes"]
 
@@ -251,5 +251,6 @@ class FBSD(nn.Module):
 
 register_model(ModelSpec(
     "fbsd", FBSD, head_prefixes=("heads.", "head_concat."), default_transform="fbsd", default_input_size=448,
-    pictures=("strips",), explain_forward=FBSD.explain_forward,
+    pictures=(Picture.STRIPS,), extras=("strip_importanceN", "stage_mapN", "strip_edgesN", "stage_strideN"),
+    explain_forward=FBSD.explain_forward,
 ))

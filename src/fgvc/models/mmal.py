@@ -26,7 +26,7 @@ from torch.profiler import record_function
 from ..errors import ConfigError
 from .backbones import Backbone
 from .output import LossTerms, ModelOutput
-from .registry import ModelSpec, register_model
+from .registry import ModelSpec, Picture, register_model
 from .windows import WINDOW_PRESETS, WindowGeometry, WindowPreset
 
 __all__ = ["aolm_boxes", "largest_component", "window_scores", "select_windows", "crop_resize", "MMALNet"]
@@ -287,5 +287,6 @@ class MMALNet(nn.Module):
 register_model(ModelSpec(
     "mmal", MMALNet, head_prefixes=("classifier.",), default_transform="mmal", default_input_size=448,
     warmup_epochs=lambda model: model.raw_only_epochs, step_stats={"object_fallback": "aolm_fallbacks"},
-    pictures=("windows",), explain_forward=MMALNet.explain_forward, localises=True,
+    pictures=(Picture.WINDOWS,), extras=("object_fallback", "window_indices", "window_scores", "window_group_sizes"),
+    explain_forward=MMALNet.explain_forward, localises=True,
 ))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from torch import nn
@@ -19,6 +20,8 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 
 __all__ = [
+    "Picture",
+    "PICTURE_EXTRAS",
     "ModelSpec",
     "BackboneSpec",
     "MODEL_REGISTRY",
@@ -40,6 +43,20 @@ def split_backbone_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]
     return {"new": [p for p in model.parameters() if id(p) not in ids], "backbone": backbone}
 
 
+class Picture(str, Enum):
+    """What ``fgvc explain`` draws for a model beyond the input and its top-5 (see :class:`ModelSpec`)."""
+
+    WINDOWS = "windows"  # the object box and the part windows (``object_boxes``, ``part_boxes``)
+    STRIPS = "strips"  # per stage, the strip importances over the input and the stage's activation
+
+
+# the ``extras`` keys each picture reads; a trailing ``N`` stands for the stage number (1, 2, ...)
+PICTURE_EXTRAS: dict[Picture, tuple[str, ...]] = {
+    Picture.WINDOWS: ("window_group_sizes",),
+    Picture.STRIPS: ("strip_importanceN", "stage_mapN", "strip_edgesN", "stage_strideN"),
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model's recipe and capabilities.
@@ -50,10 +67,13 @@ class ModelSpec:
     state-dict prefixes of the class-dependent layers (re-initialised on transfer). ``param_groups``
     splits parameters for ``optim.backbone_lr`` (default: ``model.backbone`` and the rest; None: one
     group). ``warmup_epochs(model)`` is how many first epochs train only some branches (announced by
-    the trainer). ``step_stats`` maps an
-    ``extras`` key (one value per image) to the name its per-epoch sum is logged under.
-    ``pictures`` names what ``fgvc explain`` can draw: ``"windows"`` (``object_boxes`` and
-    ``part_boxes``), ``"strips"`` (``extras["strip_importanceN"]`` with ``stage_mapN``); the input
+    the trainer). ``extras`` declares the keys of ``ModelOutput.extras`` the model emits (from ``forward``
+    or ``explain_forward``; a trailing ``N`` for a numbered family, ``strip_importanceN``). ``step_stats`` maps
+    a declared ``extras`` key (one value per image) to the name its per-epoch sum is logged under.
+    ``pictures`` names what ``fgvc explain`` can draw (:class:`Picture`): ``WINDOWS`` (``object_boxes`` and
+    ``part_boxes``), ``STRIPS`` (``extras["strip_importanceN"]`` with ``stage_mapN``), each with the extras
+    keys of :data:`PICTURE_EXTRAS` declared. A spec that breaks this fails when it is made, one line naming the
+    spec and the key (a typo otherwise gives a plain picture or an empty statistic, silently). The input
     image and the top-5 are drawn for every model, and for a model with no picture of its own a
     Grad-CAM heatmap at ``cam_layer(model)`` (default: the backbone's stride-32 output; None: none).
     ``explain_forward(model, x)`` is the forward that
@@ -68,11 +88,33 @@ class ModelSpec:
     param_groups: ParamGroups | None = split_backbone_parameters
     warmup_epochs: Callable[[nn.Module], int] = lambda model: 0
     step_stats: Mapping[str, str] = field(default_factory=dict)
-    pictures: tuple[str, ...] = ()
+    pictures: tuple[Picture, ...] = ()
+    extras: tuple[str, ...] = ()
     explain_forward: Callable[[nn.Module, Any], Any] | None = None
     localises: bool = False  # ModelOutput.object_boxes is an object box: localisation metrics apply
     cam_layer: Callable[[nn.Module], nn.Module | None] = lambda model: getattr(
         getattr(model, "backbone", None), "features_out", None)  # Grad-CAM's layer in explain pictures
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pictures", tuple(self._picture(p) for p in self.pictures))
+        declared = ", ".join(self.extras) or "none"
+        for key in self.step_stats:
+            if key not in self.extras:
+                raise ConfigError(f"model spec {self.name!r}: step_stats key {key!r} is not one of its declared "
+                                  f"extras keys ({declared}); declare it in extras or fix the name")
+        for picture in self.pictures:
+            missing = [key for key in PICTURE_EXTRAS[picture] if key not in self.extras]
+            if missing:
+                raise ConfigError(f"model spec {self.name!r}: picture {picture.value!r} reads extras "
+                                  f"{', '.join(missing)}, which the spec does not declare (declared: {declared})")
+
+    def _picture(self, value: Picture | str) -> Picture:
+        try:
+            return Picture(value)
+        except ValueError:
+            valid = ", ".join(p.value for p in Picture)
+            raise ConfigError(f"model spec {self.name!r}: pictures: {value!r} is not a picture fgvc draws; "
+                              f"valid: {valid}") from None
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 Every picture has a header (file, model, prediction, true class when known) and the top-5
 classes with their probabilities (at the run's temperature) and names. Then, by model:
 
-The model spec's ``pictures`` say what else a model can show (:data:`PICTURES`):
+The model spec's ``pictures`` say what else a model can show (:class:`~fgvc.models.registry.Picture`):
 
-* ``"windows"``: the image with the object box, the part windows numbered in selection
+* ``Picture.WINDOWS``: the image with the object box, the part windows numbered in selection
   order and coloured by scale group, the annotated box in another colour when the image belongs
   to a dataset with boxes; below, the object crop and the part crops as a strip.
-* ``"strips"``: per stage, the model's input with the strip importances (softmax b) as a
+* ``Picture.STRIPS``: per stage, the model's input with the strip importances (softmax b) as a
   translucent overlay, the suppressed strip outlined in red; below, each stage's activation
   (channel mean of the stage's feature map, the map the strips score) as a heatmap.
 * none: the image.
@@ -40,6 +40,7 @@ from ..engine.run import Run
 from ..errors import UserError
 from ..fileio import atomic_open
 from ..models.output import ModelOutput
+from ..models.registry import Picture
 from ..ops.boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
 from . import draw
 
@@ -282,16 +283,13 @@ def _true_id(run: Run, true_index: int | None) -> str | None:
 
 # -- running ------------------------------------------------------------------------------------
 
-PICTURES = {"windows", "strips"}  # what a model spec may list in ``pictures``
-
-
-def describe(pictures: Sequence[str]) -> str:
+def describe(pictures: Sequence[Picture]) -> str:
     """One sentence for a reader of what a model's pictures (its spec's ``pictures``) show."""
-    if "windows" in pictures:
+    if Picture.WINDOWS in pictures:
         return ("The object box (magenta) and the part windows, numbered in selection order and coloured by "
                 "scale group, on the image (the annotated box in green where the data has one); below, the "
                 "crops the object and part branches classified.")
-    if "strips" in pictures:
+    if Picture.STRIPS in pictures:
         return ("Per stage, the strip importances over the input (the suppressed strip outlined in red) and, "
                 "below, the stage's activation (channel mean of its feature map) as a heatmap.")
     return ("The input and the Grad-CAM heatmap of the predicted class at the backbone's last feature map "
@@ -334,11 +332,11 @@ def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None
         x_cpu = x.cpu()
         for b, (path, original, sample) in enumerate(batch):
             true_index = sample.label if sample is not None else None
-            if "strips" in spec.pictures:
+            if Picture.STRIPS in spec.pictures:
                 yield _strips_picture(run, path, x_cpu, out, b, probs[b], true_index, mean, std)
                 continue
             source = _source(run, original, x_cpu[b], mean, std)
-            if "windows" in spec.pictures:
+            if Picture.WINDOWS in spec.pictures:
                 yield _windows_picture(run, path, source, x_cpu, out, b, probs[b], sample, true_index)
             else:
                 yield _plain_picture(run, path, source, probs[b], true_index, None if heat is None else heat[b])
