@@ -266,13 +266,7 @@ class ServerProcess:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.log.close()
         return self.process.returncode
 
@@ -291,15 +285,26 @@ def server_process(tmp_path):
         server.stop()
 
 
-def post(url: str, body: bytes | str, headers: dict[str, str] | None = None,
-         timeout: float = 30) -> tuple[int, dict]:
-    """One POST on a fresh connection; (status, JSON reply). Raises OSError when no reply comes."""
+def terminate(process: subprocess.Popen) -> None:
+    """Stop a background process: SIGTERM, then SIGKILL if it has not exited within 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _json_request(method: str, url: str, body: bytes | None, headers: dict[str, str] | None,
+                  timeout: float) -> tuple[int, dict]:
+    """One request on a fresh connection; (status, JSON reply). Raises OSError when no reply comes."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request("POST", parts.path, body=body.encode() if isinstance(body, str) else body,
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
                      headers=headers or {})
         response = conn.getresponse()
         return response.status, json.loads(response.read())
@@ -309,19 +314,13 @@ def post(url: str, body: bytes | str, headers: dict[str, str] | None = None,
         conn.close()
 
 
-def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict]:
-    from urllib.parse import urlsplit
+def post(url: str, body: bytes | str, headers: dict[str, str] | None = None,
+         timeout: float = 30) -> tuple[int, dict]:
+    return _json_request("POST", url, body.encode() if isinstance(body, str) else body, headers, timeout)
 
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers or {})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    except http.client.HTTPException as e:  # e.g. IncompleteRead: the server died while writing this reply
-        raise ConnectionError(f"no complete reply from {url}: {e!r}") from e
-    finally:
-        conn.close()
+
+def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict]:
+    return _json_request("GET", url, None, headers, timeout)
 
 
 def after_deadline() -> datetime:

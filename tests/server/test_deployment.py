@@ -21,7 +21,7 @@ import pytest
 
 from fgvc.cli import main
 
-from .conftest import REPO, add_team, bearer, free_port, make_comp
+from .conftest import REPO, add_team, bearer, free_port, make_comp, terminate
 
 SPOOFED = "203.0.113.7"  # TEST-NET-3: nobody's address
 
@@ -74,13 +74,7 @@ class _Process:
                                         env={**os.environ, **(env or {})})
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.log.close()
 
 
