@@ -9,12 +9,15 @@ model's views are averaged the same way (each view at the member's temperature),
 
 * Every member is a :class:`~fgvc.engine.run.Run` with its own loader and transform (input size,
   recipe, normalisation); all of them see the same images in the same order (one ``DatasetIndex``,
-  read once through the first run).
+  read once through the first run). Each member is run as a model source by
+  :func:`fgvc.engine.inference.source_pass`, the loop every source goes through; :func:`infer_source`
+  runs any source (a run, an exported file, an ensemble) and is what ``evaluate``, ``predict`` and
+  ``report`` call.
 * The first run's class table is the ensemble's. A run with the same class IDs in another index order
   has its output columns reordered to it; a run with other class IDs is refused, naming them.
 * Weights (``--weights``): one positive number per run, normalised to sum to 1 (default: equal).
-* Views (``--tta``), made on the device from the batch the loader's transform produced, so they work
-  for every transform recipe:
+* Views (``--tta``, :mod:`fgvc.engine.views`), made on the device from the batch the loader's transform
+  produced, so they work for every transform recipe:
 
   ============== ========================================================================= =======
   ``none``        the image as the loader gives it                                           1 view
@@ -37,104 +40,37 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data.classes import ClassTable, ClassTableError
 from ..data.index import DatasetIndex
 from ..errors import ConfigError, UserError
-from ..models.output import ModelOutput
-from .calibration import calibration_metrics, scaled_probabilities
-from .distributed import ShardSampler
-from .evaluate import EvaluationReport, Inference, compute_metrics, evaluate_checkpoint, infer
+from .calibration import calibration_metrics
+from .evaluate import EvaluationReport, compute_metrics, evaluate_checkpoint
+from .inference import Inference, ModelSource, RunSource, source_pass
 from .run import Run
+from .views import (  # noqa: F401  (re-exported: the views are part of what an ensemble is)
+    CROP_FRACTION,
+    TTA_SCHEMES,
+    UNCALIBRATED,
+    WITHOUT_TTA,
+    ViewAveraged,
+    check_tta,
+    crop_boxes,
+    tta_views,
+    view_count,
+    with_views,
+)
 
 __all__ = ["TTA_SCHEMES", "CROP_FRACTION", "WITHOUT_TTA", "view_count", "tta_views", "with_views", "ViewAveraged",
            "parse_weights", "normalise_weights", "average_probabilities", "Member", "Ensemble",
-           "EnsembleInference", "evaluate_ensemble", "evaluate_runs"]
-
-TTA_SCHEMES = ("none", "flip", "flip+crops")
-CROP_FRACTION = 7 / 8  # side of the five crops of ``flip+crops``, as a fraction of the input's
-WITHOUT_TTA = "without_tta"  # branch of a view-averaged model's output: the logits of the unchanged view
-UNCALIBRATED = "uncalibrated"  # branch of a view-averaged model's output: log of the mean at temperature 1
-_VIEWS = {"none": 1, "flip": 2, "flip+crops": 7}
-
-
-# -- views --------------------------------------------------------------------------------------
-
-def check_tta(scheme: str) -> str:
-    if scheme not in TTA_SCHEMES:
-        raise ConfigError(f"--tta {scheme!r} is not a view scheme; use one of: {', '.join(TTA_SCHEMES)}")
-    return scheme
-
-
-def view_count(scheme: str) -> int:
-    return _VIEWS[check_tta(scheme)]
-
-
-def crop_boxes(height: int, width: int, fraction: float = CROP_FRACTION) -> list[tuple[int, int, int, int]]:
-    """``(top, left, height, width)`` of the centre crop and the four corner crops."""
-    ch, cw = max(1, round(height * fraction)), max(1, round(width * fraction))
-    bottom, right = height - ch, width - cw
-    return [(bottom // 2, right // 2, ch, cw), (0, 0, ch, cw), (0, right, ch, cw), (bottom, 0, ch, cw),
-            (bottom, right, ch, cw)]
-
-
-def tta_views(x: Tensor, scheme: str) -> Iterator[Tensor]:
-    """The views of a prepared batch ``(B, C, H, W)``, the unchanged batch first; made one at a time
-    so that only one extra view is in memory."""
-    yield x
-    if check_tta(scheme) == "none":
-        return
-    yield x.flip(-1)
-    if scheme == "flip+crops":
-        h, w = x.shape[-2:]
-        for top, left, ch, cw in crop_boxes(h, w):
-            crop = x[..., top:top + ch, left:left + cw]
-            yield F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
-
-
-class ViewAveraged(nn.Module):
-    """``model`` whose prediction is its mean class probability over the views of its input, each view's
-    at ``temperature`` (``softmax(logits / T)``).
-
-    ``logits`` are the log of that mean (their softmax is the mean itself, and argmax/top-k are
-    unchanged), ``branch_logits`` holds the unchanged view's logits as :data:`WITHOUT_TTA` (what the
-    model alone would say, for free) and the log of the mean at T = 1 as :data:`UNCALIBRATED`,
-    ``object_boxes`` are the unchanged view's."""
-
-    def __init__(self, model: nn.Module, scheme: str, temperature: float = 1.0) -> None:
-        super().__init__()
-        self.model, self.scheme, self.temperature = model, check_tta(scheme), temperature
-
-    def forward(self, x: Tensor) -> ModelOutput:
-        first: ModelOutput | None = None
-        total: Tensor | None = None
-        total_raw: Tensor | None = None
-        for view in tta_views(x, self.scheme):
-            out = self.model(view)
-            probabilities = scaled_probabilities(out.logits, self.temperature)
-            raw = scaled_probabilities(out.logits)
-            total = probabilities if total is None else total + probabilities
-            total_raw = raw if total_raw is None else total_raw + raw
-            first = out if first is None else first
-        assert first is not None and total is not None and total_raw is not None
-        views = view_count(self.scheme)
-        return ModelOutput(logits=(total / views).log(), object_boxes=first.object_boxes,
-                           branch_logits={WITHOUT_TTA: first.logits.float(), UNCALIBRATED: (total_raw / views).log()})
-
-
-def with_views(model: nn.Module, scheme: str, temperature: float = 1.0) -> nn.Module:
-    """``model`` itself without views (``none``: outputs exactly as before; the caller applies the
-    temperature), else :class:`ViewAveraged` at ``temperature``."""
-    return model if check_tta(scheme) == "none" else ViewAveraged(model, scheme, temperature)
-
+           "EnsembleInference", "infer_source", "evaluate_ensemble", "evaluate_runs"]
 
 # -- weights and averaging ------------------------------------------------------------------------
 
@@ -217,15 +153,16 @@ class Member:
     def label(self) -> str:
         return _label(self.source, self.run)
 
-    def in_ensemble_order(self, scores: Tensor) -> Tensor:
-        return scores if self.columns is None else scores[:, self.columns]
+    @property
+    def model_source(self) -> ModelSource:
+        return RunSource(self.run)
 
     def describe(self) -> dict[str, Any]:
         m = self.run.config.model
         assert self.run.checkpoint_path is not None
         return {"name": self.name, "run": str(self.source), "checkpoint": str(self.run.checkpoint_path.absolute()),
                 "checkpoint_note": self.run.checkpoint_note, "weight": self.weight, "model": m.name,
-                "backbone": m.backbone, "input_size": m.input_size, "transform": self.run.transform.name,
+                "backbone": m.backbone, "input_size": m.input_size, "transform": self.run.preprocessing.recipe,
                 "classes_reordered": self.columns is not None, "temperature": self.run.temperature}
 
 
@@ -345,12 +282,14 @@ class Ensemble:
                                 "data.val_fraction")
 
     # -- inference ----------------------------------------------------------------------------
-    def infer(self, index: DatasetIndex, *, batch_size: int, progress: bool = False, desc: str = "eval",
+    def infer(self, index: DatasetIndex, *, batch_size: int | None, progress: bool = False, desc: str = "eval",
               amp: bool = True, shard: bool = False) -> EnsembleInference:
         """Each member over the same images, one model in memory at a time, then the weighted mean.
         ``amp``: the runs' own autocast precision (else fp32); ``shard``: split the images between
         torchrun processes (each gathers all)."""
-        outputs = [self._infer_member(m, index, batch_size, progress, desc, amp, shard) for m in self.members]
+        outputs = [source_pass(m.model_source, index, self.tta, m.columns, batch_size=batch_size,
+                                progress=progress, desc=desc if len(self.members) == 1 else f"{desc} {m.name}",
+                                amp=amp, shard=shard) for m in self.members]
         first = outputs[0].result
         for member, output in zip(self.members[1:], outputs[1:], strict=True):
             if not torch.equal(output.result.indices, first.indices):
@@ -361,26 +300,6 @@ class Ensemble:
         return EnsembleInference(first, average_probabilities(members, self.weights), members,
                                  [o.without_tta for o in outputs], average_probabilities(raw, self.weights), raw)
 
-    def _infer_member(self, member: Member, index: DatasetIndex, batch_size: int, progress: bool, desc: str,
-                      amp: bool, shard: bool) -> _MemberOutput:
-        run = member.run
-        temperature = run.temperature
-        sampler = ShardSampler(len(index), run.dist.rank, run.dist.world_size) if shard else None
-        loader = run.loader(index, False, batch_size=batch_size, sampler=sampler)
-        model = with_views(run.trained_model(), self.tta, temperature)
-        label = desc if len(self.members) == 1 else f"{desc} {member.name}"
-        result = infer(model, loader, run.device, run.amp_dtype if amp else None,
-                       progress=progress and run.dist.is_main, desc=label, with_loss=False)
-        if self.tta == "none":
-            probabilities = scaled_probabilities(result.logits, temperature)
-            uncalibrated = scaled_probabilities(result.logits)
-        else:  # the view-averaged model's logits are the log of its calibrated mean already
-            probabilities = result.logits.softmax(dim=1)
-            uncalibrated = result.branch_logits[UNCALIBRATED].softmax(dim=1)
-        without = result.branch_logits.get(WITHOUT_TTA) if self.tta != "none" else None
-        return _MemberOutput(result, member.in_ensemble_order(probabilities), member.in_ensemble_order(uncalibrated),
-                             None if without is None else member.in_ensemble_order(without))
-
     # -- metrics ------------------------------------------------------------------------------
     def metrics(self, result: EnsembleInference, part: DatasetIndex) -> dict[str, Any]:
         """:func:`compute_metrics` of the ensemble, with an ``ensemble`` entry: each member's top-1 and
@@ -388,7 +307,7 @@ class Ensemble:
         alone = len(self.members) == 1
         ref = self.reference
         metrics = compute_metrics(result.as_inference(result.probabilities.log(), with_boxes=alone), self.classes,
-                                  part.samples, localisation=alone and ref.spec.localises and ref.transform.whole_image)
+                                  part.samples, localisation=alone and ref.localises)
         metrics.update(calibration_metrics(result.probabilities, result.uncalibrated, result.reference.labels))
         if alone:
             metrics["temperature"] = ref.temperature
@@ -428,14 +347,19 @@ class Ensemble:
         return first.resolve().parent / name
 
 
-@dataclass
-class _MemberOutput:
-    """One member's pass over the images: probabilities in the ensemble's class order."""
-
-    result: Inference
-    probabilities: Tensor  # at the member's temperature, averaged over its views
-    uncalibrated: Tensor  # at temperature 1, averaged over its views
-    without_tta: Tensor | None  # logits of the unchanged view, when there are views
+def infer_source(source: ModelSource | Ensemble, index: DatasetIndex, *, batch_size: int | None = None,
+                 progress: bool = False, desc: str = "eval", amp: bool = True, shard: bool = False,
+                 with_loss: bool = False) -> EnsembleInference:
+    """Run any source — a run, an exported file, an ensemble — over a split or a folder's images: what
+    ``evaluate``, ``predict``, ``predict FILE`` and ``report`` all read. ``amp``: the source's autocast
+    precision (else fp32); ``shard``: split the images between torchrun processes (each gathers all);
+    ``with_loss``: one source's summed loss on labelled images (``reference.loss_sum``)."""
+    if isinstance(source, Ensemble):
+        return source.infer(index, batch_size=batch_size, progress=progress, desc=desc, amp=amp, shard=shard)
+    out = source_pass(source, index, "none", None, batch_size=batch_size, progress=progress, desc=desc, amp=amp,
+                       shard=shard, with_loss=with_loss)
+    return EnsembleInference(out.result, out.probabilities, [out.probabilities], [None], out.uncalibrated,
+                             [out.uncalibrated])
 
 
 def _top1(probabilities: Tensor, labels: Tensor) -> float | None:

@@ -10,109 +10,21 @@ probabilities at the run's temperature and at T = 1 (:mod:`fgvc.engine.calibrati
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
+from torch import Tensor
 
 from ..data.classes import ClassTable
 from ..data.index import Sample
 from ..ops.boxes import paired_iou_inclusive, true_boxes_in_input
-from .calibration import ECE_BINS, calibration_metrics, scaled_probabilities
-from .distributed import DistInfo, all_gather_objects
+from .calibration import ECE_BINS, calibration_metrics
+from .distributed import DistInfo
+from .inference import Inference, RunSource, autocast_context, infer, source_pass
 
 __all__ = ["Inference", "infer", "compute_metrics", "autocast_context"]
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@dataclass
-class Inference:
-    """Everything ``infer`` saw, in dataset order (``indices`` sorted)."""
-
-    indices: Tensor  # (N,) positions in the dataset
-    labels: Tensor  # (N,) -1 where unlabelled
-    logits: Tensor  # (N, C) what prediction uses
-    branch_logits: dict[str, Tensor] = field(default_factory=dict)
-    object_boxes: Tensor | None = None  # (N, 4) input pixels, inclusive
-    orig_sizes: Tensor | None = None  # (N, 2) (height, width) of the decoded image
-    input_size: tuple[int, int] = (0, 0)
-    loss_sum: float = 0.0
-
-    @property
-    def predictions(self) -> Tensor:
-        return self.logits.argmax(dim=1)
-
-
-def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in parts[0]:
-        if isinstance(parts[0][key], dict):
-            out[key] = {k: torch.cat([p[key][k] for p in parts]) for k in parts[0][key]}
-        elif isinstance(parts[0][key], Tensor):
-            out[key] = torch.cat([p[key] for p in parts])
-        else:
-            out[key] = parts[0][key]
-    return out
-
-
-@torch.no_grad()
-def infer(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
-          progress: bool = False, desc: str = "eval", with_loss: bool = True) -> Inference:
-    was_training = model.training
-    model.eval()
-    chunks: list[dict[str, Any]] = []
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per batch
-    index = getattr(getattr(loader, "dataset", None), "index", None)
-    with_loss = with_loss and index is not None and index.has_labels  # decided once, from the data
-    input_size = (0, 0)
-    base = getattr(model, "module", model)  # DDP wrapper -> the model with .loss
-    try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            if batch is None:
-                continue
-            x = batch["image"].to(device, non_blocking=True)
-            prepare = getattr(loader, "prepare", None)
-            x = prepare(x) if prepare is not None else x
-            y = batch["label"].to(device, non_blocking=True)
-            input_size = tuple(x.shape[-2:])
-            with autocast_context(device, amp_dtype):
-                out = model(x)
-            if with_loss:
-                loss_sum += base.loss(out, y, epoch=None)[0].double() * len(y)
-            chunk = {"indices": batch["index"].cpu(), "labels": y.cpu(), "logits": out.logits.float().cpu(),
-                     "orig_sizes": batch["orig_size"].cpu(),
-                     "branch_logits": {k: v.float().cpu() for k, v in out.branch_logits.items() if v.dim() == 2}}
-            if out.object_boxes is not None:
-                chunk["object_boxes"] = out.object_boxes.float().cpu()
-            chunks.append(chunk)
-    finally:
-        model.train(was_training)
-    gathered = [c for rank_chunks in all_gather_objects(chunks) for c in rank_chunks]
-    total_loss = sum(all_gather_objects(float(loss_sum)))
-    if not gathered:
-        return Inference(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), torch.empty(0, 0))
-    merged = _concat(gathered)
-    order = merged["indices"].argsort()
-    return Inference(
-        indices=merged["indices"][order],
-        labels=merged["labels"][order],
-        logits=merged["logits"][order],
-        branch_logits={k: v[order] for k, v in merged["branch_logits"].items()},
-        object_boxes=merged["object_boxes"][order] if "object_boxes" in merged else None,
-        orig_sizes=merged["orig_sizes"][order],
-        input_size=input_size,
-        loss_sum=total_loss,
-    )
 
 
 def _true_boxes_in_input(samples: list[Sample], result: Inference) -> Tensor:
@@ -245,22 +157,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     """Metrics of a checkpoint on the run's validation split or a labelled test split, written as JSON;
     ``calibrate``: probabilities at the checkpoint's temperature (else T = 1)."""
     from ..fileio import atomic_write_json
-    from .distributed import ShardSampler
     from .run import Run
 
     run = Run.open(checkpoint, device=device, calibrate=calibrate)  # under torchrun: every rank scores its shard
-    model = run.trained_model()
     part = run.evaluation_split(split, data)
     dist_info = run.dist
-    loader = run.loader(part, False, batch_size=batch_size,
-                        sampler=ShardSampler(len(part), dist_info.rank, dist_info.world_size))
-    result = infer(model, loader, run.device, run.amp_dtype, progress=progress and dist_info.is_main)
+    output = source_pass(RunSource(run), part, "none", None, batch_size=batch_size, progress=progress, desc="eval",
+                         amp=True, shard=True, with_loss=True)
+    result = output.result
     assert run.classes is not None and run.checkpoint_path is not None
-    metrics = compute_metrics(result, run.classes, part.samples,
-                              localisation=run.spec.localises and run.transform.whole_image)
+    metrics = compute_metrics(result, run.classes, part.samples, localisation=run.localises)
     metrics.update(temperature=run.temperature, calibration=run.describe_temperature(),
-                   **calibration_metrics(scaled_probabilities(result.logits, run.temperature),
-                                         scaled_probabilities(result.logits), result.labels))
+                   **calibration_metrics(output.probabilities, output.uncalibrated, result.labels))
     out = Path(out_dir) if out_dir is not None else run.checkpoint_path.parent / f"eval_{split}"
     json_path = out / "metrics.json"
     if dist_info.is_main:

@@ -26,10 +26,11 @@ from ..data.formats import read_dataset
 from ..data.index import DatasetIndex, DatasetLayoutError, Sample, is_hidden, is_image_file, list_dir
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text
-from .ensemble import Ensemble
+from .ensemble import Ensemble, EnsembleInference, infer_source
+from .inference import ModelSource
 from .run import Run
 
-__all__ = ["PredictionRow", "collect_test_images", "predict_ensemble", "write_predictions",
+__all__ = ["PredictionRow", "collect_test_images", "predict_ensemble", "prediction_rows", "write_predictions",
            "ENSEMBLE_FILE"]
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -45,9 +46,12 @@ class PredictionRow:
     members: tuple[str, ...] = ()  # each ensemble member's top-1 class ID; empty for one model
 
 
-def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
-    """The test split of a dataset folder, or every image of a flat folder."""
+def collect_test_images(root: str | Path, source: Run | ModelSource) -> DatasetIndex:
+    """The test split of a dataset folder (its classes must be the source's), or every image of a flat folder."""
     root = Path(root)
+    classes = source.classes
+    assert classes is not None
+    path = source.checkpoint_path if isinstance(source, Run) else source.path
     try:
         index = read_dataset(root)
     except DatasetLayoutError:
@@ -55,9 +59,9 @@ def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
     if index is not None and "test" in index.splits:
         if "train" in index.splits:
             try:
-                run.classes.require_same(index.classes, f"the data in {root}")
+                classes.require_same(index.classes, f"the data in {root}")
             except ClassTableError as e:
-                raise UserError(f"checkpoint {run.checkpoint_path} does not fit this dataset: {e}") from None
+                raise UserError(f"checkpoint {path} does not fit this dataset: {e}") from None
         return index.split("test")
     if not root.is_dir():
         found = "is a file, not a folder" if root.exists() else "does not exist"
@@ -65,22 +69,26 @@ def collect_test_images(root: str | Path, run: Run) -> DatasetIndex:
     files = [p for p in list_dir(root) if p.is_file() and not is_hidden(p) and is_image_file(p)]
     if not files:
         raise UserError(f"no test images in {root}: expected a dataset with a test/ folder or a flat folder of images")
-    return DatasetIndex(root, "folder", run.classes, [Sample(p, None, "test", p.name) for p in files])
+    return DatasetIndex(root, "folder", classes, [Sample(p, None, "test", p.name) for p in files])
 
 
 def predict_ensemble(ensemble: Ensemble, index: DatasetIndex, batch_size: int = 32,
                      progress: bool = True) -> list[PredictionRow]:
     """Top-5 per image of the ensemble's mean probabilities (one run: its own, at its temperature), with
     each member's top-1 when there are several members."""
-    result = ensemble.infer(index, batch_size=batch_size, progress=progress, desc="predict", amp=False)
+    result = infer_source(ensemble, index, batch_size=batch_size, progress=progress, desc="predict", amp=False)
+    return prediction_rows(index, ensemble.classes, result)
+
+
+def prediction_rows(index: DatasetIndex, classes: ClassTable, result: EnsembleInference) -> list[PredictionRow]:
+    """One row per predicted image of any source's outputs (:func:`infer_source`), with each member's
+    top-1 when there are several members; an image the loader skipped (undecodable) is refused."""
     members = result.members if len(result.members) > 1 else ()
-    return _rows(index, ensemble.classes, result.reference.indices, result.probabilities, members)
+    return _rows(index, classes, result.reference.indices, result.probabilities, members)
 
 
 def _rows(index: DatasetIndex, classes: ClassTable, positions: torch.Tensor, probs: torch.Tensor,
           members: Sequence[torch.Tensor] = ()) -> list[PredictionRow]:
-    """One row per predicted image (``members``: each member's probabilities, for its top-1); an
-    image the loader skipped (undecodable) is refused."""
     k = min(5, probs.shape[1])
     top_p, top_i = probs.topk(k, dim=1)
     member_top1 = torch.stack([m.argmax(dim=1) for m in members], dim=1).tolist() if members else None

@@ -40,6 +40,7 @@ __all__ = [
     "Run",
     "RESUMABLE_KEYS",
     "FGVCLoader",
+    "data_loader",
     "resolve_device",
     "resolve_amp",
     "choose_checkpoint",
@@ -109,6 +110,18 @@ class FGVCLoader(DataLoader):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return self.batch_transform(images)
+
+
+def data_loader(dataset: FGVCDataset, batch_transform: BatchTransform, *, batch_size: int,
+                sampler: Sampler | None = None, num_workers: int = 0, pin_memory: bool = False,
+                drop_last: bool = False) -> FGVCLoader:
+    """The one place a loader is built — a run's (training and inference) and an exported file's — so
+    every command batches, skips unreadable images and finishes the batch on the device the same way."""
+    loader = FGVCLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+                        persistent_workers=False, pin_memory=pin_memory, drop_last=drop_last,
+                        collate_fn=collate_skipping)
+    loader.batch_transform = batch_transform
+    return loader
 
 
 def _check_resume_overrides(overrides: list[str]) -> None:
@@ -222,6 +235,12 @@ class Run:
         return p.mean, p.std
 
     @property
+    def localises(self) -> bool:
+        """Whether the model's object boxes are object boxes on the whole image resized (no crop), so they
+        map back to the image by plain scaling: localisation metrics, report boxes and serve's boxes."""
+        return self.spec.localises and self.preprocessing.whole_image
+
+    @property
     def amp_dtype(self) -> torch.dtype | None:
         return resolve_amp(self.config.train.amp, self.device)
 
@@ -310,19 +329,9 @@ class Run:
         num_classes = len(self.classes) if self.classes is not None else len(index.classes)
         dataset = FGVCDataset(index, transform, num_classes=num_classes, skip_unreadable=cfg.data.skip_unreadable)
         batch_size = batch_size or (cfg.train.batch_size if train else cfg.train.eval_batch_size)
-        loader = FGVCLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=cfg.data.num_workers,
-            persistent_workers=False,
-            pin_memory=self.device.type == "cuda",
-            drop_last=train and cfg.train.drop_last and len(dataset) > batch_size,
-            collate_fn=collate_skipping,
-        )
-        loader.batch_transform = p.batch_transform(train)
-        return loader
+        return data_loader(dataset, p.batch_transform(train), batch_size=batch_size,
+                           sampler=sampler, num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                           drop_last=train and cfg.train.drop_last and len(dataset) > batch_size)
 
     def eval_transform(self):
         """The full (float) evaluation transform, for one image at a time (``fgvc explain``)."""

@@ -1,11 +1,12 @@
 """What the service runs: a trained run (PyTorch) or an exported file, behind one interface.
 
-A predictor turns 8-bit images that went through the run's geometric transform into class
-probabilities at the run's temperature, as ``fgvc predict`` gives them (and object boxes where the
-model localises). Preprocessing is the run's own
-(:class:`fgvc.export.Preprocessing`), so a photo gets the same input tensor as in ``fgvc predict``.
-Only a run can draw the explanation picture (:func:`fgvc.viz.explain.explain_images`): it needs the
-PyTorch model, which an exported file does not carry.
+Both are model sources (:class:`fgvc.engine.inference.RunSource`,
+:class:`fgvc.export.predict.ExportSource`): the model, its preprocessing and its temperature come from
+the source, as for ``fgvc predict``. A predictor turns 8-bit images that went through the geometric
+transform into class probabilities at the run's temperature, as ``fgvc predict`` gives them (and object
+boxes where the model localises), so a photo gets the same input tensor as in ``fgvc predict``. Only a
+run can draw the explanation picture (:func:`fgvc.viz.explain.explain_images`): it needs the PyTorch
+model, which an exported file does not carry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from ..data.classes import ClassTable
 from ..engine.calibration import scaled_probabilities
+from ..engine.inference import ModelSource
 from ..export.metadata import Preprocessing
 
 __all__ = ["BatchResult", "Predictor", "TorchPredictor", "ExportedPredictor", "open_predictor"]
@@ -49,31 +51,36 @@ class Predictor(Protocol):
         """The ``fgvc explain`` picture of one image, as PNG bytes."""
 
 
-class TorchPredictor:
-    """A PyTorch model returning :class:`~fgvc.models.output.ModelOutput` (a run's trained model).
-    ``picture``, when given, draws the explanation of an image file (PIL image out); ``temperature``
-    divides the logits before the softmax."""
+class _SourcePredictor:
+    """A model source's model, preprocessing and temperature, for batches of uploads."""
 
-    kind = "run"
-
-    def __init__(self, model: nn.Module, classes: ClassTable, preprocessing: Preprocessing, device: torch.device,
-                 description: str, picture: Callable[[Path], Image.Image] | None = None,
-                 temperature: float = 1.0) -> None:
-        self.model = model.eval()
-        self.temperature = temperature
-        self.classes = classes
-        self.preprocessing = preprocessing
-        self.device = device
-        self.description = description
-        self._normalise = preprocessing.batch_transform().to(device)
-        self._picture = picture
-        self.explain_note = None if picture is not None else "this model has no explanation picture"
+    def __init__(self, source: ModelSource) -> None:
+        self.model = source.model().eval()
+        self.temperature = source.temperature
+        self.classes = source.classes
+        self.preprocessing = source.preprocessing
+        self.device = source.device
+        self._normalise = source.preprocessing.batch_transform().to(source.device)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> BatchResult:
         out = self.model(self._normalise(images.to(self.device)))
         boxes = None if out.object_boxes is None else out.object_boxes.to(torch.int64).cpu()
         return BatchResult(scaled_probabilities(out.logits, self.temperature).cpu(), boxes)
+
+
+class TorchPredictor(_SourcePredictor):
+    """A trained run (its PyTorch model returns :class:`~fgvc.models.output.ModelOutput`). ``picture``,
+    when given, draws the explanation of an image file (PIL image out)."""
+
+    kind = "run"
+
+    def __init__(self, source: ModelSource, description: str,
+                 picture: Callable[[Path], Image.Image] | None = None) -> None:
+        super().__init__(source)
+        self.description = description
+        self._picture = picture
+        self.explain_note = None if picture is not None else "this model has no explanation picture"
 
     def explain(self, name: str, data: bytes) -> bytes:
         if self._picture is None:
@@ -90,8 +97,8 @@ class TorchPredictor:
     def from_run(cls, source: str | Path, device: str = "auto", calibrate: bool = True) -> TorchPredictor:
         """A run folder or checkpoint: the folded inference model for predictions, and the plain model
         (built on first use) for ``fgvc explain``'s picture; ``calibrate``: at the run's temperature."""
+        from ..engine.inference import RunSource
         from ..engine.run import Run
-        from ..export.build import preprocessing_of
         from ..viz.explain import explain_images
 
         run = Run.open(source, device=device, calibrate=calibrate)
@@ -106,32 +113,25 @@ class TorchPredictor:
             return next(iter(explain_images(run, [path], model=plain[0]))).picture
 
         m = run.config.model
-        return cls(run.trained_model(), run.classes, preprocessing_of(run), run.device,
-                   f"{m.name}/{m.backbone} from {run.describe_checkpoint} on {run.device}, "
-                   f"{run.describe_temperature()}", picture, run.temperature)
+        return cls(RunSource(run), f"{m.name}/{m.backbone} from {run.describe_checkpoint} on {run.device}, "
+                   f"{run.describe_temperature()}", picture)
 
 
-class ExportedPredictor:
+class ExportedPredictor(_SourcePredictor):
     """A file written by ``fgvc export``: ONNX Runtime, TorchScript or ExportedProgram."""
 
     def __init__(self, source: str | Path, device: str = "auto", calibrate: bool = True) -> None:
+        from ..export.predict import ExportSource
         from ..export.runtime import load_exported
 
         self.exported = load_exported(source, device)
+        super().__init__(ExportSource(self.exported, calibrate))
         meta = self.exported.metadata
-        self.temperature = meta.temperature if calibrate else 1.0
-        self.classes = meta.classes
-        self.preprocessing = meta.preprocessing
         self.kind = meta.format
         self.description = (f"{meta.model}/{meta.backbone} exported to {source} ({self.exported.description}), "
                             f"temperature {self.temperature:.4g}")
         self.explain_note = (f"the explanation picture needs the run (the PyTorch model), which {Path(source).name} "
                              "does not carry; serve the run folder to see it")
-        self._normalise = meta.preprocessing.batch_transform()
-
-    def forward(self, images: Tensor) -> BatchResult:
-        out = self.exported(self._normalise(images))
-        return BatchResult(scaled_probabilities(out.logits, self.temperature), out.object_boxes)
 
     def explain(self, name: str, data: bytes) -> bytes:
         raise RuntimeError(self.explain_note)

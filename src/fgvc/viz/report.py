@@ -44,7 +44,7 @@ from PIL import Image
 from ..data.classes import ClassTable
 from ..data.decode import ImageDecodeError, load_rgb
 from ..data.index import DatasetIndex, Sample
-from ..engine.calibration import ECE_BINS, Reliability, reliability, scaled_probabilities
+from ..engine.calibration import ECE_BINS, Reliability, reliability
 from ..errors import FgvcError, UserError
 from ..fileio import atomic_write_text
 from ..ops.boxes import paired_iou_inclusive, scale_box, true_boxes_in_input
@@ -160,23 +160,24 @@ def _evaluated_data(metrics: dict[str, Any], *fallbacks: str | None) -> str:
 
 
 def _examples(metrics: dict[str, Any], run_dir: Path, device: str, progress: bool, calibrate: bool) -> _Examples:
-    from ..engine.evaluate import infer
+    from ..engine.ensemble import infer_source
+    from ..engine.inference import RunSource
     from ..engine.run import Run
 
     checkpoint = Path(metrics.get("checkpoint") or "")
     run = Run.open(checkpoint if checkpoint.is_file() else run_dir, device=device, calibrate=calibrate)
     data = _evaluated_data(metrics, run.config.data.root)
     part = run.evaluation_split(metrics.get("split", "val"), data)
-    result = infer(run.trained_model(), run.loader(part, False), run.device, run.amp_dtype, progress=progress,
-                   desc="report", with_loss=False)
+    output = infer_source(RunSource(run), part, progress=progress, desc="report")
+    result = output.reference
     keep = result.labels >= 0
-    probs = scaled_probabilities(result.logits[keep], run.temperature)
+    probs = output.probabilities[keep]
     confidence, predictions = probs.max(dim=1)
     rows = result.indices[keep].tolist()
-    boxes = result.object_boxes if run.spec.localises and run.transform.whole_image else None
+    boxes = result.object_boxes if run.localises else None
     labels, samples = result.labels[keep], [part.samples[i] for i in rows]
     explained, note = _explained(run, data, samples, _explained_rows(labels, predictions, confidence))
-    return _Examples(part, labels, probs, scaled_probabilities(result.logits[keep]), samples, result.orig_sizes[keep],
+    return _Examples(part, labels, probs, output.uncalibrated[keep], samples, result.orig_sizes[keep],
                      None if boxes is None else boxes[keep], result.input_size, explained, note,
                      run.describe_temperature())
 
@@ -202,14 +203,14 @@ def _member_source(member: dict[str, Any]) -> str:
 
 def _ensemble_examples(metrics: dict[str, Any], device: str, progress: bool, calibrate: bool) -> _Examples:
     """The ensemble's own predictions on the split its ``metrics.json`` describes (no explain pictures)."""
-    from ..engine.ensemble import Ensemble
+    from ..engine.ensemble import Ensemble, infer_source
 
     setup = metrics["ensemble"]
     ensemble = Ensemble.open([_member_source(m) for m in setup["members"]], device=device,
                              tta=setup.get("tta", "none"), weights=setup.get("weights"), calibrate=calibrate)
     data = _evaluated_data(metrics, ensemble.reference.config.data.root)
     part = ensemble.evaluation_split(metrics.get("split", "val"), data)
-    result = ensemble.infer(part, batch_size=32, progress=progress, desc="report", amp=True)
+    result = infer_source(ensemble, part, batch_size=32, progress=progress, desc="report")
     ref = result.reference
     keep = ref.labels >= 0
     temperatures = ", ".join(f"{m.name} {m.run.temperature:.4g}" for m in ensemble.members)
