@@ -425,7 +425,7 @@ class Trainer:
         if self.val_loader is not None:
             result = infer(self.model, self.val_loader, self.device, self.amp_dtype, progress=False)
             val = compute_metrics(result, self.classes, self.val_index.samples,
-                                  localisation=self.spec.localises and self.run.transform.whole_image)
+                                  localisation=self.run.localises)
             metrics.update({f"val/{k}": v for k, v in val.items()
                             if isinstance(v, int | float) and v is not None and k != "images"})
         top1 = metrics.get("val/top1", metrics["train/acc"])

@@ -98,7 +98,8 @@ def collect_images(images: Sequence[str | Path] | str | Path) -> list[tuple[Path
 def _dataset_lookup(run: Run, data_root: str | Path | None,
                     paths: Sequence[Path]) -> tuple[dict[Path, Sample], int]:
     """Samples of the dataset at ``data_root`` (default: the run's data root when the images lie
-    inside it) by resolved path, and the rows its images lose at load time (Aircraft's banner)."""
+    inside it) by resolved path, and the rows its images lose at load time (Aircraft's banner); read
+    by the run (:meth:`Run.dataset`: once, with its format and class checks)."""
     root = data_root
     if root is None and run.config.data.root:
         candidate = Path(run.config.data.root).resolve()
@@ -108,10 +109,7 @@ def _dataset_lookup(run: Run, data_root: str | Path | None,
         if data_root is not None:
             raise UserError(f"--data {data_root}: no such dataset folder")
         return {}, 0
-    from ..data.formats import read_dataset
-
-    fmt = run.config.data.format
-    index = read_dataset(root, None if fmt == "auto" else fmt, **run.config.data.options)
+    index = run.dataset(root)
     return {s.path.resolve(): s for s in index.samples}, index.crop_bottom_px
 
 
@@ -163,7 +161,7 @@ def _assemble(header: Image.Image, body: Image.Image, image_offset: tuple[int, i
 def _source(run: Run, original: Image.Image, x: Tensor, mean: Tensor, std: Tensor) -> Image.Image:
     """The picture that input pixels map onto by plain scaling: the original file for the
     resize-only recipes, else the (cropped) input itself."""
-    return original if run.transform.whole_image else _to_pil(x, mean, std)
+    return original if run.preprocessing.whole_image else _to_pil(x, mean, std)
 
 
 def _windows_picture(run, path, source, x, out, b, probs, sample, true_index) -> Explanation:
@@ -173,7 +171,7 @@ def _windows_picture(run, path, source, x, out, b, probs, sample, true_index) ->
     drawn: dict[str, list] = {}
     legend = [(draw.OBJECT_COLOUR, "object box")]
     notes = []
-    original = source if run.transform.whole_image else None
+    original = source if run.preprocessing.whole_image else None
     if sample is not None and sample.box_xyxy is not None and original is not None:
         true_box = scale_box(sample.box_xyxy, display.width / original.width, display.height / original.height,
                              inclusive=False)
@@ -223,7 +221,7 @@ def _windows_picture(run, path, source, x, out, b, probs, sample, true_index) ->
 
 def _strips_picture(run, path, x, out, b, probs, true_index, mean, std) -> Explanation:
     view = _to_pil(x[b], mean, std).resize((STAGE_SIZE, STAGE_SIZE), Image.Resampling.BICUBIC)
-    cropped = " (centre crop)" if not run.transform.whole_image else ""
+    cropped = " (centre crop)" if not run.preprocessing.whole_image else ""
     strips_row = [draw.titled(view, f"model input{cropped}")]
     heat_row = []
     stages = sum(1 for key in out.extras if key.startswith("strip_importance"))
