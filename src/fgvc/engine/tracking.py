@@ -122,7 +122,12 @@ class WandbTracker:
         self._run.log(dict(metrics), step=step)
 
     def close(self) -> None:
+        """Finish the run and shut W&B's service down: since wandb 0.2x ``finish()`` returns before the
+        service has flushed the offline ``.wandb`` log, which is complete only once the service has stopped."""
+        import wandb
+
         self._run.finish()
+        wandb.teardown()
 
 
 class TensorBoardTracker:
