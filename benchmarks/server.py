@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -142,6 +143,11 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+
+def tally(outcomes: list) -> tuple[list[float], dict[str, int]]:
+    """Latencies of the accepted submissions and a count of every status (as a string, for the JSON)."""
+    return [o.latency for o in outcomes if o.status == 200], dict(Counter(str(o.status) for o in outcomes))
 
 
 # -- the clients --------------------------------------------------------------------------------------
@@ -279,10 +285,7 @@ def rush(setup: Setup, work: Path, args) -> dict:
         cpu = process_cpu_seconds(server.process.pid) - cpu_before
     finally:
         server.stop()
-    latencies = [o.latency for o in outcomes if o.status == 200]
-    statuses: dict[str, int] = {}
-    for o in outcomes:
-        statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
+    latencies, statuses = tally(outcomes)
     checks = check_database(setup, {(team, idempotency_key(body)) for team, body in jobs}, outcomes)
     return {"submissions": len(jobs), "wall_s": wall, "per_s": len(latencies) / wall,
             "server_cpu_ms": 1000 * cpu / len(jobs), "load_before": load_before,
@@ -461,10 +464,7 @@ def hostile(setup: Setup, work: Path, args) -> dict:
             stalled.close()
     finally:
         server.stop()
-    latencies = [o.latency for o in outcomes if o.status == 200]
-    statuses: dict[str, int] = {}
-    for o in outcomes:
-        statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
+    latencies, statuses = tally(outcomes)
     checks = check_database(setup, {(team, idempotency_key(body)) for team, body in jobs}, outcomes)
     five = sum(n for s, n in (*statuses.items(), *bad_statuses.items()) if s.startswith("5"))
     mib = 1024 * 1024
