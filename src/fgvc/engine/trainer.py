@@ -33,6 +33,7 @@ from ..config import Config
 from ..data.split import apply_split, load_saved_split, save_split, stratified_split
 from ..errors import CheckpointError, UserError
 from ..fileio import atomic_write_text, remove_stale_temporaries
+from ..models.output import ModelOutput, TrainPass
 from .calibration import CALIBRATION_KEY, Calibration, calibrate
 from .checkpoint import (
     capture_rng,
@@ -333,7 +334,6 @@ class Trainer:
 
     def _train_epoch(self) -> dict[str, float]:
         cfg, model = self.config, self.ddp_model
-        base = self.model
         sampler: EpochSampler = self.train_loader.sampler  # type: ignore[assignment]
         sampler.set_epoch(self.epoch)
         sampler.skip = self.step_in_epoch * cfg.train.batch_size
@@ -373,10 +373,7 @@ class Trainer:
             sync = model.no_sync() if self.dist.enabled and not step_now else contextlib.nullcontext()
             try:
                 with sync:
-                    with autocast_context(self.device, self.amp_dtype):
-                        out = self.train_forward(x)
-                        loss, _ = base.loss(out, y, epoch=self.epoch)
-                    self.scaler.scale(loss / accumulate).backward()
+                    out, loss = self._run_passes(x, y, step_now)
             except torch.OutOfMemoryError:
                 raise UserError(
                     f"out of memory at batch size {cfg.train.batch_size}, input {cfg.model.input_size} px: lower "
@@ -385,9 +382,6 @@ class Trainer:
                 ) from None
             self.step_in_epoch += 1
             if step_now:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
             loss_sum += loss.detach().double() * len(y)
             correct += (out.logits.argmax(dim=1) == y).sum()
@@ -414,6 +408,46 @@ class Trainer:
             log.warning("epoch %d: skipped %d unreadable image(s); see the warnings above for their paths",
                         self.epoch + 1, skipped)
         return stats
+
+    def _passes(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[TrainPass]:
+        """The model's training iteration: its spec's ``train_passes``, or one forward and its loss."""
+        if self.spec.train_passes is not None:
+            yield from self.spec.train_passes(self.model, self.train_forward, x, y, self.epoch)
+            return
+        out = self.train_forward(x)
+        loss, terms = self.model.loss(out, y, epoch=self.epoch)
+        yield TrainPass(out, loss, terms)
+
+    def _optimizer_step(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _run_passes(self, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[ModelOutput, torch.Tensor]:
+        """Back-propagate every pass of one batch (each pass is computed under autocast, when its turn comes);
+        step the optimiser after a pass that asks for it and, on the batch that completes an accumulation,
+        after the last pass. Returns the last pass's output and the sum of the passes' losses."""
+        accumulate = self.config.train.accumulate
+        passes = self._passes(x, y)
+        total: torch.Tensor | None = None
+        last: TrainPass | None = None
+        stepped = False
+        while True:
+            with autocast_context(self.device, self.amp_dtype):
+                current = next(passes, None)
+            if current is None:
+                break
+            last, stepped = current, False
+            self.scaler.scale(current.loss / accumulate).backward()
+            total = current.loss.detach() if total is None else total + current.loss.detach()
+            if current.step and step_now:
+                self._optimizer_step()
+                stepped = True
+        if last is None or total is None:
+            raise RuntimeError(f"model {self.config.model.name}: its train_passes yielded no pass")
+        if step_now and not stepped:
+            self._optimizer_step()
+        return last.output, total
 
     def _end_epoch(self, stats: dict[str, float]) -> dict[str, Any]:
         cfg = self.config

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-__all__ = ["ModelOutput", "LossTerms"]
+__all__ = ["ModelOutput", "LossTerms", "TrainPass"]
 
 LossTerms = dict[str, Tensor]
 
@@ -25,3 +25,18 @@ class ModelOutput:
     object_boxes: Tensor | None = None
     part_boxes: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainPass:
+    """One forward/backward of a training iteration (see ``ModelSpec.train_passes``).
+
+    The trainer back-propagates ``loss`` as soon as the pass is yielded; with ``step`` it then steps the
+    optimiser (and zeroes the gradients) before asking for the next pass, so the next pass sees the updated
+    weights — PMG's four steps per batch. A model whose iteration is one forward and one loss needs none of this.
+    """
+
+    output: ModelOutput
+    loss: Tensor
+    terms: LossTerms
+    step: bool = False

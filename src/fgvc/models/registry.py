@@ -9,7 +9,7 @@ way and the whole workflow — train, evaluate, predict, explain, report — tak
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -18,9 +18,12 @@ from torch import nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
+from .output import TrainPass
 
 __all__ = [
     "Picture",
+    "AuthorsLayout",
+    "TrainPasses",
     "PICTURE_EXTRAS",
     "ModelSpec",
     "BackboneSpec",
@@ -34,6 +37,29 @@ __all__ = [
 ]
 
 ParamGroups = Callable[[nn.Module], dict[str, list[nn.Parameter]]]
+TrainPasses = Callable[[nn.Module, Callable[..., Any], Any, Any, int], Iterator[TrainPass]]
+"""``(model, forward, x, y, epoch) -> passes``: ``forward`` is what to call (the DDP or compiled wrapper of
+``model``); ``model`` is the plain module (its ``loss``, its state such as CAL's feature centres)."""
+
+
+@dataclass(frozen=True)
+class AuthorsLayout:
+    """How the authors' own released checkpoint names this model's tensors, for ``fgvc convert``.
+
+    ``repository`` is where the checkpoint comes from (owner/name); ``rename(key)`` maps one of the authors'
+    state-dict keys to fgvc's key, or returns None for a tensor the authors keep that fgvc does not (said in
+    ``dropped``, the documented reason); ``container`` says how the file wraps the tensors: ``"state_dict"`` (a
+    plain mapping), ``"state_dict_key"`` (a dict whose ``"state_dict"`` entry is the mapping; its other entries
+    are read as plain data) or ``"pickled_module"`` (``torch.save(model)``: read by a restricted unpickler that
+    rebuilds tensors and plain containers only). ``buffers`` maps a top-level entry of the file (CAL's
+    ``feature_center``) to an fgvc state-dict key.
+    """
+
+    repository: str
+    rename: Callable[[str], str | None]
+    container: str = "state_dict"
+    dropped: str = ""
+    buffers: Mapping[str, str] = field(default_factory=dict)
 
 
 def split_backbone_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -78,6 +104,11 @@ class ModelSpec:
     Grad-CAM heatmap at ``cam_layer(model)`` (default: the backbone's stride-32 output; None: none).
     ``explain_forward(model, x)`` is the forward that
     returns everything the pictures need (default: ``model(x)``).
+    ``train_passes`` (None: one pass, ``forward(x)`` then ``model.loss``) is a model's training iteration when it
+    is more than one forward and one loss: a generator of :class:`~fgvc.models.output.TrainPass` (PMG: four
+    passes on jigsaw-shuffled inputs, each stepping the optimiser; CAL: one pass whose loss needs a second
+    forward on the attention-cropped and -dropped images). The last pass's output is the one scored for the
+    training accuracy and ``step_stats``. ``authors_layout``: how the authors' checkpoints name the tensors.
     """
 
     name: str
@@ -94,6 +125,8 @@ class ModelSpec:
     localises: bool = False  # ModelOutput.object_boxes is an object box: localisation metrics apply
     cam_layer: Callable[[nn.Module], nn.Module | None] = lambda model: getattr(
         getattr(model, "backbone", None), "features_out", None)  # Grad-CAM's layer in explain pictures
+    train_passes: TrainPasses | None = None
+    authors_layout: AuthorsLayout | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pictures", tuple(self._picture(p) for p in self.pictures))
