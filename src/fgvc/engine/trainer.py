@@ -124,7 +124,8 @@ class Trainer:
         if resume_state is not None:
             self._restore(resume_state)
         self.ddp_model = (DistributedDataParallel(self.model, device_ids=[self.device.index]
-                                                  if self.device.type == "cuda" else None)
+                                                  if self.device.type == "cuda" else None,
+                                                  find_unused_parameters=self.spec.unused_parameters)
                           if self.dist.enabled else self.model)
         # The compiled wrapper shares the model's parameters; checkpoints keep saving ``self.model``.
         self.train_forward = torch.compile(self.ddp_model) if config.train.compile else self.ddp_model

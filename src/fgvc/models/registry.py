@@ -126,6 +126,7 @@ class ModelSpec:
     cam_layer: Callable[[nn.Module], nn.Module | None] = lambda model: getattr(
         getattr(model, "backbone", None), "features_out", None)  # Grad-CAM's layer in explain pictures
     train_passes: TrainPasses | None = None
+    unused_parameters: bool = False  # a pass leaves some parameters without a gradient (DDP must look for them)
     authors_layout: AuthorsLayout | None = None
 
     def __post_init__(self) -> None:

@@ -1,0 +1,164 @@
+"""PMG: Progressive Multi-Granularity training of jigsaw patches (Du et al., ECCV 2020).
+
+Faithful to the authors' code (PRIS-CV/PMG-Progressive-Multi-Granularity-Training, commit db7a7d7): the
+stride-8/16/32 maps of a ResNet-50 each go through a 1x1 -> 3x3 conv block (BatchNorm momentum 0.01) and a
+global max pool into a head (BN1d -> Linear -> BN1d -> ELU -> Linear, as FBSD's, which derives from PMG); a
+fourth head classifies the three pooled vectors concatenated. A training iteration is four passes, each with
+its own loss and optimiser step (:func:`pmg_train_passes`): the image cut into 8x8, 4x4 and 2x2 shuffled
+patches scored by the stride-8, -16 and -32 heads, then the whole image scored by the concatenation head with
+weight 2. Prediction is the sum of the four heads (the authors' "combined" accuracy, the one they select on).
+
+Differences from the authors' code (docs/fidelity.md, tags P1-P4):
+  * P1 — the pools are global max pools; the authors' MaxPool2d(56/28/14) equals that at 448 px only and
+    crashes elsewhere. Any input from 32 px works (a training batch of one from 64 px: the ResNet's train-mode
+    BatchNorm needs more than one value per channel).
+  * P2 — the jigsaw cuts the actual input: patches of ``H // n`` by ``W // n`` pixels, and the rows and columns
+    beyond ``n`` whole patches (when n does not divide the size) stay where they are. The authors' patches
+    are ``448 // n`` whatever the input. The permutation is drawn exactly as theirs (``random.shuffle`` of
+    the patch list, then the patch at the top-left swapped with each listed patch in turn), so a seeded run
+    shuffles identically; it is applied as one gather, not n² copies.
+  * P3 — under PyTorch >= 2.0 the authors' ``optimizer.zero_grad()`` leaves the heads a pass does not use
+    without a gradient, so SGD skips them (no weight decay, no momentum) in that pass; the PyTorch 1.x they
+    wrote it for zeroed them and decayed every head in every pass. fgvc does what their code does today.
+  * P4 — the training accuracy is the prediction's (the sum of the heads); the authors print the
+    concatenation head's. The loss logged per batch is the sum of the four passes' losses, as theirs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbones import Backbone
+from .fbsd import BasicConv
+from .layers import ClassifierHead
+from .output import LossTerms, ModelOutput, TrainPass
+from .registry import AuthorsLayout, ModelSpec, register_model
+
+__all__ = ["PMG", "jigsaw_permutation", "jigsaw", "pmg_train_passes"]
+
+
+def jigsaw_permutation(n: int, shuffle: Callable[[list], None] = random.shuffle) -> list[int]:
+    """Which source patch lands at each of the n² positions (row-major), drawn as the authors draw it:
+    shuffle the list of (row, column) patches, then swap the top-left patch with each listed patch in turn."""
+    order = [[a, b] for a in range(n) for b in range(n)]
+    shuffle(order)
+    perm = list(range(n * n))
+    for a, b in order:
+        j = a * n + b
+        perm[0], perm[j] = perm[j], perm[0]
+    return perm
+
+
+def jigsaw(images: Tensor, n: int, perm: list[int] | None = None) -> Tensor:
+    """``images`` (B, C, H, W) cut into n x n patches of ``H // n`` x ``W // n`` pixels and rearranged by
+    ``perm`` (default: :func:`jigsaw_permutation`'s draw); pixels beyond the whole patches stay (P2)."""
+    b, c, h, w = images.shape
+    ph, pw = h // n, w // n
+    if ph == 0 or pw == 0:
+        raise ValueError(f"an input of {h}x{w} pixels cannot be cut into {n}x{n} patches")
+    perm = jigsaw_permutation(n) if perm is None else perm
+    index = torch.tensor(perm, device=images.device)
+    grid = images[:, :, : n * ph, : n * pw].reshape(b, c, n, ph, n, pw).permute(0, 1, 2, 4, 3, 5)
+    shuffled = grid.reshape(b, c, n * n, ph, pw).index_select(2, index)
+    shuffled = shuffled.reshape(b, c, n, n, ph, pw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * ph, n * pw)
+    if n * ph == h and n * pw == w:
+        return shuffled
+    out = images.clone()
+    out[:, :, : n * ph, : n * pw] = shuffled
+    return out
+
+
+class PMG(nn.Module):
+    """PMG on any :class:`Backbone`. ``part_feature`` (the conv blocks' output, the authors' 1024 = 2048 / 2)
+    defaults to half the last stage's channels; ``granularities`` are the jigsaw grids of the three passes."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        *,
+        feature_size: int = 512,
+        part_feature: int | None = None,
+        granularities: tuple[int, int, int] = (8, 4, 2),
+        part_loss_weight: float = 1.0,
+        concat_loss_weight: float = 2.0,
+        bn_momentum: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.granularities = tuple(granularities)
+        self.part_loss_weight, self.concat_loss_weight = part_loss_weight, concat_loss_weight
+        part = backbone.channels[2] // 2 if part_feature is None else part_feature
+        self.conv_blocks = nn.ModuleList(
+            nn.Sequential(BasicConv(c, feature_size, 1, bn_momentum), BasicConv(feature_size, part, 3, bn_momentum))
+            for c in backbone.channels
+        )
+        self.heads = nn.ModuleList(ClassifierHead(part, feature_size, num_classes) for _ in range(3))
+        self.head_concat = ClassifierHead(3 * part, feature_size, num_classes)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        maps = self.backbone(x)
+        pooled = [block(m).amax(dim=(2, 3)) for block, m in zip(self.conv_blocks, maps, strict=True)]
+        logits = {f"part{i + 1}": head(p) for i, (head, p) in enumerate(zip(self.heads, pooled, strict=True))}
+        logits["concat"] = self.head_concat(torch.cat(pooled, dim=1))
+        total = logits["part1"] + logits["part2"] + logits["part3"] + logits["concat"]
+        return ModelOutput(logits=total, branch_logits=logits)
+
+    def loss(self, output: ModelOutput, target: Tensor, epoch: int | None = None) -> tuple[Tensor, LossTerms]:
+        """Evaluation's loss: the concatenation head's cross-entropy (the authors' test loss); every head's
+        cross-entropy is logged."""
+        terms = {f"ce_{name}": F.cross_entropy(lg, target) for name, lg in output.branch_logits.items()}
+        return terms["ce_concat"], terms
+
+
+def pmg_train_passes(model: nn.Module, forward: Callable[[Tensor], ModelOutput], x: Tensor, y: Tensor,
+                     epoch: int) -> Iterator[TrainPass]:
+    """The four passes of one PMG iteration, each followed by an optimiser step: the shuffled images at each
+    granularity scored by that granularity's head, then the whole image by the concatenation head."""
+    assert isinstance(model, PMG)
+    for i, n in enumerate(model.granularities):
+        out = forward(jigsaw(x, n))
+        ce = F.cross_entropy(out.branch_logits[f"part{i + 1}"], y)
+        yield TrainPass(out, ce * model.part_loss_weight, {f"ce_part{i + 1}": ce}, step=True)
+    out = forward(x)
+    ce = F.cross_entropy(out.branch_logits["concat"], y)
+    yield TrainPass(out, ce * model.concat_loss_weight, {"ce_concat": ce}, step=True)
+
+
+_CONV_BN = {"conv": "0", "bn": "1"}  # the authors' BasicConv attributes -> fgvc's Sequential indices
+
+
+def authors_key(key: str) -> str | None:
+    """The authors' PMG key -> fgvc's: ``features`` is their whole ResNet (its ``fc`` is unused: dropped),
+    ``conv_blockN.{0,1}.{conv,bn}`` and ``classifierN``/``classifier_concat`` Sequentials."""
+    head, _, rest = key.partition(".")
+    if head == "features":
+        top, _, tail = rest.partition(".")
+        if top == "fc":
+            return None
+        return f"backbone.body.{top}.{tail}"
+    if head.startswith("conv_block"):
+        i = int(head.removeprefix("conv_block")) - 1
+        step, _, tail = rest.partition(".")
+        layer, _, tail = tail.partition(".")
+        return f"conv_blocks.{i}.{step}.{_CONV_BN[layer]}.{tail}"
+    if head == "classifier_concat":
+        return f"head_concat.{rest}"
+    if head.startswith("classifier"):
+        return f"heads.{int(head.removeprefix('classifier')) - 1}.{rest}"
+    raise KeyError(key)
+
+
+register_model(ModelSpec(
+    "pmg", PMG, head_prefixes=("heads.", "head_concat."), default_transform="fbsd", default_input_size=448,
+    train_passes=pmg_train_passes, unused_parameters=True,
+    authors_layout=AuthorsLayout(
+        repository="PRIS-CV/PMG-Progressive-Multi-Granularity-Training", rename=authors_key,
+        container="pickled_module", dropped="features.fc.*: their ResNet's ImageNet classifier, never used"),
+))
