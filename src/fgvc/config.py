@@ -26,6 +26,7 @@ __all__ = [
     "config_from_dict",
     "find_preset",
     "load_config",
+    "paper_note",
     "validate_config",
     "get_key",
     "preset_names",
@@ -68,11 +69,13 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"  # cosine | multistep | constant
+    name: str = "cosine"  # cosine | multistep | exponential | constant
     milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
+    gamma: float = 0.1  # multistep: factor at each milestone; exponential: factor every period_epochs
+    period_epochs: float = 1.0  # exponential: epochs over which the rate is multiplied by gamma once (CAL: 2)
     warmup_epochs: int = 0
     reference_per_batch: bool = False  # FBSD F1: cosine with T_max=epochs stepped every batch
+    per_epoch: bool = False  # the rate is set once per epoch from the epoch number (PMG's cosine), not every step
 
 
 @dataclass
@@ -103,6 +106,25 @@ class TrackConfig:
 
 
 @dataclass
+class PaperConfig:
+    """What the method's paper reports for this recipe, shown beside the run's own top-1 by ``fgvc
+    evaluate`` and the report. Never read by training: a preset states it, a run carries it."""
+
+    top1: float | None = None  # percent, as the paper prints it (89.6)
+    dataset: str | None = None  # the benchmark the figure is on ("CUB-200-2011")
+    source: str | None = None  # where it is printed ("Du et al., ECCV 2020, Table 2")
+
+    def note(self) -> str | None:
+        """``"paper: 89.6% (CUB-200-2011; Du et al., ECCV 2020, Table 2)"``, or None without a figure."""
+        if self.top1 is None:
+            return None
+        figure = f"{self.top1:.2f}".rstrip("0")
+        figure += "0" if figure.endswith(".") else ""  # 95.0 as printed, 89.65 in full
+        where = "; ".join(v for v in (self.dataset, self.source) if v)
+        return f"paper: {figure}%" + (f" ({where})" if where else "")
+
+
+@dataclass
 class Config:
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
@@ -111,6 +133,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,13 +212,14 @@ _RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
     ("model.input_size", 32, 4096, False),
     ("optim.lr", 0, None, True), ("optim.backbone_lr", 0, None, True), ("optim.momentum", 0, 1, False),
     ("optim.weight_decay", 0, None, False),
-    ("schedule.gamma", 0, None, True), ("schedule.warmup_epochs", 0, None, False),
+    ("schedule.gamma", 0, None, True), ("schedule.period_epochs", 0, None, True),
+    ("schedule.warmup_epochs", 0, None, False),
     ("train.epochs", 1, None, False), ("train.batch_size", 1, None, False), ("train.eval_batch_size", 1, None, False),
     ("train.accumulate", 1, None, False), ("train.seed", 0, 2**63 - 1, False), ("train.save_every", 0, None, False),
-    ("train.keep", 1, None, False),
+    ("train.keep", 1, None, False), ("paper.top1", 0, 100, True),
 )
 _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("optim.name", ("sgd", "adamw")), ("schedule.name", ("cosine", "multistep", "constant")),
+    ("optim.name", ("sgd", "adamw")), ("schedule.name", ("cosine", "multistep", "exponential", "constant")),
     ("train.amp", ("auto", "fast", "off", "bf16", "fp16")), ("track.wandb_mode", ("offline", "online", "disabled")),
 )
 
@@ -232,7 +256,37 @@ def validate_config(config: Config) -> Config:
             raise ConfigError(f"{key} = {value!r}: choose one of {', '.join(choices)}.{hint}")
     if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in config.schedule.milestones):
         raise ConfigError(f"schedule.milestones = {config.schedule.milestones!r}: give epochs as whole numbers >= 1")
+    if config.schedule.per_epoch and config.schedule.reference_per_batch:
+        raise ConfigError("schedule.per_epoch and schedule.reference_per_batch contradict each other: "
+                          "set one of them")
+    _validate_paper(config.paper)
     return config
+
+
+def _validate_paper(paper: PaperConfig) -> None:
+    if paper.top1 is None:
+        if paper.dataset or paper.source:
+            raise ConfigError("paper.top1 is missing: give the top-1 accuracy the paper reports (in percent, "
+                              "e.g. 89.6), or leave the paper section out")
+        return
+    if paper.top1 <= 1:
+        raise ConfigError(f"paper.top1 = {paper.top1!r}: give the percentage as the paper prints it "
+                          f"(e.g. {100 * paper.top1:g}), not a fraction")
+
+
+def paper_note(saved: dict[str, Any] | None) -> str | None:
+    """What a saved config (a run's config.yaml, a checkpoint's dict) says its paper reports, as
+    :meth:`PaperConfig.note` writes it; None for a config without one (older runs included)."""
+    section = (saved or {}).get("paper")
+    if not isinstance(section, dict):
+        return None
+    paper = PaperConfig()
+    try:
+        _fill(paper, section, "paper.")
+        _validate_paper(paper)
+    except ConfigError:
+        return None
+    return paper.note()
 
 
 def preset_names() -> list[str]:

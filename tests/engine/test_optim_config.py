@@ -107,3 +107,47 @@ def test_amp_fast_is_bf16_only_on_a_cpu_that_computes_it_natively(monkeypatch, n
     assert run.resolve_amp("fast", cpu) is (torch.bfloat16 if native else None)
     with pytest.raises(ConfigError, match="auto, fast, off, bf16 or fp16"):
         run.resolve_amp("fastest", cpu)
+
+
+def test_per_epoch_cosine_equals_the_progressive_multi_granularity_code():
+    """PMG's utils.cosine_anneal_schedule(epoch, 200, lr) = lr / 2 * (cos(pi * epoch / 200) + 1), set before
+    every batch of the epoch: the rate of every step of epoch e is that, for both parameter groups."""
+    config = load_config("pmg_resnet50_cub")
+    spe = 7
+    f = lr_factor(config.schedule, config.train.epochs, spe)
+    for it in range(config.train.epochs * spe):
+        epoch = it // spe
+        for base in (config.optim.lr, config.optim.backbone_lr):
+            assert base * f(it) == pytest.approx(base / 2 * (math.cos(math.pi * epoch / 200) + 1), abs=1e-15), it
+    assert f(0) == f(spe - 1) == 1.0 and f(spe) < 1.0  # constant within an epoch
+    per_step = lr_factor(ScheduleConfig(name="cosine"), 200, spe)  # the plain cosine differs inside the epoch
+    assert per_step(spe * 100) == pytest.approx(f(spe * 100)) and per_step(spe * 100 + 3) < f(spe * 100 + 3)
+
+
+def test_exponential_schedule_equals_the_counterfactual_attention_code():
+    """CAL's adjust_learning(optimizer, epoch, i / len(loader)) before iteration i:
+    1e-3 * 0.9 ** ((epoch + i / len) / 2)."""
+    config = load_config("cal_resnet101_cub")
+    assert (config.schedule.name, config.schedule.gamma, config.schedule.period_epochs) == ("exponential", 0.9, 2.0)
+    spe = 11
+    f = lr_factor(config.schedule, config.train.epochs, spe)
+    for it in range(config.train.epochs * spe):
+        epoch, i = divmod(it, spe)
+        assert 1e-3 * f(it) == pytest.approx(1e-3 * pow(0.9, (epoch + float(i) / spe) / 2.0), rel=1e-12), it
+    assert f(0) == 1.0 and f(2 * spe) == pytest.approx(0.9) and f(160 * spe - 1) < f(159 * spe)
+
+
+def test_exponential_per_epoch_and_with_warmup():
+    f = lr_factor(ScheduleConfig(name="exponential", gamma=0.5, period_epochs=1, per_epoch=True), 10, 4)
+    assert [f(i) for i in range(9)] == pytest.approx([1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.25])
+    f = lr_factor(ScheduleConfig(name="exponential", gamma=0.5, warmup_epochs=1), 10, 4)
+    assert [f(i) for i in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 0.5 ** 0.25])
+
+
+def test_schedule_settings_are_checked():
+    with pytest.raises(ConfigError, match=r"schedule.period_epochs = 0.0 is out of range: it must be greater than 0"):
+        load_config("cal_resnet101_cub", ["schedule.period_epochs=0"])
+    with pytest.raises(ConfigError, match="per_epoch and schedule.reference_per_batch contradict"):
+        load_config("pmg_resnet50_cub", ["schedule.reference_per_batch=true"])
+    with pytest.raises(ConfigError, match="choose one of cosine, multistep, exponential, constant"):
+        load_config("demo", ["schedule.name=exp"])

@@ -8,9 +8,16 @@ gradient accumulation need no special cases:
 * ``cosine`` + ``reference_per_batch`` — the behaviour of one paper's code (REFERENCE F1), kept for parity: cosine
   with ``T_max = epochs`` advanced every batch *before* the optimiser step, which makes the rate
   periodic with period ``2 x epochs`` batches.
+* ``cosine`` + ``per_epoch`` — the rate set once per epoch from the epoch number, as one paper's code does:
+  ``lr / 2 * (cos(pi * epoch / epochs) + 1)`` (epoch counted from 0), constant within the epoch.
 * ``multistep`` — ``MultiStepLR(milestones, gamma)`` at epoch granularity (epochs count
   from 0 here, so milestone 60 starts at the 61st epoch, as in the reference).
+* ``exponential`` — ``gamma ** (epochs elapsed / period_epochs)``, the elapsed epochs fractional and counted
+  every step: ``gamma: 0.9``, ``period_epochs: 2`` is one paper's ``lr * 0.9 ** ((epoch + i / len(loader)) / 2)``
+  set before iteration ``i``; with ``per_epoch`` the fraction is dropped (``gamma ** (epoch / period_epochs)``).
 * ``constant``.
+
+``per_epoch`` evaluates a decaying schedule at the first step of each epoch; a warm-up stays linear per step.
 """
 
 from __future__ import annotations
@@ -54,21 +61,31 @@ def lr_factor(cfg: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Callabl
     def warm(it: int) -> float:
         return (it + 1) / warmup if it < warmup else 1.0
 
+    def decay_step(it: int) -> int:
+        """The step the decay is evaluated at: the epoch's first under ``per_epoch``."""
+        return it - it % steps_per_epoch if cfg.per_epoch else it
+
     if cfg.name == "cosine" and cfg.reference_per_batch:
         return lambda it: 0.5 * (1 + math.cos(math.pi * (it + 1) / epochs))
     if cfg.name == "cosine":
         def cosine(it: int) -> float:
             if it < warmup:
                 return warm(it)
-            progress = (it - warmup) / max(total - warmup, 1)
+            progress = (decay_step(it) - warmup) / max(total - warmup, 1)
             return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         return cosine
+    if cfg.name == "exponential":
+        def exponential(it: int) -> float:
+            if it < warmup:
+                return warm(it)
+            return cfg.gamma ** ((decay_step(it) - warmup) / steps_per_epoch / cfg.period_epochs)
+        return exponential
     if cfg.name == "multistep":
         milestones = sorted(cfg.milestones)
         return lambda it: warm(it) * cfg.gamma ** sum(it // steps_per_epoch >= m for m in milestones)
     if cfg.name == "constant":
         return warm
-    raise ConfigError(f"schedule.name: unknown schedule {cfg.name!r}; known: cosine, multistep, constant")
+    raise ConfigError(f"schedule.name: unknown schedule {cfg.name!r}; known: cosine, multistep, exponential, constant")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
