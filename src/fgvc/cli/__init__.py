@@ -1,8 +1,8 @@
 """The ``fgvc`` command line: parse arguments, call the library, print. No logic lives here.
 
 One module per command group, each adding its sub-commands to the parser: ``data`` (check, synth), ``train``,
-``inference`` (evaluate, predict, export, serve), ``report`` (explain, report), ``competition`` (submit, score),
-``server`` (the scoring server's commands); ``argtypes`` parses numbers. :func:`main` turns an
+``inference`` (evaluate, predict, export, serve), ``convert``, ``report`` (explain, report), ``competition`` (submit,
+score), ``server`` (the scoring server's commands); ``argtypes`` parses numbers. :func:`main` turns an
 :class:`~fgvc.errors.FgvcError` into one line and exit 2."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from ..errors import FgvcError, output_error
 from .competition import add_score_command, add_submit_command
 from .console import console_logging
+from .convert import add_convert_command
 from .data import add_data_commands
 from .inference import add_evaluate_command, add_export_command, add_predict_command, add_serve_command
 from .report import add_explain_command, add_report_command
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_command(commands)
     add_score_command(commands)
     add_export_command(commands)
+    add_convert_command(commands)
     add_serve_command(commands)
     add_server_commands(commands)  # argparse only: FastAPI/SQLAlchemy load when a server command runs
     return parser

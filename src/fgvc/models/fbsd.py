@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from .backbones import Backbone
 from .layers import ClassifierHead
 from .output import LossTerms, ModelOutput
-from .registry import ModelSpec, Picture, register_model
+from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 
 __all__ = ["FBSM", "FDM", "TopKPool", "BasicConv", "FBSD", "strip_sizes"]
 
@@ -249,8 +249,39 @@ class FBSD(nn.Module):
         return out
 
 
+# The authors' names (chaomaer/FBSD 83c4f2f, model.py / backbone.py) -> fgvc's. Their ResNet wrapper ``features``
+# registers torchvision's children as ``layer0_2`` = Sequential(conv1, bn1, relu, maxpool, layer1, layer2),
+# ``layer3`` = Sequential(layer3), ``layer4`` = Sequential(layer4) (avgpool and fc sit in a plain list: not saved);
+# FSBM's ``stripconv`` = Sequential(Conv2d, BatchNorm2d, ReLU); BasicConv has ``conv``/``bn`` attributes.
+_AUTHORS_BACKBONE = {"layer0_2.0": "conv1", "layer0_2.1": "bn1", "layer0_2.4": "layer1", "layer0_2.5": "layer2",
+                     "layer3.0": "layer3", "layer4.0": "layer4"}
+_AUTHORS_STRIP = {"0": "conv", "1": "bn"}
+_AUTHORS_BASIC_CONV = {"conv": "0", "bn": "1"}
+
+
+def authors_key(key: str) -> str:
+    """One key of the authors' FBSD state dict -> fgvc's (KeyError: not one of theirs)."""
+    head, _, rest = key.partition(".")
+    if head == "features":
+        parts = rest.split(".")
+        if parts[0].startswith("strip") and parts[1] == "stripconv":  # features.stripN.stripconv.{0,1}.*
+            stage = int(parts[0].removeprefix("strip")) - 1
+            return ".".join(["fbsm", str(stage), _AUTHORS_STRIP[parts[2]], *parts[3:]])
+        return ".".join(["backbone.body", _AUTHORS_BACKBONE[".".join(parts[:2])], *parts[2:]])
+    if head.startswith("conv_block"):  # conv_blockN.{0,1}.{conv,bn}.*
+        stage = int(head.removeprefix("conv_block")) - 1
+        step, layer, *tail = rest.split(".")
+        return ".".join(["conv_blocks", str(stage), str(int(step)), _AUTHORS_BASIC_CONV[layer], *tail])
+    if head == "classifier_concat":
+        return f"head_concat.{rest}"
+    if head.startswith("classifier"):  # classifierN.* (N = 1, 2, 3)
+        return f"heads.{int(head.removeprefix('classifier')) - 1}.{rest}"
+    raise KeyError(key)
+
+
 register_model(ModelSpec(
     "fbsd", FBSD, head_prefixes=("heads.", "head_concat."), default_transform="fbsd", default_input_size=448,
     pictures=(Picture.STRIPS,), extras=("strip_importanceN", "stage_mapN", "strip_edgesN", "stage_strideN"),
     explain_forward=FBSD.explain_forward,
+    authors_layout=AuthorsLayout(repository="chaomaer/FBSD", rename=authors_key, container="state_dict"),
 ))

@@ -26,7 +26,7 @@ from torch.profiler import record_function
 from ..errors import ConfigError
 from .backbones import Backbone
 from .output import LossTerms, ModelOutput
-from .registry import ModelSpec, Picture, register_model
+from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 from .windows import WINDOW_PRESETS, WindowGeometry, WindowPreset
 
 __all__ = ["aolm_boxes", "largest_component", "window_scores", "select_windows", "crop_resize", "MMALNet"]
@@ -284,9 +284,24 @@ class MMALNet(nn.Module):
         return sum(terms.values()), terms  # type: ignore[return-value]
 
 
+def authors_key(key: str) -> str | None:
+    """One key of the authors' MMAL-Net state dict (ZF4444/MMAL-Net 4d5081b, networks/model.py ``MainNet``) ->
+    fgvc's: ``pretrained_model`` is their torchvision-named ResNet-50, ``rawcls_net`` the classifier all branches
+    share; their ResNet's ImageNet ``fc`` is registered but never used (dropped). KeyError: not one of theirs."""
+    head, _, rest = key.partition(".")
+    if head == "pretrained_model" and rest:
+        return None if rest.startswith("fc.") else f"backbone.body.{rest}"
+    if head == "rawcls_net" and rest in ("weight", "bias"):
+        return f"classifier.{rest}"
+    raise KeyError(key)
+
+
 register_model(ModelSpec(
     "mmal", MMALNet, head_prefixes=("classifier.",), default_transform="mmal", default_input_size=448,
     warmup_epochs=lambda model: model.raw_only_epochs, step_stats={"object_fallback": "aolm_fallbacks"},
     pictures=(Picture.WINDOWS,), extras=("object_fallback", "window_indices", "window_scores", "window_group_sizes"),
     explain_forward=MMALNet.explain_forward, localises=True,
+    authors_layout=AuthorsLayout(  # their train_model.py saves {"epoch", "model_state_dict", "learning_rate"}
+        repository="ZF4444/MMAL-Net", rename=authors_key, container="state_dict_key",
+        dropped="pretrained_model.fc.*: their ResNet's 1000-class ImageNet classifier, registered but never used"),
 ))
