@@ -20,7 +20,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                            device=args.device, tta=args.tta, weights=parse_weights(args.weights, len(runs)),
                            progress=not args.no_progress, calibrate=not args.no_calibration)
     if report.dist.is_main:
-        print(report.to_text())
+        text = report.to_text()
+        print(text if report.ensemble else _beside_top1(text, _paper_note(report.checkpoint)))
         print(f"metrics written to {report.json_path}")
     if args.no_report:
         return 0
@@ -30,6 +31,26 @@ def _evaluate(args: argparse.Namespace) -> int:
                      out=None if report.ensemble is None else report.json_path.with_name("report.html"))
     return 0
 
+
+def _paper_note(checkpoint: Path) -> str | None:
+    """What the run's config says its paper reports (``paper:``), read from the run folder's config.yaml
+    or else the checkpoint's own config; None without one."""
+    import yaml
+
+    from ..config import paper_note
+
+    config_file = checkpoint.parent / "config.yaml"
+    if config_file.is_file():
+        return paper_note(yaml.safe_load(config_file.read_text(encoding="utf-8")))
+    from ..engine.checkpoint import load_checkpoint
+
+    return paper_note(load_checkpoint(checkpoint).get("config"))
+
+
+def _beside_top1(text: str, note: str | None) -> str:
+    if note is None:
+        return text
+    return "\n".join(f"{line}   {note}" if line.startswith("top1:") else line for line in text.splitlines())
 
 
 def _predict(args: argparse.Namespace) -> int:

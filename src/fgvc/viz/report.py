@@ -41,6 +41,7 @@ import torch
 import yaml
 from PIL import Image
 
+from ..config import paper_note
 from ..data.classes import ClassTable
 from ..data.decode import ImageDecodeError, load_rgb
 from ..data.index import DatasetIndex, Sample
@@ -277,7 +278,7 @@ def _format(key: str, value: Any) -> str:
     return f"{value:.4f}"
 
 
-def _metrics_table(metrics: dict[str, Any]) -> str:
+def _metrics_table(metrics: dict[str, Any], paper: str | None = None) -> str:
     order = ["images", "top1", *sorted(k for k in metrics if k.startswith("top") and k != "top1"),
              "mean_class_accuracy", "loss", *sorted(k for k in metrics if k.startswith("acc_")),
              "localisation_accuracy", "mean_iou"]
@@ -290,7 +291,8 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
         label = _LABELS.get(key) or (f"top-{key[3:]} accuracy" if key.startswith("top") else
                                      f"{key[4:]} branch accuracy" if key.startswith("acc_") else key)
         rows.append(f'<tr><th scope="row">{_esc(label)}</th><td data-key="{_esc(key)}" '
-                    f'data-value="{_esc(json.dumps(value))}">{_esc(_format(key, value))}</td></tr>')
+                    f'data-value="{_esc(json.dumps(value))}">{_esc(_format(key, value))}</td>'
+                    + (f'<td class="paper">{_esc(paper)}</td>' if key == "top1" and paper else "") + "</tr>")
     return f'<table id="metrics">{"".join(rows)}</table>'
 
 
@@ -636,7 +638,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, metrics_
     evaluated = (f"{metrics.get('split', '?')} split, {metrics.get('images', '?')} images of {metrics.get('data')}, "
                  f"checkpoint {metrics.get('checkpoint')} ({path})") if metrics else "not evaluated"
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    summary = (f'<p class="note">Evaluated: {_esc(evaluated)}</p>' + _metrics_table(metrics)) if metrics else \
+    paper = None if setup else paper_note(config)  # what the run's config says its paper reports
+    summary = (f'<p class="note">Evaluated: {_esc(evaluated)}</p>' + _metrics_table(metrics, paper)) if metrics else \
         '<p class="note">no metrics</p>'
     sections = [
         _section("summary", "Final metrics", summary + "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)),
