@@ -50,7 +50,7 @@ __all__ = ["AUTHORS_METHODS", "CONTAINERS", "authors_methods", "convert_authors_
            "read_class_list"]
 
 CONTAINERS = ("state_dict", "state_dict_key", "pickled_module")
-# where a dict-wrapped file keeps its state dict (CAL: "state_dict"; MMAL-Net's train_model.py: "model_state_dict")
+# where a dict-wrapped file keeps its state dict ("state_dict"; "model_state_dict" as some training scripts save it)
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict")
 _LISTED = 5  # keys named per kind of problem in the one-line error
 
