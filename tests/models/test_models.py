@@ -7,7 +7,8 @@ from fgvc.errors import ConfigError
 from fgvc.models import MODEL_REGISTRY as MODELS
 from fgvc.models import create_model
 
-SIZES = {"baseline": (224, 448), "fbsd": (224, 448), "mmal": (224, 320, 448)}
+SIZES = {"baseline": (224, 448), "fbsd": (224, 448), "mmal": (224, 320, 448), "pmg": (224, 300, 448),
+         "cal": (224, 300, 448)}
 CASES = [(name, size, batch) for name in MODELS for size in SIZES[name] for batch in (1, 2, 3)]
 
 

@@ -37,9 +37,9 @@ from .backbones import Backbone
 from .fbsd import BasicConv
 from .layers import ClassifierHead
 from .output import LossTerms, ModelOutput, TrainPass
-from .registry import AuthorsLayout, ModelSpec, register_model
+from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 
-__all__ = ["PMG", "jigsaw_permutation", "jigsaw", "pmg_train_passes"]
+__all__ = ["PMG", "jigsaw_permutation", "jigsaw", "pmg_train_passes", "pooled_positions"]
 
 
 def jigsaw_permutation(n: int, shuffle: Callable[[list], None] = random.shuffle) -> list[int]:
@@ -117,6 +117,28 @@ class PMG(nn.Module):
         return terms["ce_concat"], terms
 
 
+def pooled_positions(fmap: Tensor) -> Tensor:
+    """(B, h, w): the share of channels whose global maximum — what the max pool passes to the head — lies at
+    each position. Where a head looks, exactly as its pooling sees it."""
+    b, c, h, w = fmap.shape
+    counts = F.one_hot(fmap.flatten(2).argmax(dim=2), h * w).sum(dim=1)
+    return (counts.to(fmap.dtype) / c).view(b, h, w)
+
+
+def explain_forward(model: PMG, x: Tensor) -> ModelOutput:
+    """``forward`` plus, per granularity, :func:`pooled_positions` of its conv block (``heatmap1..3``)."""
+    maps: list[Tensor] = []
+    hooks = [block.register_forward_hook(lambda _m, _i, out: maps.append(out.detach())) for block in model.conv_blocks]
+    try:
+        out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for i, fmap in enumerate(maps):
+        out.extras[f"heatmap{i + 1}"] = pooled_positions(fmap)
+    return out
+
+
 def pmg_train_passes(model: nn.Module, forward: Callable[[Tensor], ModelOutput], x: Tensor, y: Tensor,
                      epoch: int) -> Iterator[TrainPass]:
     """The four passes of one PMG iteration, each followed by an optimiser step: the shuffled images at each
@@ -158,6 +180,8 @@ def authors_key(key: str) -> str | None:
 register_model(ModelSpec(
     "pmg", PMG, head_prefixes=("heads.", "head_concat."), default_transform="fbsd", default_input_size=448,
     train_passes=pmg_train_passes, unused_parameters=True,
+    pictures=(Picture.HEATMAPS,), extras=("heatmapN",), explain_forward=explain_forward,
+    heatmap_titles=("8×8 head: channel peaks", "4×4 head: channel peaks", "2×2 head: channel peaks"),
     authors_layout=AuthorsLayout(
         repository="PRIS-CV/PMG-Progressive-Multi-Granularity-Training", rename=authors_key,
         container="pickled_module", dropped="features.fc.*: their ResNet's ImageNet classifier, never used"),

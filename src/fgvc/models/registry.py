@@ -74,12 +74,14 @@ class Picture(str, Enum):
 
     WINDOWS = "windows"  # the object box and the part windows (``object_boxes``, ``part_boxes``)
     STRIPS = "strips"  # per stage, the strip importances over the input and the stage's activation
+    HEATMAPS = "heatmaps"  # named maps over the input (``heatmapN``, titled by the spec's ``heatmap_titles``)
 
 
 # the ``extras`` keys each picture reads; a trailing ``N`` stands for the stage number (1, 2, ...)
 PICTURE_EXTRAS: dict[Picture, tuple[str, ...]] = {
     Picture.WINDOWS: ("window_group_sizes",),
     Picture.STRIPS: ("strip_importanceN", "stage_mapN", "strip_edgesN", "stage_strideN"),
+    Picture.HEATMAPS: ("heatmapN",),
 }
 
 
@@ -98,7 +100,8 @@ class ModelSpec:
     a declared ``extras`` key (one value per image) to the name its per-epoch sum is logged under.
     ``pictures`` names what ``fgvc explain`` can draw (:class:`Picture`): ``WINDOWS`` (``object_boxes`` and
     ``part_boxes``), ``STRIPS`` (``extras["strip_importanceN"]`` with ``stage_mapN``), each with the extras
-    keys of :data:`PICTURE_EXTRAS` declared. A spec that breaks this fails when it is made, one line naming the
+    keys of :data:`PICTURE_EXTRAS` declared; ``HEATMAPS`` draws ``extras["heatmapN"]`` (B, h, w) over the input,
+    titled by ``heatmap_titles`` (one per map). A spec that breaks this fails when it is made, one line naming the
     spec and the key (a typo otherwise gives a plain picture or an empty statistic, silently). The input
     image and the top-5 are drawn for every model, and for a model with no picture of its own a
     Grad-CAM heatmap at ``cam_layer(model)`` (default: the backbone's stride-32 output; None: none).
@@ -125,6 +128,7 @@ class ModelSpec:
     localises: bool = False  # ModelOutput.object_boxes is an object box: localisation metrics apply
     cam_layer: Callable[[nn.Module], nn.Module | None] = lambda model: getattr(
         getattr(model, "backbone", None), "features_out", None)  # Grad-CAM's layer in explain pictures
+    heatmap_titles: tuple[str, ...] = ()  # Picture.HEATMAPS: the title of heatmap1, heatmap2, ...
     train_passes: TrainPasses | None = None
     unused_parameters: bool = False  # a pass leaves some parameters without a gradient (DDP must look for them)
     authors_layout: AuthorsLayout | None = None
@@ -136,6 +140,8 @@ class ModelSpec:
             if key not in self.extras:
                 raise ConfigError(f"model spec {self.name!r}: step_stats key {key!r} is not one of its declared "
                                   f"extras keys ({declared}); declare it in extras or fix the name")
+        if Picture.HEATMAPS in self.pictures and not self.heatmap_titles:
+            raise ConfigError(f"model spec {self.name!r}: picture 'heatmaps' needs heatmap_titles (one per heatmapN)")
         for picture in self.pictures:
             missing = [key for key in PICTURE_EXTRAS[picture] if key not in self.extras]
             if missing:

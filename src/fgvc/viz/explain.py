@@ -275,6 +275,22 @@ def _plain_picture(run, path, source, probs, true_index, heat: Tensor | None = N
     return Explanation(path, picture, top5, _true_id(run, true_index), origin, display.size)
 
 
+def _heatmaps_picture(run, path, x, out, b, probs, true_index, mean, std) -> Explanation:
+    """The model input and, beside it, each of the model's named maps (``heatmapN``) over it."""
+    view = _to_pil(x[b], mean, std).resize((STAGE_SIZE, STAGE_SIZE), Image.Resampling.BICUBIC)
+    cropped = " (centre crop)" if not run.preprocessing.whole_image else ""
+    panels = [draw.titled(view, f"model input{cropped}")]
+    for i, title in enumerate(run.spec.heatmap_titles):
+        heat = out.extras[f"heatmap{i + 1}"][b].float().cpu()
+        panels.append(draw.titled(draw.heatmap_overlay(view, heat.numpy()),
+                                  f"{title} ({heat.shape[0]}×{heat.shape[1]})"))
+    topk, top5 = _topk(run, probs, true_index, STAGE_SIZE)
+    body = draw.vstack([draw.hstack(panels, gap=GAP), topk], gap=2 * GAP)
+    header = _header(path, run, probs, true_index, body.width)
+    picture, origin = _assemble(header, body, (0, panels[0].height - STAGE_SIZE))
+    return Explanation(path, picture, top5, _true_id(run, true_index), origin, view.size)
+
+
 def _true_id(run: Run, true_index: int | None) -> str | None:
     return None if true_index is None else run.classes.id_of(true_index)
 
@@ -287,6 +303,9 @@ def describe(pictures: Sequence[Picture]) -> str:
         return ("The object box (magenta) and the part windows, numbered in selection order and coloured by "
                 "scale group, on the image (the annotated box in green where the data has one); below, the "
                 "crops the object and part branches classified.")
+    if Picture.HEATMAPS in pictures:
+        return ("The model's input and, beside it, the model's own maps over it (what each head or attention "
+                "map looks at; each panel's title says which).")
     if Picture.STRIPS in pictures:
         return ("Per stage, the strip importances over the input (the suppressed strip outlined in red) and, "
                 "below, the stage's activation (channel mean of its feature map) as a heatmap.")
@@ -332,6 +351,9 @@ def explain_images(run: Run, paths: Sequence[Path], data_root: str | Path | None
             true_index = sample.label if sample is not None else None
             if Picture.STRIPS in spec.pictures:
                 yield _strips_picture(run, path, x_cpu, out, b, probs[b], true_index, mean, std)
+                continue
+            if Picture.HEATMAPS in spec.pictures:
+                yield _heatmaps_picture(run, path, x_cpu, out, b, probs[b], true_index, mean, std)
                 continue
             source = _source(run, original, x_cpu[b], mean, std)
             if Picture.WINDOWS in spec.pictures:
