@@ -4,13 +4,15 @@ antialias, mean and std (on values scaled to 0–1, channels RGB) — and the tr
 parameters. ``Run`` holds one, checkpoints store it, an exported file carries it, so a program without
 fgvc can rebuild the input (README, "Export").
 
-The papers' recipes are three values of it, at any input size ``S``:
+The papers' recipes are values of it, at any input size ``S``:
 
 * ``fbsd`` (REFERENCE §1.1): resize to round(S·550/448) square, centre crop S (training:
   ``RandomCrop(S, padding=8)`` and a flip); mean = std = 0.5 (F8: the authors' choice although the
   backbone was trained with ImageNet statistics).
 * ``mmal`` (REFERENCE §2.8): resize straight to S x S (aspect ratio not kept, no crop); training adds a
   flip and ``ColorJitter(brightness=0.2, contrast=0.2)``; ImageNet statistics.
+* ``cal`` (CAL, ``raoyongming/CAL``): resize to round(S/0.875) square, centre crop S (training: ``RandomCrop(S)``
+  and a flip); ImageNet statistics; their training ColorJitter(brightness=0.126, saturation=0.5) is not applied.
 * ``plain``: resize to S x S, a flip for training, the statistics of the backbone's weights (which the
   caller must give: there is no fallback).
 
@@ -188,6 +190,10 @@ RECIPES: dict[str, Recipe] = {
     "fbsd": Recipe("fbsd", resize_ratio=FBSD_RESIZE_RATIO, mean=HALF, std=HALF, train_crop_padding=8),
     "mmal": Recipe("mmal", mean=IMAGENET_MEAN, std=IMAGENET_STD, train_jitter=MMAL_JITTER),
     "plain": Recipe("plain"),
+    # CAL (raoyongming/CAL utils.get_transform): resize to S / 0.875 square, RandomCrop(S) / CenterCrop(S), a flip,
+    # ImageNet statistics. Not yet here: their ColorJitter(brightness=0.126, saturation=0.5) in training (the
+    # device-side jitter has brightness and contrast with one factor only).
+    "cal": Recipe("cal", resize_ratio=1 / 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0),
 }
 
 

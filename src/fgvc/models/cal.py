@@ -43,6 +43,9 @@ Differences from the authors' code (``raoyongming/CAL``, ``fgvc/``):
     evaluation procedure (``inference``) are options; their code fixes them in its config files and scripts.
   * C5 — their checkpoint callback saves the DistributedDataParallel module's keys (``module.`` prefix), their
     ``save_model`` the plain ones: the authors' layout reads both.
+  * C6 — the ``cal`` transform (``data/transforms.py``) has their geometry and statistics (resize to S / 0.875,
+    random / centre crop S, flip, ImageNet mean and std) but not yet their training
+    ``ColorJitter(brightness=0.126, saturation=0.5)``.
 """
 
 from __future__ import annotations
