@@ -1,11 +1,12 @@
-"""`fgvc convert`: the authors' checkpoints of FBSD, MMAL-Net and PMG as fgvc runs, strictly, read without running
+"""`fgvc convert`: the authors' checkpoints of FBSD, MMAL-Net, PMG and CAL as fgvc runs, strictly, read without running
 anything from the file.
 
 Each authors' file is made here from a randomly initialised fgvc model by the inverse of the documented mapping,
-written below from the authors' key names (chaomaer/FBSD 83c4f2f, ZF4444/MMAL-Net 4d5081b, PRIS-CV/PMG db7a7d7;
-REFERENCE.md), and saved in the authors' container: FBSD ``torch.save(net.state_dict())``, MMAL-Net
+written below from the authors' key names (chaomaer/FBSD 83c4f2f, ZF4444/MMAL-Net 4d5081b, PRIS-CV/PMG db7a7d7,
+raoyongming/CAL; REFERENCE.md), and saved in the authors' container: FBSD ``torch.save(net.state_dict())``, MMAL-Net
 ``torch.save({"epoch", "model_state_dict", "learning_rate"})``, PMG ``torch.save(net)`` of a model whose class
-cannot be imported when the file is read. The models run on a narrow ResNet (tests/models/narrow.py) at 128 px.
+cannot be imported when the file is read, CAL ``torch.save({"logs", "state_dict", "feature_center"})``. The models
+run on a narrow ResNet (tests/models/narrow.py) at 128 px.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ OPTIONS = {  # small heads on the narrow backbone (the authors' 512/1024 would d
     "fbsd": {"feature_size": 8, "part_feature": 16},
     "mmal": {},
     "pmg": {"feature_size": 8},
+    "cal": {"attentions": 4},
 }
 
 # fgvc key -> the authors' key: (pattern on fgvc's key, the authors' spelling), first match wins
@@ -64,13 +66,21 @@ INVERSE = {
         (r"^heads\.(\d)\.", lambda m: f"classifier{int(m[1]) + 1}."),
         (r"^head_concat\.", "classifier_concat."),
     ],
+    "cal": [  # WSDAN_CAL: features = Sequential(*resnet.children()[:-2]), attentions (BasicConv2d), fc; the feature
+        (r"^backbone\.body\.conv1\.", "features.0."),  # centres are a top-level entry of the file (see below)
+        (r"^backbone\.body\.bn1\.", "features.1."),
+        (r"^backbone\.body\.layer(\d)\.", lambda m: f"features.{int(m[1]) + 3}."),
+        (r"^attentions\.", "attentions."),
+        (r"^fc\.", "fc."),
+        (r"^feature_center$", "feature_center"),
+    ],
 }
 # tensors the authors' files hold that fgvc has no place for (their ResNet's unused ImageNet fc)
 AUTHORS_EXTRA = {"fbsd": {}, "mmal": {"pretrained_model.fc.weight": (1000, 128), "pretrained_model.fc.bias": (1000,)},
-                 "pmg": {"features.fc.weight": (1000, 128), "features.fc.bias": (1000,)}}
+                 "pmg": {"features.fc.weight": (1000, 128), "features.fc.bias": (1000,)}, "cal": {}}
 METHODS = list(INVERSE)
 REPOSITORY = {"fbsd": "chaomaer/FBSD", "mmal": "ZF4444/MMAL-Net",
-              "pmg": "PRIS-CV/PMG-Progressive-Multi-Granularity-Training"}
+              "pmg": "PRIS-CV/PMG-Progressive-Multi-Granularity-Training", "cal": "raoyongming/CAL"}
 
 
 def authors_name(method: str, key: str) -> str:
@@ -143,6 +153,9 @@ def save_authors_file(method: str, state: dict[str, torch.Tensor], path: Path, *
         torch.save(state, path)
     elif method == "mmal":
         torch.save({"epoch": 146, "model_state_dict": state, "learning_rate": 1e-5}, path)
+    elif method == "cal":  # their train.py: the DDP module's state dict, the centres beside it
+        center = state.pop("module.feature_center" if data_parallel else "feature_center")
+        torch.save({"logs": {"epoch": 80, "val_acc": 0.9}, "state_dict": state, "feature_center": center}, path)
     else:
         try:
             torch.save(pickled_module(state, data_parallel), path)
@@ -198,6 +211,8 @@ def test_the_authors_checkpoint_becomes_a_run_with_the_same_weights_that_evaluat
     assert sorted(converted["dropped"]) == sorted(AUTHORS_EXTRA[method])
     if method == "mmal":
         assert converted["entries"] == {"epoch": 146, "learning_rate": 1e-5}
+    if method == "cal":
+        assert converted["entries"] == {"logs": {"epoch": 80, "val_acc": 0.9}}
     assert state["config"]["model"]["name"] == method and state["config"]["model"]["pretrained"] is False
     assert state["classes"]["ids"] == ["04615", "04616", "04617"]
     assert (out / "config.yaml").is_file() and (out / "classes.json").is_file()

@@ -18,6 +18,7 @@ with ``--split test``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import zipfile
@@ -48,6 +49,8 @@ from .safe_unpickle import (
 
 __all__ = ["AUTHORS_METHODS", "CONTAINERS", "authors_methods", "convert_authors_checkpoint", "read_authors_file",
            "read_class_list"]
+
+log = logging.getLogger(__name__)
 
 CONTAINERS = ("state_dict", "state_dict_key", "pickled_module")
 # where a dict-wrapped file keeps its state dict ("state_dict"; "model_state_dict" as some training scripts save it)
@@ -112,6 +115,11 @@ def _load(path: Path) -> Any:
 
 
 def _plain(value: Any) -> bool:
+    """None, a number, a string, or lists and string-keyed dicts of them (a training log): kept as data."""
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
     return value is None or isinstance(value, bool | int | float | str)
 
 
@@ -314,6 +322,10 @@ def convert_authors_checkpoint(method: str, checkpoint: str | os.PathLike, out: 
     _check_fit(path, method, cfg, own, renamed, source, unknown, len(classes), classes_from, spec.head_prefixes,
                layout.repository)
     model.load_state_dict(renamed, strict=True)
+    if dropped:
+        why = f" ({layout.dropped})" if layout.dropped else ""
+        log.info("dropped %d tensor(s) of the file that fgvc's %s has no use for%s: %s", len(dropped), method, why,
+                 _head(sorted(dropped)))
 
     converted = {"file": str(path.resolve()), "repository": layout.repository, "sha256": _sha256(path),
                  "container": layout.container, "dropped": sorted(dropped), "entries": entries}
