@@ -325,6 +325,14 @@ def test_a_pickle_that_calls_a_class_is_refused(legacy, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_a_torchscript_archive_is_not_read(narrow_backbone, synth_data, tmp_path, capsys):
+    checkpoint = tmp_path / "scripted.pth"
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), checkpoint)
+    assert main(convert_args("fbsd", checkpoint, tmp_path / "run", synth_data)) == 2
+    assert "is a TorchScript archive" in one_line_error(capsys)
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_a_pickled_module_of_a_class_that_cannot_be_imported_gives_its_exact_state_dict(legacy, tmp_path):
     mod = types.ModuleType("authors_throwaway_net")

@@ -17,7 +17,7 @@ def _convert(args: argparse.Namespace) -> int:
     best = convert_authors_checkpoint(args.method, args.checkpoint, args.out, data=args.data,
                                       classes_file=args.classes, config=args.config, overrides=args.set or [])
     print(f"converted {args.checkpoint} ({args.method}, the authors' layout) into {best}")
-    print(f"evaluate it with: fgvc evaluate {args.out} --data DATASET --split test")
+    print(f"evaluate it with: fgvc evaluate {args.out} --data {args.data or 'DATASET'} --split test")
     return 0
 
 

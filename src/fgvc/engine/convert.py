@@ -40,6 +40,7 @@ from .distributed import DistInfo
 from .run import Run
 from .safe_unpickle import (
     RefusedGlobal,
+    TorchScriptFile,
     is_module_record,
     is_stand_in,
     module_state_dict,
@@ -102,6 +103,10 @@ def _load(path: Path) -> Any:
         raise CheckpointError(f"checkpoint {path} not found" if not path.exists() else f"{path} is not a file")
     try:
         return restricted_load(path)
+    except TorchScriptFile:
+        raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save), which is code; fgvc converts the "
+                              "authors' torch.save checkpoint (state dict or pickled model) and runs nothing from it"
+                              ) from None
     except RefusedGlobal as e:
         raise CheckpointError(
             f"{path} asks to run {e.global_name} while it is read; fgvc reads only tensors and plain data from an "

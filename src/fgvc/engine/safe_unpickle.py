@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
-import io
 import os
 import pickle
 import warnings
@@ -35,7 +34,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["RefusedGlobal", "StandIn", "restricted_load", "is_stand_in", "stand_in_name", "module_state_dict"]
+__all__ = ["RefusedGlobal", "TorchScriptFile", "StandIn", "restricted_load", "is_stand_in", "is_module_record",
+           "stand_in_name", "module_state_dict"]
+
+
+class TorchScriptFile(ValueError):
+    """The file is a TorchScript archive (``torch.jit.save``): code, which ``torch.load`` would hand to
+    ``torch.jit.load``; it is not read."""
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -213,16 +218,14 @@ def _is_torchscript(path: Path) -> bool:
 def restricted_load(path: str | os.PathLike) -> Any:
     """The object a ``torch.save`` file holds, read on the CPU with :class:`RestrictedUnpickler`.
 
-    Raises :class:`RefusedGlobal` (the file would run code), ``ValueError`` for a TorchScript archive, or
-    whatever torch raises for a damaged file: the caller words them."""
+    Raises :class:`RefusedGlobal` (the file would run code), :class:`TorchScriptFile`, or whatever torch raises for
+    a damaged file: the caller words them."""
     path = Path(path)
     if _is_torchscript(path):
-        raise ValueError("a TorchScript archive (torch.jit.save), not a torch.save file")
+        raise TorchScriptFile(f"{path} is a TorchScript archive (torch.jit.save)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy files: "couldn't retrieve source code for container ..."
-        with path.open("rb") as f:
-            data = f.read()
-        return torch.load(io.BytesIO(data), map_location="cpu", pickle_module=_PickleModule, weights_only=False)
+        return torch.load(path, map_location="cpu", pickle_module=_PickleModule, weights_only=False)
 
 
 # -- flattening a recovered module ----------------------------------------------------------------
