@@ -42,3 +42,17 @@ def test_two_process_training_and_exact_evaluation(tiny_data, tmp_path):
     # batches of 2 vs 32 may run other conv kernels: logits agree to ~1e-4 relative (the bound derived in
     # test_training's channels_last test), and cross-entropy moves by at most twice the largest logit change
     assert multi["loss"] == pytest.approx(single.metrics["loss"], rel=1e-3)
+
+
+def test_two_process_pmg_steps_four_times_per_batch_with_heads_left_out_of_each_pass(tiny_data, tmp_path):
+    """PMG's passes each leave some heads without a gradient (ModelSpec.unused_parameters): DDP must look for
+    them, or the second pass fails with "Expected to have finished reduction"."""
+    run = tmp_path / "ddp_pmg"
+    overrides = [f"--set={k}" for k in ("data.num_workers=0", "data.val_fraction=0.5", "model.input_size=64",
+                                        "model.name=pmg", "model.transform=fbsd", "model.options.feature_size=16",
+                                        "model.options.part_feature=32", "train.batch_size=2",
+                                        "train.eval_batch_size=2", "train.epochs=1", "optim.name=sgd")]
+    result = _torchrun("train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), "--no-progress",
+                       *overrides)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1

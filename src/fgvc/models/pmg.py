@@ -20,8 +20,9 @@ Differences from the authors' code (docs/fidelity.md, tags P1-P4):
   * P3 — under PyTorch >= 2.0 the authors' ``optimizer.zero_grad()`` leaves the heads a pass does not use
     without a gradient, so SGD skips them (no weight decay, no momentum) in that pass; the PyTorch 1.x they
     wrote it for zeroed them and decayed every head in every pass. fgvc does what their code does today.
-  * P4 — the training accuracy is the prediction's (the sum of the heads); the authors print the
-    concatenation head's. The loss logged per batch is the sum of the four passes' losses, as theirs.
+  * P4 — a training pass returns only the head it trains (every head still runs, so every BatchNorm moves as
+    in theirs): DDP then knows which parameters a pass leaves out. The training accuracy is the
+    concatenation head's on the whole image and the logged loss the sum of the four passes', as theirs.
 """
 
 from __future__ import annotations
@@ -102,11 +103,16 @@ class PMG(nn.Module):
         self.heads = nn.ModuleList(ClassifierHead(part, feature_size, num_classes) for _ in range(3))
         self.head_concat = ClassifierHead(3 * part, feature_size, num_classes)
 
-    def forward(self, x: Tensor) -> ModelOutput:
+    def forward(self, x: Tensor, head: str | None = None) -> ModelOutput:
+        """Every head's logits and their sum. ``head`` (a training pass): every head still runs — their
+        BatchNorm statistics move in every pass, as in the authors' code — but only that head's logits are
+        returned, so DDP sees the other heads' parameters as unused in this pass."""
         maps = self.backbone(x)
         pooled = [block(m).amax(dim=(2, 3)) for block, m in zip(self.conv_blocks, maps, strict=True)]
-        logits = {f"part{i + 1}": head(p) for i, (head, p) in enumerate(zip(self.heads, pooled, strict=True))}
+        logits = {f"part{i + 1}": h(p) for i, (h, p) in enumerate(zip(self.heads, pooled, strict=True))}
         logits["concat"] = self.head_concat(torch.cat(pooled, dim=1))
+        if head is not None:
+            return ModelOutput(logits=logits[head], branch_logits={head: logits[head]})
         total = logits["part1"] + logits["part2"] + logits["part3"] + logits["concat"]
         return ModelOutput(logits=total, branch_logits=logits)
 
@@ -145,11 +151,11 @@ def pmg_train_passes(model: nn.Module, forward: Callable[[Tensor], ModelOutput],
     granularity scored by that granularity's head, then the whole image by the concatenation head."""
     assert isinstance(model, PMG)
     for i, n in enumerate(model.granularities):
-        out = forward(jigsaw(x, n))
-        ce = F.cross_entropy(out.branch_logits[f"part{i + 1}"], y)
+        out = forward(jigsaw(x, n), head=f"part{i + 1}")
+        ce = F.cross_entropy(out.logits, y)
         yield TrainPass(out, ce * model.part_loss_weight, {f"ce_part{i + 1}": ce}, step=True)
-    out = forward(x)
-    ce = F.cross_entropy(out.branch_logits["concat"], y)
+    out = forward(x, head="concat")
+    ce = F.cross_entropy(out.logits, y)
     yield TrainPass(out, ce * model.concat_loss_weight, {"ce_concat": ce}, step=True)
 
 
