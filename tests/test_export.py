@@ -26,7 +26,7 @@ from tests.serve.exports import export
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'fgvc[export]'")
 
-MODELS = ("baseline", "fbsd", "mmal", "pmg")
+MODELS = ("baseline", "fbsd", "mmal", "pmg", "cal")
 FORMATS = ("onnx", "torchscript", "exported-program")
 # the longest exports (FBSD's graph is the largest), 10-15 s each on 2 cores; `make test` runs them
 SLOW = {("fbsd", "onnx"), ("fbsd", "exported-program"), ("mmal", "exported-program")}

@@ -62,7 +62,7 @@ from ..errors import ConfigError
 from .backbones import Backbone
 from .mmal import crop_resize
 from .output import LossTerms, ModelOutput, TrainPass
-from .registry import AuthorsLayout, ModelSpec, register_model
+from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 
 __all__ = ["CAL", "AttentionConv", "attention_crop_boxes", "attention_drop", "cal_train_passes", "authors_key"]
 
@@ -353,6 +353,28 @@ def cal_train_passes(model: nn.Module, forward: Callable[..., ModelOutput], x: T
     yield TrainPass(output=out, loss=total, terms=terms)
 
 
+def explain_forward(model: CAL, x: Tensor) -> ModelOutput:
+    """``forward`` plus what ``fgvc explain`` draws: the attention (mean of the M maps, what the crops
+    threshold), the crop region the prediction uses (its box as a mask) and the region a training drop would
+    erase from the strongest map at the middle of the drop thresholds (``heatmap1..3``)."""
+    out = model(x)
+    maps = out.extras["attention_maps"]
+    size = (x.shape[2], x.shape[3])
+    mean_map = maps.mean(dim=1, keepdim=True)
+    boxes = out.object_boxes
+    if boxes is None:
+        boxes, _ = attention_crop_boxes(mean_map, VALIDATE_CROP[0], VALIDATE_CROP[1], size)
+    rows = torch.arange(size[0], device=x.device).view(1, -1, 1)
+    cols = torch.arange(size[1], device=x.device).view(1, 1, -1)
+    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    crop = ((rows >= y0) & (rows <= y1) & (cols >= x0) & (cols <= x1)).to(x.dtype)
+    strongest = maps.gather(1, maps.sum(dim=(2, 3)).argmax(dim=1).view(-1, 1, 1, 1).expand(-1, 1, *maps.shape[2:]))
+    middle = sum(DROP_THETA) / 2
+    dropped = 1.0 - attention_drop(torch.ones_like(x[:, :1]), strongest, middle)[:, 0]
+    out.extras.update(heatmap1=mean_map[:, 0], heatmap2=crop, heatmap3=dropped)
+    return out
+
+
 _AUTHORS_FEATURES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 
 
@@ -362,16 +384,20 @@ def authors_key(key: str) -> str | None:
     key = key.removeprefix("module.")
     if key.startswith("features."):
         index, _, rest = key[len("features."):].partition(".")
-        return f"backbone.body.{_AUTHORS_FEATURES[index]}.{rest}" if index in _AUTHORS_FEATURES else None
+        if index not in _AUTHORS_FEATURES:
+            raise KeyError(key)
+        return f"backbone.body.{_AUTHORS_FEATURES[index]}.{rest}"
     if key.startswith(("attentions.", "fc.")):
         return key
-    return None
+    raise KeyError(key)
 
 
 register_model(ModelSpec(
     "cal", CAL, head_prefixes=("fc.", "feature_center"), default_transform="cal", default_input_size=448,
     train_passes=cal_train_passes, localises=True, step_stats={"crop_fallback": "cal_crop_fallbacks"},
-    extras=("feature_matrix", "attention_maps", "attention_pair", "attention_choice", "crop_fallback"),
+    extras=("feature_matrix", "attention_maps", "attention_pair", "attention_choice", "crop_fallback", "heatmapN"),
+    pictures=(Picture.HEATMAPS,), explain_forward=explain_forward,
+    heatmap_titles=("attention: mean of the maps", "crop the prediction uses", "a training drop (θ 0.35)"),
     authors_layout=AuthorsLayout(repository="raoyongming/CAL", rename=authors_key, container="state_dict_key",
                                  buffers={"feature_center": "feature_center"}),
 ))
