@@ -135,12 +135,14 @@ def _threshold(maps: Tensor, theta: Tensor | float | list[float]) -> Tensor:
     """``theta`` (one value or one per image) times each map's maximum (B,), with the arithmetic of the authors'
     ``python_float * tensor.max()``: the factor rounded to the op's compute type (float32 for half maps)."""
     compute = torch.promote_types(maps.dtype, torch.float32)
+    peak = maps.amax(dim=(1, 2, 3)).to(compute)
+    if isinstance(theta, int | float):  # one value: no per-image list, so the batch size stays free in an export
+        return (peak * float(theta)).to(maps.dtype)
     if isinstance(theta, Tensor):
         factor = theta.to(device=maps.device, dtype=compute)
     else:
-        values = [float(theta)] * maps.shape[0] if isinstance(theta, int | float) else [float(t) for t in theta]
-        factor = torch.tensor(values, device=maps.device, dtype=compute)
-    return (factor * maps.amax(dim=(1, 2, 3)).to(compute)).to(maps.dtype)
+        factor = torch.tensor([float(t) for t in theta], device=maps.device, dtype=compute)
+    return (factor * peak).to(maps.dtype)
 
 
 def attention_crop_boxes(maps: Tensor, theta: Tensor | float | list[float], padding: float,
