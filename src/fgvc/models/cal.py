@@ -234,16 +234,21 @@ class CAL(nn.Module):
         """(p, aux, feature matrix (B, M·C), attention maps (B, M, h, w)) of one batch."""
         features = self.backbone(x)[2]
         maps = self.attentions(features)
+        b, m = maps.shape[:2]
         area = features.shape[2] * features.shape[3]
-        feature_matrix = _signed_sqrt_normalised(torch.einsum("bmhw,bchw->bmc", maps, features) / area)
-        if self.training:
+        columns = features.flatten(2).transpose(1, 2)  # (B, hw, C)
+        if self.training:  # the real and the random attention pool in one product (B, 2M, hw) @ (B, hw, C)
             fake = torch.zeros_like(maps).uniform_(0, 2)
-            pooled = torch.einsum("bmhw,bchw->bmc", fake, features) / area
+            pooled = torch.bmm(torch.cat([maps, fake], dim=1).flatten(2), columns) / area
+            real, pooled = pooled[:, :m], pooled[:, m:]
         else:  # all-ones attention: every map pools the spatial mean (C3)
-            pooled = features.mean(dim=(2, 3))[:, None].expand(-1, maps.shape[1], -1)
+            real = torch.bmm(maps.flatten(2), columns) / area
+            pooled = features.mean(dim=(2, 3))[:, None].expand(-1, m, -1)
+        feature_matrix = _signed_sqrt_normalised(real)
         counterfactual = _signed_sqrt_normalised(pooled)
-        p = self.fc(feature_matrix * 100.0)
-        return p, p - self.fc(counterfactual * 100.0), feature_matrix, maps
+        both = self.fc(torch.cat([feature_matrix, counterfactual]) * 100.0)  # one product for both heads
+        p = both[:b]
+        return p, p - both[b:], feature_matrix, maps
 
     def _choose_maps(self, maps: Tensor) -> Tensor:
         """(B, 2) map indices drawn per image with probability ∝ sqrt(map sum + 1e-6): the authors'

@@ -8,10 +8,10 @@ its own loss and optimiser step (:func:`pmg_train_passes`): the image cut into 8
 patches scored by the stride-8, -16 and -32 heads, then the whole image scored by the concatenation head with
 weight 2. Prediction is the sum of the four heads (the authors' "combined" accuracy, the one they select on).
 
-Differences from the authors' code (docs/fidelity.md, tags P1-P4):
-  * P1 — the pools are global max pools; the authors' MaxPool2d(56/28/14) equals that at 448 px only and
-    crashes elsewhere. Any input from 32 px works (a training batch of one from 64 px: the ResNet's train-mode
-    BatchNorm needs more than one value per channel).
+Differences from the authors' code (docs/fidelity.md, tags P1-P6):
+  * P1 — the pools are global max pools (``adaptive_max_pool2d``); the authors' MaxPool2d(56/28/14) equals
+    that at 448 px only and crashes elsewhere. Any input from 32 px works (a training batch of one from 64 px:
+    the ResNet's train-mode BatchNorm needs more than one value per channel).
   * P2 — the jigsaw cuts the actual input: patches of ``H // n`` by ``W // n`` pixels, and the rows and columns
     beyond ``n`` whole patches (when n does not divide the size) stay where they are. The authors' patches
     are ``448 // n`` whatever the input. The permutation is drawn exactly as theirs (``random.shuffle`` of
@@ -108,7 +108,10 @@ class PMG(nn.Module):
         BatchNorm statistics move in every pass, as in the authors' code — but only that head's logits are
         returned, so DDP sees the other heads' parameters as unused in this pass."""
         maps = self.backbone(x)
-        pooled = [block(m).amax(dim=(2, 3)) for block, m in zip(self.conv_blocks, maps, strict=True)]
+        # a global max pool with indices, as the authors' MaxPool2d: the backward routes each channel's gradient
+        # to one position (amax's spreads it over ties through full-size masks: slower)
+        pooled = [F.adaptive_max_pool2d(block(m), 1).flatten(1)
+                  for block, m in zip(self.conv_blocks, maps, strict=True)]
         logits = {f"part{i + 1}": h(p) for i, (h, p) in enumerate(zip(self.heads, pooled, strict=True))}
         logits["concat"] = self.head_concat(torch.cat(pooled, dim=1))
         if head is not None:
