@@ -20,7 +20,8 @@ from fgvc.config import load_config
 from fgvc.data.synthetic import generate_dataset
 from fgvc.engine.trainer import train
 
-MODELS = {"baseline": ("plain", 64), "mmal": ("mmal", 96), "fbsd": ("fbsd", 64), "pmg": ("fbsd", 64), "cal": ("cal", 64)}
+MODELS = {"baseline": ("plain", 64), "mmal": ("mmal", 96), "fbsd": ("fbsd", 64), "pmg": ("fbsd", 64),
+          "cal": ("cal", 64)}
 
 
 @functools.cache

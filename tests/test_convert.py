@@ -220,6 +220,8 @@ def test_the_authors_checkpoint_becomes_a_run_with_the_same_weights_that_evaluat
     assert main(["evaluate", str(out), "--data", str(synth_data), "--split", "test", "--device", "cpu",
                  "--no-progress", "--no-report", "--batch-size", "4"]) == 0, capsys.readouterr().err
     assert (out / "eval_test" / "metrics.json").is_file()
+    # the checkpoint is named for what it is: converted, not a best validation score
+    assert f"converted from {checkpoint.resolve()} ({REPOSITORY[method]})" in capsys.readouterr().out
 
 
 def test_a_class_list_file_names_the_rows(narrow_backbone, tmp_path, capsys):

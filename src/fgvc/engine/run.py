@@ -198,6 +198,9 @@ class Run:
         ``calibrate``: its probabilities use the checkpoint's temperature (else T = 1)."""
         ckpt_path, why = choose_checkpoint(path)
         state = load_checkpoint(ckpt_path)
+        converted = state.get("converted_from")
+        if isinstance(converted, dict) and converted.get("repository"):  # fgvc convert: no validation score
+            why = f"converted from {converted.get('file', 'a checkpoint')} ({converted['repository']})"
         config = config_from_dict(state["config"])
         config.train.device = device
         run_dir = ckpt_path.parent

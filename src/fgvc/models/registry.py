@@ -48,10 +48,12 @@ class AuthorsLayout:
 
     ``repository`` is where the checkpoint comes from (owner/name); ``rename(key)`` maps one of the authors'
     state-dict keys to fgvc's key, returns None for a tensor the authors keep that fgvc does not (said in
-    ``dropped``, the documented reason) and raises ``KeyError`` for a key it does not know (an extra key); ``container`` says how the file wraps the tensors: ``"state_dict"`` (a
-    plain mapping), ``"state_dict_key"`` (a dict whose ``"state_dict"`` or ``"model_state_dict"`` entry is the
-    mapping — CAL's and MMAL-Net's files; its other entries are read as plain data) or ``"pickled_module"`` (``torch.save(model)``: read by a restricted unpickler that
-    rebuilds tensors and plain containers only). ``buffers`` maps a top-level entry of the file (CAL's
+    ``dropped``, the documented reason) and raises ``KeyError`` for a key it does not know (an extra key).
+    ``container`` says how the file wraps the tensors: ``"state_dict"`` (a plain mapping), ``"state_dict_key"``
+    (a dict whose ``"state_dict"`` or ``"model_state_dict"`` entry is the mapping — CAL's and MMAL-Net's files;
+    its other entries are read as plain data) or ``"pickled_module"`` (``torch.save(model)``: read by a
+    restricted unpickler that rebuilds tensors and plain containers only). ``buffers`` maps a top-level entry of
+    the file (CAL's
     ``feature_center``) to an fgvc state-dict key.
     """
 
