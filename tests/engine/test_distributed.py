@@ -44,13 +44,20 @@ def test_two_process_training_and_exact_evaluation(tiny_data, tmp_path):
     assert multi["loss"] == pytest.approx(single.metrics["loss"], rel=1e-3)
 
 
-def test_two_process_pmg_steps_four_times_per_batch_with_heads_left_out_of_each_pass(tiny_data, tmp_path):
+METHOD_SETS = {
+    "pmg": ("model.name=pmg", "model.transform=fbsd", "model.options.feature_size=16", "model.options.part_feature=32"),
+    "cal": ("model.name=cal", "model.transform=cal", "model.options.attentions=4", "model.options.inference=validate"),
+}
+
+
+@pytest.mark.parametrize("method", ["pmg", "cal"])
+def test_two_process_training_of_the_several_pass_methods(tiny_data, tmp_path, method):
     """PMG's passes each leave some heads without a gradient (ModelSpec.unused_parameters): DDP must look for
-    them, or the second pass fails with "Expected to have finished reduction"."""
-    run = tmp_path / "ddp_pmg"
+    them, or the second pass fails with "Expected to have finished reduction". CAL runs two forwards before its
+    one backward."""
+    run = tmp_path / f"ddp_{method}"
     overrides = [f"--set={k}" for k in ("data.num_workers=0", "data.val_fraction=0.5", "model.input_size=64",
-                                        "model.name=pmg", "model.transform=fbsd", "model.options.feature_size=16",
-                                        "model.options.part_feature=32", "train.batch_size=2",
+                                        *METHOD_SETS[method], "train.batch_size=2",
                                         "train.eval_batch_size=2", "train.epochs=1", "optim.name=sgd")]
     result = _torchrun("train", "--config", "demo", "--data", str(tiny_data), "--out", str(run), "--no-progress",
                        *overrides)

@@ -83,3 +83,32 @@ def test_evaluate_predict_explain_and_serve(tiny_data, tmp_path, method):
     assert result.probabilities.shape == (2, 3)
     torch.testing.assert_close(result.probabilities.sum(dim=1), torch.ones(2))
     assert predictor.explain(images[0].name, images[0].read_bytes())[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pmg_and_cal_join_an_ensemble_with_fbsd_and_mmal_under_tta(tmp_path_factory, capsys):
+    """Ensembles average calibrated probabilities of any runs: the four methods together, with flipped views."""
+    import json
+
+    from fgvc.cli import main
+    from tests.seeing_fixtures import build_data, build_run
+
+    base = tmp_path_factory.getbasetemp()
+    data = build_data(base)
+    runs = [str(build_run(base, m)) for m in ("fbsd", "mmal", "pmg", "cal")]
+    out = tmp_path_factory.mktemp("ensemble4")
+    assert main(["evaluate", *runs, "--data", str(data), "--split", "val", "--tta", "flip", "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] > 0 and 0.0 <= metrics["top1"] <= 1.0
+    assert len(metrics["members"]) == 4, metrics.keys()
+
+
+@pytest.mark.parametrize("method", methods())
+def test_bf16_autocast_and_channels_last_train_and_evaluate(tiny_data, tmp_path, method):
+    """AMP (bf16 autocast on the CPU) and channels_last through the training passes and evaluation."""
+    run_dir = tmp_path / method
+    trainer = train(_config(tiny_data, method, **{"train.epochs": 1, "train.amp": "bf16",
+                                                   "train.channels_last": True}), run_dir, progress=False)
+    assert trainer.amp_dtype == torch.bfloat16
+    row = trainer.history[-1]
+    assert torch.isfinite(torch.tensor(row["train/loss"])) and "val/top1" in row
