@@ -56,21 +56,32 @@ def test_split_eval_pipeline_equals_the_full_one(recipe):
     assert torch.allclose(split, full, rtol=0, atol=1e-6)  # same arithmetic, up to float rounding
 
 
-@pytest.mark.parametrize("brightness_first", [True, False])
-def test_batched_jitter_matches_torchvision_functionals(brightness_first):
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (2, 0, 1), (1, 2, 0)])
+def test_batched_color_jitter_matches_torchvision_functionals_in_every_order(order):
     from torchvision.transforms.v2 import functional as TF
 
-    from fgvc.data.transforms import jitter_brightness_contrast
+    from fgvc.data.transforms import color_jitter
 
     x = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(0))
-    b, c = torch.tensor([1.15, 0.85]), torch.tensor([0.9, 1.2])
-    ours = jitter_brightness_contrast(x, b, c, torch.tensor([brightness_first] * 2))
-    for i in range(2):
-        if brightness_first:
-            want = TF.adjust_contrast(TF.adjust_brightness(x[i], float(b[i])), float(c[i]))
-        else:
-            want = TF.adjust_brightness(TF.adjust_contrast(x[i], float(c[i])), float(b[i]))
+    factors = torch.tensor([[1.15, 0.85], [0.9, 1.2], [0.6, 1.4]])  # brightness, contrast, saturation per image
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+    ours = color_jitter(x, factors, torch.tensor([order, order[::-1]]))
+    for i, sample_order in enumerate((order, order[::-1])):
+        want = x[i]
+        for op in sample_order:
+            want = adjust[op](want, float(factors[op, i]))
         assert torch.allclose(ours[i], want, atol=1e-6)
+
+
+def test_the_cal_recipe_jitters_brightness_and_saturation_only():
+    cal = recipe("cal").at(448)
+    assert (cal.resize, cal.crop, cal.train_crop_padding, cal.train_jitter) == ((512, 512), (448, 448), 0,
+                                                                                 (0.126, 0.0, 0.5))
+    jitter = [s for s in cal.transform(True).transforms if type(s).__name__ == "ColorJitter"][0]
+    assert (jitter.brightness, jitter.contrast, jitter.saturation) == ((0.874, 1.126), None, (0.5, 1.5))
+    # a checkpoint written before saturation existed stored one number: brightness and contrast
+    old = {**recipe("mmal").at(96).to_dict(), "train_jitter": 0.2}
+    assert type(cal).from_dict(old).train_jitter == (0.2, 0.2, 0.0)
 
 
 def test_train_batch_transform_jitters_each_sample_on_its_own():
@@ -94,7 +105,8 @@ def test_the_recipes_are_explicit_geometry():
     fbsd = recipe("fbsd").at(448)
     assert (fbsd.resize, fbsd.crop, fbsd.mean, fbsd.train_crop_padding) == ((550, 550), (448, 448), (0.5,) * 3, 8)
     mmal = recipe("mmal").at(448)
-    assert (mmal.resize, mmal.crop, mmal.mean, mmal.train_jitter) == ((448, 448), None, IMAGENET_MEAN, 0.2)
+    assert (mmal.resize, mmal.crop, mmal.mean, mmal.train_jitter) == ((448, 448), None, IMAGENET_MEAN,
+                                                                       (0.2, 0.2, 0.0))
     plain = recipe("plain").at(96, (0.1, 0.2, 0.3), (1, 1, 1))
     assert (plain.resize, plain.crop, plain.mean, plain.std) == ((96, 96), None, (0.1, 0.2, 0.3), (1.0, 1.0, 1.0))
     assert (fbsd.whole_image, plain.whole_image, fbsd.input_size) == (False, True, 448)

@@ -45,13 +45,15 @@ from torchvision.transforms import InterpolationMode, v2
 from ..errors import ConfigError
 
 __all__ = ["RECIPES", "Recipe", "recipe", "Preprocessing", "BatchTransform", "build_batch_transform",
-           "build_transform", "jitter_brightness_contrast", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "build_transform", "color_jitter", "ColorJitterSpec", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 FBSD_RESIZE_RATIO = 550 / 448
 HALF = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the one definition of ImageNet's statistics in fgvc
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MMAL_JITTER = 0.2  # ColorJitter(brightness=0.2, contrast=0.2), REFERENCE §2.8
+ColorJitterSpec = tuple[float, float, float]  # ColorJitter's (brightness, contrast, saturation); 0: not jittered
+NO_JITTER: ColorJitterSpec = (0.0, 0.0, 0.0)
 VALUE_SCALE = 255.0  # 8-bit values are divided by this (to 0–1) before (x - mean) / std
 CHANNEL_ORDER = "RGB"
 Stats = tuple[float, ...]
@@ -64,7 +66,8 @@ class Preprocessing:
     ``interpolation``/``antialias`` -> centre crop ``crop`` (H, W) unless None -> values / 255 ->
     (x - mean) / std, channels RGB, layout (3, H, W). Training replaces the centre crop with
     ``RandomCrop(crop, padding=train_crop_padding)`` where that is set, flips when ``train_flip``, and
-    jitters brightness and contrast by ``train_jitter``. ``recipe`` names where it came from."""
+    jitters colour as ``ColorJitter(*train_jitter)`` — (brightness, contrast, saturation). ``recipe`` names where
+    it came from."""
 
     recipe: str
     resize: Size
@@ -75,7 +78,7 @@ class Preprocessing:
     antialias: bool = True
     train_crop_padding: int | None = None
     train_flip: bool = True
-    train_jitter: float = 0.0
+    train_jitter: ColorJitterSpec = NO_JITTER
 
     @property
     def input_hw(self) -> Size:
@@ -108,8 +111,9 @@ class Preprocessing:
             steps.append(v2.RandomHorizontalFlip())
         if output == "uint8":
             return v2.Compose(steps)
-        if train and self.train_jitter:
-            steps.append(v2.ColorJitter(brightness=self.train_jitter, contrast=self.train_jitter))
+        if train and any(self.train_jitter):
+            brightness, contrast, saturation = self.train_jitter
+            steps.append(v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation))
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
         return v2.Compose(steps)
 
@@ -129,7 +133,7 @@ class Preprocessing:
                 "mean": list(self.mean), "std": list(self.std),
                 "value_scale": VALUE_SCALE, "channel_order": CHANNEL_ORDER,
                 "train_crop_padding": self.train_crop_padding, "train_flip": self.train_flip,
-                "train_jitter": self.train_jitter}
+                "train_jitter": dict(zip(JITTER_NAMES, self.train_jitter, strict=True))}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
@@ -148,7 +152,19 @@ class Preprocessing:
                    tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
                    str(data.get("interpolation", "bilinear")), bool(data.get("antialias", True)),
                    None if padding is None else int(padding), bool(data.get("train_flip", True)),
-                   float(data.get("train_jitter", 0.0)))
+                   _jitter(data.get("train_jitter", 0.0)))
+
+
+JITTER_NAMES = ("brightness", "contrast", "saturation")
+
+
+def _jitter(value: Any) -> ColorJitterSpec:
+    """A stored jitter: ``{"brightness": ..., "contrast": ..., "saturation": ...}``, or one number (checkpoints
+    and exports before saturation existed: brightness and contrast by that factor)."""
+    if isinstance(value, Mapping):
+        b, c, s = (float(value.get(name, 0.0)) for name in JITTER_NAMES)
+        return b, c, s
+    return float(value), float(value), 0.0
 
 
 def _size(value: Sequence[int]) -> Size:
@@ -167,7 +183,7 @@ class Recipe:
     mean: Stats | None = None
     std: Stats | None = None
     train_crop_padding: int | None = None
-    train_jitter: float = 0.0
+    train_jitter: ColorJitterSpec = NO_JITTER
 
     @property
     def whole_image(self) -> bool:
@@ -188,12 +204,12 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "fbsd": Recipe("fbsd", resize_ratio=FBSD_RESIZE_RATIO, mean=HALF, std=HALF, train_crop_padding=8),
-    "mmal": Recipe("mmal", mean=IMAGENET_MEAN, std=IMAGENET_STD, train_jitter=MMAL_JITTER),
+    "mmal": Recipe("mmal", mean=IMAGENET_MEAN, std=IMAGENET_STD, train_jitter=(MMAL_JITTER, MMAL_JITTER, 0.0)),
     "plain": Recipe("plain"),
     # CAL (raoyongming/CAL utils.get_transform): resize to S / 0.875 square, RandomCrop(S) / CenterCrop(S), a flip,
-    # ImageNet statistics. Not yet here: their ColorJitter(brightness=0.126, saturation=0.5) in training (the
-    # device-side jitter has brightness and contrast with one factor only).
-    "cal": Recipe("cal", resize_ratio=1 / 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0),
+    # ColorJitter(brightness=0.126, saturation=0.5), ImageNet statistics
+    "cal": Recipe("cal", resize_ratio=1 / 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0,
+                  train_jitter=(0.126, 0.0, 0.5)),
 }
 
 
@@ -215,42 +231,54 @@ def build_transform(
     return recipe(recipe_name).at(size, mean, std).transform(train, output)
 
 
-def jitter_brightness_contrast(x: Tensor, brightness: Tensor, contrast: Tensor, brightness_first: Tensor) -> Tensor:
-    """``ColorJitter`` restricted to brightness and contrast, batched: per-sample factors (B,) and order
-    (B,) bool, on float images in [0, 1]. Same arithmetic as torchvision's ``adjust_brightness`` (scale,
-    clamp) and ``adjust_contrast`` (blend with the image's grayscale mean, clamp)."""
-    b = brightness.view(-1, 1, 1, 1).to(x.dtype)
-    c = contrast.view(-1, 1, 1, 1).to(x.dtype)
-    weights = torch.tensor([0.2989, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+_GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
-    def bright(t: Tensor) -> Tensor:
-        return (t * b).clamp_(0, 1)
 
-    def contr(t: Tensor) -> Tensor:
-        mean = (t * weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-        return (c * t + (1 - c) * mean).clamp_(0, 1)
+def color_jitter(x: Tensor, factors: Tensor, order: Tensor, active: Sequence[int] = (0, 1, 2)) -> Tensor:
+    """``ColorJitter`` (brightness, contrast, saturation), batched, on float images in [0, 1]: ``factors`` (3, B)
+    per sample, ``order`` (B, 3) each sample's order of the three (a permutation of 0, 1, 2, as ColorJitter draws
+    one per image), ``active`` the adjustments the jitter has (the others are left out, as ColorJitter leaves out
+    a factor of 0). The arithmetic of torchvision's ``adjust_brightness`` (scale,
+    clamp), ``adjust_contrast`` (blend with the grayscale mean, clamp) and ``adjust_saturation`` (blend with the
+    grayscale image, clamp)."""
+    weights = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    f = factors.to(x.dtype).view(3, -1, 1, 1, 1)
 
-    return torch.where(brightness_first.view(-1, 1, 1, 1), contr(bright(x)), bright(contr(x)))
+    def gray(t: Tensor) -> Tensor:
+        return (t * weights).sum(dim=1, keepdim=True)
+
+    adjust = (
+        lambda t: (t * f[0]).clamp_(0, 1),
+        lambda t: (f[1] * t + (1 - f[1]) * gray(t).mean(dim=(2, 3), keepdim=True)).clamp_(0, 1),
+        lambda t: (f[2] * t + (1 - f[2]) * gray(t)).clamp_(0, 1),
+    )
+    for step in range(3):
+        op = order[:, step].view(-1, 1, 1, 1)
+        for i in active:
+            x = torch.where(op == i, adjust[i](x), x)
+    return x
 
 
 class BatchTransform(nn.Module):
     """The device-side half of a recipe: uint8 batch -> float, (train) jitter, normalise."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], jitter: float = 0.0) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], jitter: ColorJitterSpec = NO_JITTER) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.jitter = jitter
+        self.jitter = tuple(float(v) for v in jitter)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype != torch.uint8:  # already float and normalised (e.g. the full CPU pipeline)
             return x
         x = x.float().div_(255)
-        if self.training and self.jitter:
+        if self.training and any(self.jitter):
             n = x.shape[0]
-            low, high = 1 - self.jitter, 1 + self.jitter
-            draw = torch.rand(3, n, device=x.device)
-            x = jitter_brightness_contrast(x, low + (high - low) * draw[0], low + (high - low) * draw[1], draw[2] < 0.5)
+            spread = torch.tensor(self.jitter, device=x.device).view(3, 1)
+            low = (1 - spread).clamp(min=0)  # ColorJitter's range [max(0, 1 - v), 1 + v]
+            factors = low + (1 + spread - low) * torch.rand(3, n, device=x.device)
+            order = torch.rand(n, 3, device=x.device).argsort(dim=1)
+            x = color_jitter(x, factors, order, [i for i, v in enumerate(self.jitter) if v])
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return (x - mean) / std
 

@@ -43,9 +43,9 @@ Differences from the authors' code (``raoyongming/CAL``, ``fgvc/``):
     evaluation procedure (``inference``) are options; their code fixes them in its config files and scripts.
   * C5 — their checkpoint callback saves the DistributedDataParallel module's keys (``module.`` prefix), their
     ``save_model`` the plain ones: the authors' layout reads both.
-  * C6 — the ``cal`` transform (``data/transforms.py``) has their geometry and statistics (resize to S / 0.875,
-    random / centre crop S, flip, ImageNet mean and std) but not yet their training
-    ``ColorJitter(brightness=0.126, saturation=0.5)``.
+  * C6 — the ``cal`` transform (``data/transforms.py``) is theirs (resize to S / 0.875, random / centre crop S,
+    flip, ``ColorJitter(brightness=0.126, saturation=0.5)``, ImageNet mean and std); the jitter runs batched on
+    the training device, per image factors and order as ColorJitter draws them.
 """
 
 from __future__ import annotations
