@@ -8,13 +8,16 @@ from fgvc.models import MODEL_REGISTRY as MODELS
 from fgvc.models import create_model
 
 SIZES = {"baseline": (224, 448), "fbsd": (224, 448), "mmal": (224, 320, 448), "pmg": (224, 300, 448),
-         "cal": (224, 300, 448)}
+         "cal": (224, 300, 448), "transfg": (64, 96)}
+# a model that takes no CNN: the backbone it is tested on (not resnet18/50) and the stem whose gradient is checked
+BACKBONES = {"transfg": "vit_ti16"}
+STEMS = {"transfg": lambda model: model.backbone.patch_embed}
 CASES = [(name, size, batch) for name in MODELS for size in SIZES[name] for batch in (1, 2, 3)]
 
 
 def _step(name: str, backbone: str, size: int, batch: int) -> None:
     torch.manual_seed(0)
-    model = create_model(name, 5, backbone=backbone).train()
+    model = create_model(name, 5, backbone=BACKBONES.get(name, backbone)).train()
     x = torch.randn(batch, 3, size, size)
     y = torch.arange(batch) % 5
     out = model(x)
@@ -22,7 +25,7 @@ def _step(name: str, backbone: str, size: int, batch: int) -> None:
     total, terms = model.loss(out, y, epoch=1)
     assert torch.isfinite(total) and all(torch.isfinite(t) for t in terms.values())
     total.backward()
-    stem = model.backbone.body.conv1.weight.grad
+    stem = STEMS.get(name, lambda model: model.backbone.body.conv1)(model).weight.grad
     assert stem is not None and stem.abs().sum() > 0  # gradients reach the backbone
     if name == "mmal":
         n = model.preset.num_parts

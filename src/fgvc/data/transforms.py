@@ -210,6 +210,9 @@ RECIPES: dict[str, Recipe] = {
     # ColorJitter(brightness=0.126, saturation=0.5), ImageNet statistics
     "cal": Recipe("cal", resize_ratio=1 / 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0,
                   train_jitter=(0.126, 0.0, 0.5)),
+    # TransFG (TACJu/TransFG utils/data_utils.py): resize to 600 x 600 at 448 (S·600/448), RandomCrop(S) /
+    # CenterCrop(S), a flip, ImageNet statistics
+    "transfg": Recipe("transfg", resize_ratio=600 / 448, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0),
 }
 
 
