@@ -3,16 +3,21 @@ says how: the reduced configuration, the reference commit, the seeds), loaded th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fgvc.errors import ConfigError
 from fgvc.models import create_model, model_spec
+from fgvc.models.backbones import PretrainedWeightsError
 from fgvc.models.transfg import TransFG, contrastive_loss, select_parts
-from fgvc.models.vit import VisionTransformer, ViTConfig, resize_grid_bilinear
+from fgvc.models.vit import VisionTransformer, ViTConfig, load_weights, resize_grid_bilinear
 
 from .narrow import load_golden, narrow_resnet
+
+GOLDEN = Path(__file__).parent / "golden"
 
 # float64 end to end: what is left is the order of summation (the part selection's row-vector products, V1;
 # torch's label-smoothed cross-entropy against their LabelSmoothing)
@@ -222,3 +227,22 @@ def test_label_smoothing_is_their_formula() -> None:
     logp = logits.log_softmax(dim=-1)
     theirs = (0.9 * -logp.gather(1, target[:, None])[:, 0] + 0.1 * -logp.mean(dim=-1)).mean()
     assert_close(F.cross_entropy(logits, target, label_smoothing=0.1), theirs, "smoothing")
+
+
+# -- Google's .npz checkpoints ----------------------------------------------------------------------
+
+def test_npz_checkpoint_is_read_as_their_load_from() -> None:
+    """A small .npz in Google's layout, read by their load_from into their model at 64 px (5 x 5 grid from a stored
+    4 x 4: their ndimage.zoom); fgvc reads it into the ViT and TransFG resizes the grid. Float32, as their numpy
+    arrays: the resize is the only arithmetic (aligned-corner bilinear weights, ~1 ulp)."""
+    vit = VisionTransformer(ViTConfig(32, 3, 4, 64, 16, None, img_size=64), "vit_tiny_npz")
+    load_weights(vit, str(GOLDEN / "transfg_vit_tiny.npz"))
+    model = TransFG(vit, 5, img_size=64)
+    theirs = renamed(torch.load(GOLDEN / "transfg_npz_loaded.pt", weights_only=True))
+    state = model.state_dict()
+    assert set(state) - set(theirs) == {k for k in state if k.startswith(("part_layer.", "head."))}  # V4
+    for name, value in theirs.items():
+        torch.testing.assert_close(state[name], value, rtol=1e-6, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
+    with pytest.raises(PretrainedWeightsError, match="no"):
+        load_weights(VisionTransformer(ViTConfig(32, 4, 4, 64, 16, None, img_size=64), "deeper"),
+                     str(GOLDEN / "transfg_vit_tiny.npz"))

@@ -41,7 +41,7 @@ from .backbones import PretrainedWeightsError, load_state_dict_file
 from .registry import BackboneSpec, register_backbone
 
 __all__ = ["VisionTransformer", "ViTBlock", "ViTAttention", "ViTConfig", "VIT_CONFIGS", "npz_state_dict",
-           "resize_grid_bilinear"]
+           "resize_grid_bilinear", "load_weights", "create_vit"]
 
 LN_EPS = 1e-6
 NPZ_URL = "https://storage.googleapis.com/vit_models/imagenet21k/{}.npz"
@@ -259,10 +259,16 @@ def _load(net: VisionTransformer, state: Mapping[str, Tensor], source: str) -> N
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
+def load_weights(net: VisionTransformer, pretrained: bool | str | Path) -> None:
+    """Google's ``.npz`` (a path, or True: downloaded) or an fgvc state-dict file into ``net``, strictly; a stored
+    position grid other than ``net``'s is resized bilinearly (aligned corners, as their port does)."""
+    _load(net, *_read_weights(net, pretrained))
+
+
 def create_vit(name: str, pretrained: bool | str | Path | None = False) -> VisionTransformer:
     net = VisionTransformer(VIT_CONFIGS[name], name)
     if pretrained:
-        _load(net, *_read_weights(net, pretrained))
+        load_weights(net, pretrained)
     return net
 
 
