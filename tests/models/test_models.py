@@ -8,7 +8,7 @@ from fgvc.models import MODEL_REGISTRY as MODELS
 from fgvc.models import create_model
 
 SIZES = {"baseline": (224, 448), "fbsd": (224, 448), "mmal": (224, 320, 448), "pmg": (224, 300, 448),
-         "cal": (224, 300, 448), "transfg": (64, 96)}
+         "cal": (224, 300, 448), "transfg": (64, 96), "pim": (224, 320)}
 # a model that takes no CNN: the backbone it is tested on (not resnet18/50) and the stem whose gradient is checked
 BACKBONES = {"transfg": "vit_ti16"}
 STEMS = {"transfg": lambda model: model.backbone.patch_embed}

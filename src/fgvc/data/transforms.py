@@ -213,6 +213,9 @@ RECIPES: dict[str, Recipe] = {
     # TransFG (TACJu/TransFG utils/data_utils.py): resize to 600 x 600 at 448 (S·600/448), RandomCrop(S) /
     # CenterCrop(S), a flip, ImageNet statistics
     "transfg": Recipe("transfg", resize_ratio=600 / 448, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0),
+    # PIM (chou141253/FGVC-PIM data/dataset.py): resize to 510 x 510 at 384 (S·510/384), RandomCrop(S) /
+    # CenterCrop(S), a flip, ImageNet statistics (their GaussianBlur and sharpening, each with p 0.1: not in fgvc, I6)
+    "pim": Recipe("pim", resize_ratio=510 / 384, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0),
 }
 
 

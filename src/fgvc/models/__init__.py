@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from . import baseline, cal, efficientnet_lite, fbsd, mmal, pmg, transfg  # noqa: F401  (each registers itself)
+from . import baseline, cal, efficientnet_lite, fbsd, mmal, pim, pmg, swin, transfg  # noqa: F401  (each registers itself)
 from .backbones import Backbone, create_backbone
 from .output import ModelOutput
 from .registry import (
