@@ -100,7 +100,8 @@ def test_pmg_and_cal_join_an_ensemble_with_fbsd_and_mmal_under_tta(tmp_path_fact
                  "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] > 0 and 0.0 <= metrics["top1"] <= 1.0
-    assert len(metrics["members"]) == 4, metrics.keys()
+    members = metrics["ensemble"]["members"]
+    assert len(members) == 4 and all(0.0 <= m["top1"] <= 1.0 for m in members), metrics["ensemble"]
 
 
 @pytest.mark.parametrize("method", methods())

@@ -16,7 +16,7 @@ def _spec(**fields) -> ModelSpec:
 def test_a_misspelt_picture_fails_naming_the_spec_the_value_and_the_valid_ones():
     with pytest.raises(ConfigError) as error:
         _spec(pictures=("strip",), extras=("strip_importanceN", "stage_mapN", "strip_edgesN", "stage_strideN"))
-    assert str(error.value) == "model spec 'toy': pictures: 'strip' is not a picture fgvc draws; valid: windows, strips"
+    assert str(error.value) == "model spec 'toy': pictures: 'strip' is not a picture fgvc draws; valid: windows, strips, heatmaps"
 
 
 def test_a_step_stat_of_an_undeclared_extras_key_fails():
@@ -43,3 +43,8 @@ def test_the_registered_models_declare_what_they_draw_and_log():
     assert MODEL_REGISTRY["mmal"].pictures == (Picture.WINDOWS,)
     assert set(MODEL_REGISTRY["mmal"].step_stats) <= set(MODEL_REGISTRY["mmal"].extras)
     assert MODEL_REGISTRY["baseline"].pictures == ()
+
+
+def test_a_heatmaps_picture_needs_its_titles():
+    with pytest.raises(ConfigError, match="picture 'heatmaps' needs heatmap_titles"):
+        _spec(pictures=("heatmaps",), extras=("heatmapN",))
