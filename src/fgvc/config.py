@@ -65,6 +65,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
+    clip_grad_norm: float | None = None  # clip the gradients' total norm before each step (TransFG: 1.0); None: no
 
 
 @dataclass
@@ -211,7 +212,7 @@ _RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
     ("data.val_fraction", 0, 1, False), ("data.num_workers", 0, 256, False), ("data.split_seed", 0, None, False),
     ("model.input_size", 32, 4096, False),
     ("optim.lr", 0, None, True), ("optim.backbone_lr", 0, None, True), ("optim.momentum", 0, 1, False),
-    ("optim.weight_decay", 0, None, False),
+    ("optim.weight_decay", 0, None, False), ("optim.clip_grad_norm", 0, None, True),
     ("schedule.gamma", 0, None, True), ("schedule.period_epochs", 0, None, True),
     ("schedule.warmup_epochs", 0, None, False),
     ("train.epochs", 1, None, False), ("train.batch_size", 1, None, False), ("train.eval_batch_size", 1, None, False),

@@ -293,3 +293,24 @@ def test_unreadable_training_image_names_the_file_or_is_skipped_and_counted(tiny
     train(tiny_config(data, **{"train.epochs": 1, "data.val_fraction": 0.0, "data.skip_unreadable": True}),
           tmp_path / "skip", progress=False)
     assert read_metrics_csv(tmp_path / "skip" / "metrics.csv")[0]["train/skipped_images"] == 1.0
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_clip_grad_norm_bounds_the_step_by_the_clipped_norm(tiny_data, tmp_path, clip):
+    """Plain SGD (no momentum, no weight decay): the step is lr times the gradient, so its norm is lr times the
+    gradient's norm — at most lr * clip_grad_norm when clipping (TransFG's 1.0), larger here without."""
+    overrides = {"optim.momentum": 0, "optim.weight_decay": 0, "optim.lr": 0.1, "schedule.name": "constant"}
+    if clip is not None:
+        overrides["optim.clip_grad_norm"] = clip
+    trainer = start_trainer(tiny_config(tiny_data, **overrides), tmp_path / "run", progress=False)
+    batch = next(iter(trainer.train_loader))
+    x = trainer.train_loader.prepare(batch["image"])
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.model.train()
+    trainer._run_passes(x, batch["label"], True)
+    step = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(trainer.model.parameters(), before,
+                                                                        strict=True)))
+    if clip is None:
+        assert step > 0.1 * 0.05 * 2  # an unclipped gradient of this tiny run is far above the clip used below
+    else:
+        assert step <= 0.1 * clip * (1 + 1e-5)  # float32 rounding of the clip coefficient

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 CONTAINERS = ("state_dict", "state_dict_key", "pickled_module")
 # where a dict-wrapped file keeps its state dict ("state_dict"; "model_state_dict" as some training scripts save it)
-STATE_DICT_ENTRIES = ("state_dict", "model_state_dict")
+STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model")  # the entries the methods' files use
 _LISTED = 5  # keys named per kind of problem in the one-line error
 
 

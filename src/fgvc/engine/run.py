@@ -343,8 +343,12 @@ class Run:
     # -- model --------------------------------------------------------------------------------
     def build_model(self, num_classes: int, pretrained: bool | str | None = None) -> nn.Module:
         m = self.config.model
+        options = dict(m.options)
+        sized = self.spec.input_size_option  # layers sized by the input (PIM's token mixing, TransFG's grid)
+        if sized is not None and sized not in options:
+            options[sized] = m.input_size
         return create_model(m.name, num_classes, backbone=m.backbone,
-                            pretrained=m.pretrained if pretrained is None else pretrained, **m.options)
+                            pretrained=m.pretrained if pretrained is None else pretrained, **options)
 
     def load_weights(self, model: nn.Module, what: str = "checkpoint") -> None:
         """The checkpoint's weights into ``model``; a model that does not fit is one line."""

@@ -420,6 +420,10 @@ class Trainer:
         yield TrainPass(out, loss, terms)
 
     def _optimizer_step(self) -> None:
+        clip = self.config.optim.clip_grad_norm
+        if clip is not None:  # on the true gradients: unscaled first under fp16 (the scaler then skips its own)
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

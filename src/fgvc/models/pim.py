@@ -268,7 +268,7 @@ def authors_key(key: str) -> str | None:
 
 register_model(ModelSpec(
     "pim", PIM, head_prefixes=("token_classifiers.", "combiner.classifier."), default_transform="pim",
-    default_input_size=384,
+    default_input_size=384, input_size_option="input_size",
     authors_layout=AuthorsLayout(
         repository="chou141253/FGVC-PIM", rename=authors_key, container="state_dict_key",
         dropped="backbone.norm.*, backbone.head.*: their Swin's final norm and ImageNet-22k classifier, never used "

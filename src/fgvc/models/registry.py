@@ -133,6 +133,7 @@ class ModelSpec:
     heatmap_titles: tuple[str, ...] = ()  # Picture.HEATMAPS: the title of heatmap1, heatmap2, ...
     train_passes: TrainPasses | None = None
     unused_parameters: bool = False  # a pass leaves some parameters without a gradient (DDP must look for them)
+    input_size_option: str | None = None  # the builder keyword sized by the input (Run passes model.input_size)
     authors_layout: AuthorsLayout | None = None
 
     def __post_init__(self) -> None:

@@ -75,7 +75,7 @@ def contrastive_loss(features: Tensor, target: Tensor, margin: float = CONTRAST_
 class TransFG(nn.Module):
     """TransFG on a :class:`~fgvc.models.vit.VisionTransformer` (``vit_b16`` is the paper's).
 
-    Options: ``img_size`` (448: the grid the position embeddings are kept at; set it to ``model.input_size``),
+    Options: ``img_size`` (the grid the position embeddings are kept at: ``model.input_size`` unless given),
     ``split`` ``"overlap"`` | ``"non-overlap"`` and ``slide_step`` (12), ``smoothing`` (label smoothing, 0: plain
     cross-entropy), ``dropout`` (0.1, their ``dropout_rate``: after the position embeddings and in every MLP),
     ``attention_dropout`` (0.0), ``part_layer_init`` ``"random"`` (theirs, V4) | ``"pretrained"``.
@@ -214,6 +214,7 @@ def authors_key(key: str) -> str | None:
 
 register_model(ModelSpec(
     "transfg", TransFG, head_prefixes=("head.",), default_transform="transfg", default_input_size=448,
+    input_size_option="img_size",
     param_groups=None, extras=("class_token", "part_indices"),
     cam_layer=lambda model: None,
     authors_layout=AuthorsLayout(repository="TACJu/TransFG", rename=authors_key, container="state_dict_key"),
