@@ -14,13 +14,16 @@ PAPER_TOP1 = {
     "pmg_resnet50_cub": 89.6, "pmg_resnet50_cars": 95.1, "pmg_resnet50_aircraft": 93.4,
     "cal_resnet101_cub": 90.6, "cal_resnet101_cars": 95.5, "cal_resnet101_aircraft": 94.2,
     "mmal_resnet50_cub": 89.6, "mmal_resnet50_cars": 95.0, "mmal_resnet50_aircraft": 94.7,
+    "transfg_vitb16_cub": 91.7, "pim_swinl_cub": 92.8,
 }
+SMALL_BACKBONES = {"vit": "vit_ti16", "swin": "swin_t"}  # a small backbone of the preset's family
 
 
 def test_the_papers_presets_are_there():
-    for method, backbone in (("pmg", "resnet50"), ("cal", "resnet101"), ("mmal", "resnet50")):
+    for method, backbone in (("pmg", "resnet50"), ("cal", "resnet101"), ("mmal", "resnet50"), ("transfg", "vitb16")):
         for layout in ("cub", "cars", "aircraft", "competition"):
             assert f"{method}_{backbone}_{layout}" in PRESETS
+    assert {"pim_swinl_cub", "pim_swinl_competition"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -45,7 +48,8 @@ def test_every_preset_builds_its_model_with_its_options(name):
     config = load_config(name)
     if config.model.name not in MODEL_REGISTRY:
         pytest.skip(f"model {config.model.name!r} is not registered yet: {name} is only parsed")
-    model = create_model(config.model.name, 3, backbone="resnet18", **config.model.options)
+    small = next((b for family, b in SMALL_BACKBONES.items() if config.model.backbone.startswith(family)), "resnet18")
+    model = create_model(config.model.name, 3, backbone=small, **config.model.options)
     assert sum(p.numel() for p in model.parameters()) > 0
     if config.optim.backbone_lr is not None:
         assert model_spec(config.model.name).param_groups is not None, name
@@ -60,7 +64,9 @@ def test_paper_figures_are_on_the_presets_dataset_and_only_there(name):
         assert config.paper.note() is None and config.paper.dataset is None
         return
     assert config.paper.dataset == DATASETS[config.data.format]  # never a figure on another layout
-    assert config.paper.source and config.model.backbone.replace("resnet", "ResNet-") in config.paper.source
+    shown = {"vit_b16": "ViT-B/16", "swin_l384": "Swin-L"}.get(config.model.backbone,
+                                                                config.model.backbone.replace("resnet", "ResNet-"))
+    assert config.paper.source and shown in config.paper.source  # the backbone the figure was measured with
 
 
 def test_pmg_and_cal_presets_follow_the_authors_code():
