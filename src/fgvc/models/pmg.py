@@ -27,6 +27,7 @@ Differences from the authors' code (docs/fidelity.md, tags P1-P6):
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterator
 
@@ -74,6 +75,18 @@ def jigsaw(images: Tensor, n: int, perm: list[int] | None = None) -> Tensor:
     return out
 
 
+_ALL = ({0, 1, 2}, {0, 1, 2}, {"part1", "part2", "part3", "concat"})
+_GRAPH_PARTS: dict[str | None, tuple[set[int], set[int], set[str]]] = {
+    None: _ALL, "concat": _ALL,
+    "part1": ({0}, {0}, {"part1"}), "part2": ({0, 1}, {1}, {"part2"}), "part3": ({0, 1, 2}, {2}, {"part3"}),
+}
+
+
+def _recording(needed: bool) -> contextlib.AbstractContextManager:
+    """Record the autograd graph only where a loss can reach (a no-op under ``torch.no_grad`` already)."""
+    return contextlib.nullcontext() if needed else torch.no_grad()
+
+
 class PMG(nn.Module):
     """PMG on any :class:`Backbone`. ``part_feature`` (the conv blocks' output, the authors' 1024 = 2048 / 2)
     defaults to half the last stage's channels; ``granularities`` are the jigsaw grids of the three passes."""
@@ -105,15 +118,27 @@ class PMG(nn.Module):
 
     def forward(self, x: Tensor, head: str | None = None) -> ModelOutput:
         """Every head's logits and their sum. ``head`` (a training pass): every head still runs — their
-        BatchNorm statistics move in every pass, as in the authors' code — but only that head's logits are
-        returned, so DDP sees the other heads' parameters as unused in this pass."""
-        maps = self.backbone(x)
-        # a global max pool with indices, as the authors' MaxPool2d: the backward routes each channel's gradient
-        # to one position (amax's spreads it over ties through full-size masks: slower)
-        pooled = [F.adaptive_max_pool2d(block(m), 1).flatten(1)
-                  for block, m in zip(self.conv_blocks, maps, strict=True)]
-        logits = {f"part{i + 1}": h(p) for i, (h, p) in enumerate(zip(self.heads, pooled, strict=True))}
-        logits["concat"] = self.head_concat(torch.cat(pooled, dim=1))
+        BatchNorm statistics move in every pass, as in the authors' code — but what that head's loss cannot reach
+        (later stages, other conv blocks and heads) runs without recording a graph, and only that head's logits
+        are returned, so DDP sees the other heads' parameters as unused in this pass. Same numbers either way."""
+        graph = _GRAPH_PARTS[head]  # (stages, blocks, heads) whose outputs the loss reaches
+        maps, h = [], x
+        for i in range(3):
+            with _recording(i in graph[0]):
+                h = self.backbone.stage(i, h)
+            maps.append(h)
+        pooled = []
+        for i, (block, m) in enumerate(zip(self.conv_blocks, maps, strict=True)):
+            # a global max pool with indices, as the authors' MaxPool2d: the backward routes each channel's
+            # gradient to one position (amax's spreads it over ties through full-size masks: slower)
+            with _recording(i in graph[1]):
+                pooled.append(F.adaptive_max_pool2d(block(m), 1).flatten(1))
+        logits = {}
+        for i, h_i in enumerate(self.heads):
+            with _recording(f"part{i + 1}" in graph[2]):
+                logits[f"part{i + 1}"] = h_i(pooled[i])
+        with _recording("concat" in graph[2]):
+            logits["concat"] = self.head_concat(torch.cat(pooled, dim=1))
         if head is not None:
             return ModelOutput(logits=logits[head], branch_logits={head: logits[head]})
         total = logits["part1"] + logits["part2"] + logits["part3"] + logits["concat"]
