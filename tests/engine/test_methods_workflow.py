@@ -1,6 +1,6 @@
-"""PMG and CAL through the whole workflow on a tiny configuration (ResNet-18 from scratch, 64 px, 3 synthetic
-classes): a run stopped mid-epoch resumes to the very weights of an unbroken run, then evaluate, predict,
-explain and serve take it like any other model."""
+"""PMG, CAL, TransFG and PIM through the whole workflow on a tiny configuration (ResNet-18 or ViT-Ti from scratch,
+64 px, 3 synthetic classes): a run stopped mid-epoch resumes to the very weights of an unbroken run, then evaluate,
+predict, explain, serve and export take it like any other model."""
 
 from __future__ import annotations
 
@@ -19,8 +19,12 @@ METHODS = {
     "pmg": {"model.name": "pmg", "model.transform": "fbsd", "model.options.feature_size": 16,
             "model.options.part_feature": 32, "optim.backbone_lr": 0.001},
     "cal": {"model.name": "cal", "model.options.attentions": 4, "model.options.inference": "validate"},
+    "transfg": {"model.name": "transfg", "model.backbone": "vit_ti16", "model.transform": "transfg"},
+    "pim": {"model.name": "pim", "model.transform": "pim", "model.options.num_selects": "[40, 12, 2]",
+            "model.options.fpn_size": 32},  # on the ResNet-18 of the tiny config (I7)
 }
-BRANCHES = {"pmg": {"acc_part1", "acc_part2", "acc_part3", "acc_concat"}, "cal": {"acc_raw"}}
+BRANCHES = {"pmg": {"acc_part1", "acc_part2", "acc_part3", "acc_concat"}, "cal": {"acc_raw"}, "transfg": set(),
+            "pim": {"acc_combiner"}}
 
 
 def methods() -> list:
@@ -113,3 +117,21 @@ def test_bf16_autocast_and_channels_last_train_and_evaluate(tiny_data, tmp_path,
     assert trainer.amp_dtype == torch.bfloat16
     row = trainer.history[-1]
     assert torch.isfinite(torch.tensor(row["train/loss"])) and "val/top1" in row
+
+
+PIM_ONNX = pytest.mark.xfail(strict=True, reason="issue 21, open: PIM's ONNX graph gives other logits than the "
+                              "eager model (up to 35% relative on the tiny run); the verification refuses to write it")
+
+
+@pytest.mark.parametrize(("method", "fmt"), [("transfg", "onnx"), ("transfg", "exported-program"),
+                                             pytest.param("pim", "onnx", marks=PIM_ONNX), ("pim", "exported-program")])
+def test_the_transformer_methods_export_verified(tiny_data, tmp_path, method, fmt, capsys):
+    """`fgvc export` loads the written file back and compares it with the run on real images before keeping it."""
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'fgvc[export]'")
+    from fgvc.cli import main
+
+    run_dir = tmp_path / method
+    train(_config(tiny_data, method, **{"train.epochs": 1}), run_dir, progress=False)
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt2")
+    assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert out.is_file() and "OK: top-1 agrees" in capsys.readouterr().out

@@ -16,7 +16,8 @@ def _spec(**fields) -> ModelSpec:
 def test_a_misspelt_picture_fails_naming_the_spec_the_value_and_the_valid_ones():
     with pytest.raises(ConfigError) as error:
         _spec(pictures=("strip",), extras=("strip_importanceN", "stage_mapN", "strip_edgesN", "stage_strideN"))
-    assert str(error.value) == "model spec 'toy': pictures: 'strip' is not a picture fgvc draws; valid: windows, strips, heatmaps"
+    assert str(error.value) == ("model spec 'toy': pictures: 'strip' is not a picture fgvc draws; "
+                                "valid: windows, strips, heatmaps")
 
 
 def test_a_step_stat_of_an_undeclared_extras_key_fails():
