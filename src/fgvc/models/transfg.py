@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .output import LossTerms, ModelOutput
-from .registry import AuthorsLayout, ModelSpec, register_model
+from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 from .vit import VisionTransformer, ViTBlock, resize_grid_bilinear
 
 __all__ = ["TransFG", "select_parts", "contrastive_loss", "authors_key"]
@@ -51,15 +51,20 @@ SPLITS = ("overlap", "non-overlap")
 PART_LAYER_INITS = ("random", "pretrained")
 
 
-def select_parts(weights: list[Tensor]) -> Tensor:
-    """(B, heads) indices of the patch tokens (0 = the first patch, the class token not counted) the class token
-    attends to most in ``weights[-1] @ ... @ weights[0]`` (each (B, heads, N, N)), per head: the authors'
-    ``Part_Attention``, computed as the class token's row only (V1)."""
+def class_attention(weights: list[Tensor]) -> Tensor:
+    """(B, heads, N - 1): the class token's row of ``weights[-1] @ ... @ weights[0]`` (each (B, heads, N, N)) over
+    the patch tokens — what the authors' ``Part_Attention`` multiplies out, as one row only (V1)."""
     with torch.no_grad():
         row = weights[-1][:, :, :1, :]
         for w in reversed(weights[:-1]):
             row = torch.matmul(row, w)
-        return row[:, :, 0, 1:].argmax(dim=-1)
+        return row[:, :, 0, 1:]
+
+
+def select_parts(weights: list[Tensor]) -> Tensor:
+    """(B, heads) indices of the patch tokens (0 = the first patch, the class token not counted) the class token
+    attends to most through all layers, per head (:func:`class_attention`)."""
+    return class_attention(weights).argmax(dim=-1)
 
 
 def contrastive_loss(features: Tensor, target: Tensor, margin: float = CONTRAST_MARGIN) -> Tensor:
@@ -140,6 +145,10 @@ class TransFG(nn.Module):
         return torch.cat([pos[:, :1], patches.flatten(2).transpose(1, 2)], dim=1)
 
     def forward(self, x: Tensor) -> ModelOutput:
+        return self._forward(x)[0]
+
+    def _forward(self, x: Tensor) -> tuple[ModelOutput, list[Tensor], tuple[int, int]]:
+        """The output, every layer's attention (before the part layer) and the patch grid."""
         vit = self.backbone
         patch = vit.patch
         if x.shape[-2] < patch or x.shape[-1] < patch:
@@ -158,7 +167,19 @@ class TransFG(nn.Module):
         tokens, _ = self.part_layer(torch.cat([tokens[:, :1], parts], dim=1))
         cls = vit.norm(tokens)[:, 0]
         logits = self.head(cls)
-        return ModelOutput(logits=logits, extras={"class_token": cls, "part_indices": index})
+        return ModelOutput(logits=logits, extras={"class_token": cls, "part_indices": index}), weights, grid
+
+    def explain_forward(self, x: Tensor) -> ModelOutput:
+        """``forward`` plus what ``fgvc explain`` draws over the patch grid: where the class token looks through
+        all layers (the product the part selection ranks, mean over heads: ``heatmap1``) and the patches selected,
+        one per head (``heatmap2``: how many heads chose each)."""
+        out, weights, grid = self._forward(x)
+        attention = class_attention(weights)  # (B, heads, patches)
+        b = x.shape[0]
+        out.extras["heatmap1"] = attention.mean(dim=1).view(b, *grid)
+        chosen = F.one_hot(out.extras["part_indices"], attention.shape[-1]).sum(dim=1)
+        out.extras["heatmap2"] = chosen.to(x.dtype).view(b, *grid)
+        return out
 
     def loss(self, output: ModelOutput, target: Tensor, epoch: int | None = None) -> tuple[Tensor, LossTerms]:
         """Their training loss at every epoch: cross-entropy (label-smoothed with ``smoothing``) + contrastive."""
@@ -215,7 +236,9 @@ def authors_key(key: str) -> str | None:
 register_model(ModelSpec(
     "transfg", TransFG, head_prefixes=("head.",), default_transform="transfg", default_input_size=448,
     input_size_option="img_size",
-    param_groups=None, extras=("class_token", "part_indices"),
+    param_groups=None, extras=("class_token", "part_indices", "heatmapN"),
+    pictures=(Picture.HEATMAPS,), explain_forward=TransFG.explain_forward,
+    heatmap_titles=("class-token attention", "selected parts"),
     cam_layer=lambda model: None,
     authors_layout=AuthorsLayout(repository="TACJu/TransFG", rename=authors_key, container="state_dict_key"),
 ))
