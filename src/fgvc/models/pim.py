@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .output import LossTerms, ModelOutput
-from .registry import AuthorsLayout, ModelSpec, register_model
+from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 
 __all__ = ["PIM", "PIMOutput", "GraphCombiner", "authors_key"]
 
@@ -266,9 +266,31 @@ def authors_key(key: str) -> str | None:
     raise KeyError(key)
 
 
+def explain_forward(model: PIM, x: Tensor) -> PIMOutput:
+    """``forward`` plus, per tapped stage, the tokens its selector keeps, on the stage's grid (``heatmapN``: 1 where a
+    token is selected) — what the combiner reads."""
+    out = model(x)
+    h, w = x.shape[-2:]
+    for i, (ranks, n, stride) in enumerate(zip(out.ranks, model.num_selects, model.backbone.strides, strict=True)):
+        grid = (h // stride, w // stride)
+        if grid[0] * grid[1] != ranks.shape[1]:  # a CNN stage whose map is not the input over its stride
+            grid = _square(ranks.shape[1])
+        chosen = torch.zeros(ranks.shape, dtype=x.dtype, device=x.device).scatter_(1, ranks[:, :n], 1.0)
+        out.extras[f"heatmap{i + 1}"] = chosen.view(-1, *grid)
+    return out
+
+
+def _square(tokens: int) -> tuple[int, int]:
+    side = int(round(tokens ** 0.5))
+    return (side, tokens // side) if side * (tokens // side) == tokens else (1, tokens)
+
+
 register_model(ModelSpec(
     "pim", PIM, head_prefixes=("token_classifiers.", "combiner.classifier."), default_transform="pim",
     default_input_size=384, input_size_option="input_size",
+    pictures=(Picture.HEATMAPS,), extras=("heatmapN",), explain_forward=explain_forward,
+    heatmap_titles=("stage 1: selected tokens", "stage 2: selected tokens", "stage 3: selected tokens",
+                    "stage 4: selected tokens"),
     authors_layout=AuthorsLayout(
         repository="chou141253/FGVC-PIM", rename=authors_key, container="state_dict_key",
         dropped="backbone.norm.*, backbone.head.*: their Swin's final norm and ImageNet-22k classifier, never used "

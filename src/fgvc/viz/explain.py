@@ -281,6 +281,8 @@ def _heatmaps_picture(run, path, x, out, b, probs, true_index, mean, std) -> Exp
     cropped = " (centre crop)" if not run.preprocessing.whole_image else ""
     panels = [draw.titled(view, f"model input{cropped}")]
     for i, title in enumerate(run.spec.heatmap_titles):
+        if f"heatmap{i + 1}" not in out.extras:  # fewer maps on this backbone (PIM taps 3 CNN stages, 4 Swin stages)
+            continue
         heat = out.extras[f"heatmap{i + 1}"][b].float().cpu()
         panels.append(draw.titled(draw.heatmap_overlay(view, heat.numpy()),
                                   f"{title} ({heat.shape[0]}×{heat.shape[1]})"))
