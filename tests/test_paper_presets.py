@@ -1,5 +1,6 @@
-"""The papers' presets as a user types them: `fgvc train --config pmg_resnet50_cub --data CUB_200_2011` (and CAL's)
-runs a training step at 448 px on a folder in CUB-200-2011's layout. ResNet-50/101 at 448 px on a CPU: slow."""
+"""The papers' presets as a user types them: `fgvc train --config pmg_resnet50_cub --data CUB_200_2011` (and CAL's,
+TransFG's, PIM's) runs a training step at the paper's size on a folder in CUB-200-2011's layout: ResNet-50/101 and
+ViT-B at 448 px, Swin-L at 384, on a CPU: slow."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ def cub(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("preset", "model", "paper"), [("pmg_resnet50_cub", "pmg", 89.6),
-                                                        ("cal_resnet101_cub", "cal", 90.6)])
+                                                        ("cal_resnet101_cub", "cal", 90.6),
+                                                        ("transfg_vitb16_cub", "transfg", 91.7),
+                                                        ("pim_swinl_cub", "pim", 92.8)])
 def test_the_papers_preset_trains_one_step_at_448_on_a_cub_folder(cub, tmp_path, preset, model, paper, capsys):
     run = tmp_path / "run"
     # no ImageNet download here (offline); one step: 4 training images, batch 4 (a CPU's memory, not the preset's
@@ -32,5 +35,6 @@ def test_the_papers_preset_trains_one_step_at_448_on_a_cub_folder(cub, tmp_path,
     assert status == 0, out
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] == 1 and state["config"]["model"]["name"] == model
-    assert state["config"]["model"]["input_size"] == 448 and state["config"]["paper"]["top1"] == paper
-    assert f"{model}/resnet" in out and "on 4 train, 0 val images, 2 classes" in out
+    size = 384 if model == "pim" else 448  # the papers' sizes: Swin-L at 384, the others at 448
+    assert state["config"]["model"]["input_size"] == size and state["config"]["paper"]["top1"] == paper
+    assert f"run {run}: {model}/" in out and "on 4 train, 0 val images, 2 classes" in out

@@ -47,11 +47,14 @@ def test_two_process_training_and_exact_evaluation(tiny_data, tmp_path):
 METHOD_SETS = {
     "pmg": ("model.name=pmg", "model.transform=fbsd", "model.options.feature_size=16", "model.options.part_feature=32"),
     "cal": ("model.name=cal", "model.transform=cal", "model.options.attentions=4", "model.options.inference=validate"),
+    "transfg": ("model.name=transfg", "model.backbone=vit_ti16", "model.transform=transfg"),
+    "pim": ("model.name=pim", "model.transform=pim", "model.options.num_selects=[40, 12, 2]",
+            "model.options.fpn_size=32"),
 }
 
 
-@pytest.mark.parametrize("method", ["pmg", "cal"])
-def test_two_process_training_of_the_several_pass_methods(tiny_data, tmp_path, method):
+@pytest.mark.parametrize("method", ["pmg", "cal", "transfg", "pim"])
+def test_two_process_training_of_the_newer_methods(tiny_data, tmp_path, method):
     """PMG's passes each leave some heads without a gradient (ModelSpec.unused_parameters): DDP must look for
     them, or the second pass fails with "Expected to have finished reduction". CAL runs two forwards before its
     one backward."""
