@@ -1,4 +1,4 @@
-"""TransFG's explanation maps are the quantities its part selection uses, on the patch grid."""
+"""TransFG: its explanation maps are the quantities its part selection uses; gradient checkpointing changes nothing."""
 
 import torch
 
@@ -27,3 +27,20 @@ def test_the_maps_are_the_class_tokens_attention_and_the_selected_patches():
     attention = class_attention(weights)
     torch.testing.assert_close(out.extras["heatmap1"].flatten(1), attention.mean(dim=1))
     assert torch.equal(attention.argmax(dim=-1), out.extras["part_indices"])
+
+
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients_with_dropout_on():
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = create_model("transfg", 3, backbone="vit_ti16", img_size=64, dropout=0.1,
+                             checkpointing=checkpointing).double().train()
+        x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(2)  # the dropout draws
+        out = model(x)
+        loss, _ = model.loss(out, torch.tensor([0, 2]))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-12, atol=1e-14, msg=name)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from .output import LossTerms, ModelOutput
@@ -83,12 +84,14 @@ class TransFG(nn.Module):
     Options: ``img_size`` (the grid the position embeddings are kept at: ``model.input_size`` unless given),
     ``split`` ``"overlap"`` | ``"non-overlap"`` and ``slide_step`` (12), ``smoothing`` (label smoothing, 0: plain
     cross-entropy), ``dropout`` (0.1, their ``dropout_rate``: after the position embeddings and in every MLP),
-    ``attention_dropout`` (0.0), ``part_layer_init`` ``"random"`` (theirs, V4) | ``"pretrained"``.
+    ``attention_dropout`` (0.0), ``part_layer_init`` ``"random"`` (theirs, V4) | ``"pretrained"``,
+    ``checkpointing`` (False: recompute each encoder block in the backward instead of keeping its activations —
+    less memory, one more forward of the encoder; the same gradients).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, img_size: int = 448, split: str = "overlap",
                  slide_step: int = 12, smoothing: float = 0.0, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 part_layer_init: str = "random") -> None:
+                 part_layer_init: str = "random", checkpointing: bool = False) -> None:
         super().__init__()
         if not isinstance(backbone, VisionTransformer):
             raise ConfigError("model.backbone: transfg needs a Vision Transformer backbone (vit_b16, vit_b32, "
@@ -109,6 +112,7 @@ class TransFG(nn.Module):
         if not 0.0 <= smoothing < 1.0:
             raise ConfigError(f"model.options.smoothing must be in [0, 1), got {smoothing!r}")
         self.num_classes = num_classes
+        self.checkpointing = bool(checkpointing)
         self.img_size = img_size
         self.split = split
         self.step = step
@@ -159,8 +163,11 @@ class TransFG(nn.Module):
         tokens = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
         tokens = vit.pos_drop(tokens + self.position_embedding(grid))
         weights = []
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in vit.blocks:
-            tokens, w = block(tokens)
+            # gradient checkpointing: keep each block's input only and recompute the block in the backward (its
+            # dropout replayed from the saved RNG state: the same gradients)
+            tokens, w = checkpoint(block, tokens, use_reentrant=False) if recompute else block(tokens)
             weights.append(w)
         index = select_parts(weights)
         parts = tokens.gather(1, (index + 1)[:, :, None].expand(-1, -1, tokens.shape[-1]))
