@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
@@ -51,9 +50,3 @@ def narrow_resnet(planes: Sequence[int] = (4, 8, 16, 32), blocks: Sequence[int] 
     channels = tuple(p * Bottleneck.expansion for p in planes[1:])
     return Backbone(net, units, (6, 7, 7 + len(last)), channels, "narrow_resnet")  # type: ignore[arg-type]
 
-
-def load_golden(name: str) -> dict:
-    """``tests/models/golden/<name>.pt``: tensors and plain data only (``weights_only``)."""
-    from pathlib import Path
-
-    return torch.load(Path(__file__).parent / "golden" / f"{name}.pt", map_location="cpu", weights_only=True)

@@ -16,10 +16,11 @@ from fgvc.models import model_spec
 from fgvc.models.backbones import Backbone
 from fgvc.models.cal import CAL, attention_crop_boxes, attention_drop, cal_train_passes
 
-from .narrow import load_golden, narrow_resnet
+from . import parity
+from .narrow import narrow_resnet
+from .parity import RTOL, assert_close, load_golden
+from .parity import golden_inputs as inputs
 
-# float64 end to end: what is left is the order of summation (a few ulps of the largest value)
-RTOL, ATOL = 1e-10, 1e-12
 GRAD_ATOL = 2e-11  # times each gradient's largest element: see test_training_step_equals_the_authors
 
 
@@ -33,32 +34,16 @@ def step() -> dict:
     return load_golden("cal_train_step")
 
 
-def renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    rename = model_spec("cal").authors_layout.rename
-    out = {}
-    for key, value in state.items():
-        new = rename(key)
-        assert new is not None, key
-        assert new not in out, f"two of the authors' keys map to {new}"
-        out[new] = value
-    return out
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return parity.renamed("cal", state)
 
 
 def build(golden: dict, center: torch.Tensor | None = None, **options) -> CAL:
     model = CAL(narrow_resnet((4, 8, 16, 32), (1, 1, 1, 1)), 5, attentions=4, **options).double()
-    state = renamed(golden["state_dict"])
+    state = _renamed(golden["state_dict"])
     state["feature_center"] = torch.zeros(5, 4 * 128, dtype=torch.float64) if center is None else center.clone()
     model.load_state_dict(state, strict=True)
     return model
-
-
-def inputs(golden: dict) -> torch.Tensor:
-    mean, std = golden["mean"].view(1, 3, 1, 1), golden["std"].view(1, 3, 1, 1)
-    return (golden["images"].double() / 255 - mean) / std
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, msg=lambda m: f"{what}: {m}")
 
 
 def seed(value: int) -> None:
@@ -70,7 +55,7 @@ def seed(value: int) -> None:
 # -- the checkpoint layout --------------------------------------------------------------------------
 
 def test_every_tensor_of_the_authors_model_has_one_place(golden: dict) -> None:
-    state = renamed(golden["state_dict"])
+    state = _renamed(golden["state_dict"])
     assert set(state) | {"feature_center"} == set(build(golden).state_dict())
     layout = model_spec("cal").authors_layout
     assert layout.rename("module.features.7.0.conv2.weight") == "backbone.body.layer4.0.conv2.weight"
@@ -169,7 +154,7 @@ def test_training_step_equals_the_authors(golden: dict, step: dict) -> None:
     assert torch.equal(choice, step["map_choice"])
     assert torch.equal(done.output.object_boxes, step["crop_boxes"])
     assert not done.output.extras["crop_fallback"].any()
-    grads = renamed(step["grads"])
+    grads = _renamed(step["grads"])
     assert set(grads) == set(result["grads"])
     for name, grad in grads.items():
         # The crop images come from one grid_sample (C3), within 3e-14 of their per-image interpolate; through
@@ -178,7 +163,7 @@ def test_training_step_equals_the_authors(golden: dict, step: dict) -> None:
         scale = grad.abs().max().item()
         torch.testing.assert_close(result["grads"][name], grad, rtol=RTOL, atol=GRAD_ATOL * scale,
                                    msg=lambda m, name=name: f"grad {name}: {m}")
-    after = renamed(step["state_dict_after"])
+    after = _renamed(step["state_dict_after"])
     state = model.state_dict()
     for name, value in after.items():
         if value.is_floating_point():

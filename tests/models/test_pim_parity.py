@@ -12,10 +12,10 @@ from fgvc.models import create_model, model_spec
 from fgvc.models.pim import PIM, PIMOutput
 from fgvc.models.swin import swin_backbone
 
-from .narrow import load_golden
+from . import parity
+from .parity import assert_close, load_golden
+from .parity import golden_inputs as inputs
 
-# float64 end to end: what is left is the order of summation (a few ulps of the largest value)
-RTOL, ATOL = 1e-10, 1e-12
 SELECTS = (128, 32, 8, 2)
 LEVELS = ("layer1", "layer2", "layer3", "layer4")
 
@@ -32,30 +32,14 @@ def tiny_swin(size: int = 96):
                          drop_path_rate=0.0)
 
 
-def renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    rename = model_spec("pim").authors_layout.rename
-    out = {}
-    for key, value in state.items():
-        new = rename(key)
-        if new is not None:
-            assert new not in out, f"two of the authors' keys map to {new}"
-            out[new] = value
-    return out
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return parity.renamed("pim", state, dropped_ok=True)
 
 
 def build(golden: dict) -> PIM:
     model = PIM(tiny_swin(), 5, fpn_size=16, num_selects=SELECTS).double()
-    model.load_state_dict(renamed(golden["state_dict"]), strict=True)
+    model.load_state_dict(_renamed(golden["state_dict"]), strict=True)
     return model
-
-
-def inputs(golden: dict) -> torch.Tensor:
-    mean, std = golden["mean"].view(1, 3, 1, 1), golden["std"].view(1, 3, 1, 1)
-    return (golden["images"].double() / 255 - mean) / std
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, msg=lambda m: f"{what}: {m}")
 
 
 def assert_outputs(out: PIMOutput, expected: dict, ranks: dict, what: str) -> None:
@@ -74,7 +58,7 @@ def test_every_tensor_of_the_authors_model_has_one_place(golden: dict) -> None:
     assert {k.rsplit(".", 1)[-1] for k in dropped} == {"weight", "bias", "relative_position_index", "attn_mask"}
     assert [k for k in dropped if k.endswith(("weight", "bias"))] == [
         "backbone.head.bias", "backbone.head.weight", "backbone.norm.bias", "backbone.norm.weight"]
-    assert set(renamed(golden["state_dict"])) == set(build(golden).state_dict())
+    assert set(_renamed(golden["state_dict"])) == set(build(golden).state_dict())
     assert layout.rename("backbone.layers.0.downsample.reduction.weight") == \
         "backbone.body.layers.1.downsample.reduction.weight"
     assert layout.rename("fpn.Up_layer2.weight") == "up.0.weight"
@@ -116,7 +100,7 @@ def test_one_training_step_equals_the_authors(golden: dict) -> None:
     for name, grad in want.items():
         assert_close(grads[name], grad, f"gradient of {name}")
     optimizer.step()
-    after = renamed(golden["state_dict_after"])
+    after = _renamed(golden["state_dict_after"])
     state = model.state_dict()
     assert set(after) == set(state)
     for name, value in after.items():

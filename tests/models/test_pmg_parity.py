@@ -3,6 +3,7 @@ how: the reduced configuration, the reference commit, the seeds), loaded through
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -11,10 +12,13 @@ import torch
 from fgvc.models import model_spec
 from fgvc.models.pmg import PMG, jigsaw, jigsaw_permutation, pmg_train_passes
 
-from .narrow import load_golden, narrow_resnet
+from . import parity
+from .narrow import narrow_resnet
+from .parity import load_golden
 
 # float64 end to end: what is left is the order of summation (a few ulps of the largest value)
 RTOL, ATOL = 1e-9, 1e-12
+assert_close = functools.partial(parity.assert_close, rtol=RTOL, atol=ATOL)
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +26,13 @@ def golden() -> dict:
     return load_golden("pmg_golden")
 
 
-def renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    rename = model_spec("pmg").authors_layout.rename
-    out = {}
-    for key, value in state.items():
-        new = rename(key)
-        if new is not None:
-            assert new not in out, f"two of the authors' keys map to {new}"
-            out[new] = value
-    return out
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return parity.renamed("pmg", state, dropped_ok=True)
 
 
 def build(golden: dict) -> PMG:
     model = PMG(narrow_resnet((2, 4, 8, 16)), 5, feature_size=8).double()
-    model.load_state_dict(renamed(golden["state_dict"]), strict=True)
+    model.load_state_dict(_renamed(golden["state_dict"]), strict=True)
     return model
 
 
@@ -43,12 +40,8 @@ def inputs(golden: dict) -> torch.Tensor:
     return (golden["images"].double() / 255 - 0.5) / 0.5
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, msg=lambda m: f"{what}: {m}")
-
-
 def test_every_tensor_of_the_authors_model_has_one_place(golden: dict) -> None:
-    state = renamed(golden["state_dict"])
+    state = _renamed(golden["state_dict"])
     dropped = sorted(k for k in golden["state_dict"] if model_spec("pmg").authors_layout.rename(k) is None)
     assert dropped == ["features.fc.bias", "features.fc.weight"]
     assert set(state) == set(build(golden).state_dict())
@@ -91,7 +84,7 @@ def test_one_training_iteration_equals_the_authors(golden: dict) -> None:
             assert_close(grads[name], grad, f"pass {i + 1} gradient of {name}")
         optimizer.step()
     assert next(passes, None) is None
-    after = renamed(golden["state_dict_after"])
+    after = _renamed(golden["state_dict_after"])
     for name, value in model.state_dict().items():
         assert_close(value.double() if value.is_floating_point() else value.double(), after[name].double(), name)
 

@@ -3,8 +3,6 @@ says how: the reduced configuration, the reference commit, the seeds), loaded th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,13 +13,13 @@ from fgvc.models.backbones import PretrainedWeightsError
 from fgvc.models.transfg import TransFG, contrastive_loss, select_parts
 from fgvc.models.vit import VisionTransformer, ViTConfig, load_weights, resize_grid_bilinear
 
-from .narrow import load_golden, narrow_resnet
+from . import parity
+from .narrow import narrow_resnet
+from .parity import GOLDEN, assert_close, load_golden
+from .parity import golden_inputs as inputs
 
-GOLDEN = Path(__file__).parent / "golden"
-
-# float64 end to end: what is left is the order of summation (the part selection's row-vector products, V1;
-# torch's label-smoothed cross-entropy against their LabelSmoothing)
-RTOL, ATOL = 1e-10, 1e-12
+# parity.RTOL/ATOL: float64 end to end, what is left is the order of summation (the part selection's row-vector
+# products, V1; torch's label-smoothed cross-entropy against their LabelSmoothing)
 TINY = ViTConfig(width=32, depth=3, heads=4, mlp=64, patch=16, npz=None)  # the golden data's configuration
 
 
@@ -35,38 +33,22 @@ def step() -> dict:
     return load_golden("transfg_train_step")
 
 
-def renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    rename = model_spec("transfg").authors_layout.rename
-    out = {}
-    for key, value in state.items():
-        new = rename(key)
-        assert new is not None, key
-        assert new not in out, f"two of the authors' keys map to {new}"
-        out[new] = value
-    return out
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return parity.renamed("transfg", state)
 
 
 def build(golden: dict | None = None, **options) -> TransFG:
     options = {"img_size": 64, **options}
     model = TransFG(VisionTransformer(TINY, "vit_tiny_golden"), 5, **options).double()
     if golden is not None:
-        model.load_state_dict(renamed(golden["state_dict"]), strict=True)
+        model.load_state_dict(_renamed(golden["state_dict"]), strict=True)
     return model
-
-
-def inputs(golden: dict) -> torch.Tensor:
-    mean, std = golden["mean"].view(1, 3, 1, 1), golden["std"].view(1, 3, 1, 1)
-    return (golden["images"].double() / 255 - mean) / std
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, msg=lambda m: f"{what}: {m}")
 
 
 # -- the checkpoint layout --------------------------------------------------------------------------
 
 def test_every_tensor_of_the_authors_model_has_one_place(golden: dict) -> None:
-    state = renamed(golden["state_dict"])
+    state = _renamed(golden["state_dict"])
     assert set(state) == set(build().state_dict())
     layout = model_spec("transfg").authors_layout
     assert layout.rename("module.transformer.encoder.layer.10.attn.out.bias") == "backbone.blocks.10.attn.proj.bias"
@@ -135,7 +117,7 @@ def test_training_step_equals_the_authors(golden: dict, step: dict) -> None:
     assert_close(terms["contrast"], step["contrast"], "contrastive loss")
     assert_close(total, step["loss"], "total loss")
     total.backward()
-    grads = renamed(step["grads"])
+    grads = _renamed(step["grads"])
     assert set(grads) == {n for n, p in model.named_parameters() if p.grad is not None}
     params = dict(model.named_parameters())
     for name, grad in grads.items():
@@ -144,7 +126,7 @@ def test_training_step_equals_the_authors(golden: dict, step: dict) -> None:
     assert_close(norm, step["grad_norm"], "gradient norm before clipping")
     optimizer.step()
     state = model.state_dict()
-    for name, value in renamed(step["state_dict_after"]).items():
+    for name, value in _renamed(step["state_dict_after"]).items():
         assert_close(state[name], value, f"after the step: {name}")
 
 
@@ -238,7 +220,7 @@ def test_npz_checkpoint_is_read_as_their_load_from() -> None:
     vit = VisionTransformer(ViTConfig(32, 3, 4, 64, 16, None, img_size=64), "vit_tiny_npz")
     load_weights(vit, str(GOLDEN / "transfg_vit_tiny.npz"))
     model = TransFG(vit, 5, img_size=64)
-    theirs = renamed(torch.load(GOLDEN / "transfg_npz_loaded.pt", weights_only=True))
+    theirs = _renamed(torch.load(GOLDEN / "transfg_npz_loaded.pt", weights_only=True))
     state = model.state_dict()
     assert set(state) - set(theirs) == {k for k in state if k.startswith(("part_layer.", "head."))}  # V4
     for name, value in theirs.items():
