@@ -29,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from authors_cal import cal_case  # noqa: E402
 
+from fgvc.engine.trainer import run_passes  # noqa: E402
 from fgvc.models import create_model, model_spec  # noqa: E402
 
 
@@ -78,22 +79,17 @@ def _once(fn: Callable[[], None]) -> float:
 
 def fgvc_step(method: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
               y: torch.Tensor) -> Callable[[], None]:
-    """What the trainer does per batch: each pass's backward, a step after a pass that asks for one and after
-    the last (fp32, no accumulation)."""
+    """What the trainer does per batch (``run_passes``: each pass's backward, a step after a pass that asks for one
+    and after the last), fp32, no accumulation."""
     passes_of = model_spec(method).train_passes
     assert passes_of is not None
 
+    def optimizer_step() -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     def step() -> None:
-        stepped = False
-        for p in passes_of(model, model, x, y, 0):
-            p.loss.backward()
-            stepped = p.step
-            if p.step:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        if not stepped:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        run_passes(passes_of(model, model, x, y, 0), lambda loss: loss.backward(), optimizer_step, True)
 
     return step
 

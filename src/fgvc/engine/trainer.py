@@ -50,7 +50,7 @@ from .run import Run
 from .runlock import RunLock, discard_failed_start
 from .tracking import create_tracker
 
-__all__ = ["Trainer", "train", "resume"]
+__all__ = ["Trainer", "train", "resume", "run_passes"]
 
 log = logging.getLogger(__name__)
 
@@ -429,30 +429,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _run_passes(self, x: torch.Tensor, y: torch.Tensor, step_now: bool) -> tuple[ModelOutput, torch.Tensor]:
-        """Back-propagate every pass of one batch (each pass is computed under autocast, when its turn comes);
-        step the optimiser after a pass that asks for it and, on the batch that completes an accumulation,
-        after the last pass. Returns the last pass's output and the sum of the passes' losses."""
+        """One batch's passes (:func:`run_passes`), each computed under autocast and back-propagated through the
+        AMP scaler, divided by the accumulation count."""
         accumulate = self.config.train.accumulate
-        passes = self._passes(x, y)
-        total: torch.Tensor | None = None
-        last: TrainPass | None = None
-        stepped = False
-        while True:
-            with autocast_context(self.device, self.amp_dtype):
-                current = next(passes, None)
-            if current is None:
-                break
-            last, stepped = current, False
-            self.scaler.scale(current.loss / accumulate).backward()
-            total = current.loss.detach() if total is None else total + current.loss.detach()
-            if current.step and step_now:
-                self._optimizer_step()
-                stepped = True
-        if last is None or total is None:
-            raise RuntimeError(f"model {self.config.model.name}: its train_passes yielded no pass")
-        if step_now and not stepped:
-            self._optimizer_step()
-        return last.output, total
+        try:
+            return run_passes(self._passes(x, y), lambda loss: self.scaler.scale(loss / accumulate).backward(),
+                              self._optimizer_step, step_now,
+                              lambda: autocast_context(self.device, self.amp_dtype))
+        except ValueError as e:
+            raise RuntimeError(f"model {self.config.model.name}: {e}") from None
 
     def _end_epoch(self, stats: dict[str, float]) -> dict[str, Any]:
         cfg = self.config
@@ -489,6 +474,35 @@ class Trainer:
                   f"acc {metrics['train/acc']:.3f} | {val_text} | {metrics['throughput/images_per_s']:.1f} img/s"
                   + (" | best" if improved else ""))
         return metrics
+
+
+def run_passes(passes: Iterator[TrainPass], backward: Callable[[torch.Tensor], None],
+               optimizer_step: Callable[[], None], step_now: bool,
+               context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+               ) -> tuple[ModelOutput, torch.Tensor]:
+    """Back-propagate every pass of one batch as it is yielded (computed inside ``context()``); step the optimiser
+    after a pass that asks for it and, when ``step_now`` (the batch completes an accumulation), after the last pass
+    unless it just did. Returns the last pass's output and the sum of the passes' losses. The trainer's iteration,
+    and what ``benchmarks/authors.py`` times."""
+    total: torch.Tensor | None = None
+    last: TrainPass | None = None
+    stepped = False
+    while True:
+        with context():
+            current = next(passes, None)
+        if current is None:
+            break
+        last, stepped = current, False
+        backward(current.loss)
+        total = current.loss.detach() if total is None else total + current.loss.detach()
+        if current.step and step_now:
+            optimizer_step()
+            stepped = True
+    if last is None or total is None:
+        raise ValueError("its train_passes yielded no pass")
+    if step_now and not stepped:
+        optimizer_step()
+    return last.output, total
 
 
 def train(config: Config, run_dir: str | Path, *, init_from: str | Path | None = None, progress: bool = False,
