@@ -34,6 +34,7 @@ from ..data.classes import ClassTable, ClassTableError
 from ..errors import CheckpointError, ConfigError, UserError, output_error
 from ..fileio import atomic_write_text
 from ..models import MODEL_REGISTRY, model_spec
+from ..models.backbones import strip_data_parallel
 from ..models.registry import AuthorsLayout
 from .checkpoint import save_checkpoint
 from .distributed import DistInfo
@@ -184,12 +185,6 @@ def read_authors_file(path: str | os.PathLike, layout: AuthorsLayout) -> tuple[
     return state, buffers, entries, stray
 
 
-def _strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
 # -- renaming and checking ------------------------------------------------------------------------
 
 def _rename(state: Mapping[str, torch.Tensor], layout: AuthorsLayout) -> tuple[dict[str, torch.Tensor],
@@ -317,7 +312,7 @@ def convert_authors_checkpoint(method: str, checkpoint: str | os.PathLike, out: 
 
     path = Path(checkpoint).expanduser()
     state, buffers, entries, stray = read_authors_file(path, layout)
-    state = _strip_data_parallel(state)
+    state = strip_data_parallel(state)
     renamed, source, dropped, unknown = _rename(state, layout)
     unknown += stray
     for key, value in buffers.items():

@@ -31,6 +31,7 @@ __all__ = [
     "PretrainedWeightsError",
     "create_backbone",
     "load_state_dict_file",
+    "strip_data_parallel",
 ]
 
 Pretrained = bool | str | Path | None
@@ -118,9 +119,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
             data = data[key]
     if not isinstance(data, Mapping):
         raise PretrainedWeightsError(f"{path} holds a {type(data).__name__}, not a state dict")
-    if data and all(k.startswith("module.") for k in data):
-        data = {k[len("module."):]: v for k, v in data.items()}
-    return dict(data)
+    return strip_data_parallel(dict(data))
+
+
+def strip_data_parallel(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict saved from a ``DataParallel``/``DistributedDataParallel`` wrapper without its ``module.``
+    prefix (only when every key has it)."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
 
 
 def _load_into(body: nn.Module, state: Mapping[str, Tensor], source: str, ignore_prefixes: Sequence[str]) -> None:
