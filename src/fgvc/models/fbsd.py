@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .backbones import Backbone
-from .layers import ClassifierHead
+from .layers import BasicConv, ClassifierHead, authors_block_or_head_key, conv_block
 from .output import LossTerms, ModelOutput
 from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 
@@ -157,17 +157,6 @@ class TopKPool(nn.Module):
         return flat.topk(min(self.k, flat.shape[2]), dim=2).values.mean(dim=2)
 
 
-class BasicConv(nn.Sequential):
-    """Conv (no bias) -> BatchNorm (momentum 0.01, as the authors) -> ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bn_momentum: float = 0.01) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(out_channels, eps=1e-5, momentum=bn_momentum),
-            nn.ReLU(inplace=True),
-        )
-
-
 class FBSD(nn.Module):
     """FBSD on any :class:`Backbone`; ``dropout`` is the university team's p=0.2 before FDM."""
 
@@ -195,11 +184,8 @@ class FBSD(nn.Module):
         self.gamma = gamma
         self.part_loss_weight, self.concat_loss_weight = part_loss_weight, concat_loss_weight
         self.fbsm = nn.ModuleList(FBSM(c, k, alpha, beta) for c, k in zip(backbone.channels, strips, strict=True))
-        self.conv_blocks = nn.ModuleList(
-            nn.Sequential(BasicConv(c, feature_size, 1, bn_momentum), BasicConv(feature_size, part_feature, 3,
-                                                                                  bn_momentum))
-            for c in backbone.channels
-        )
+        self.conv_blocks = nn.ModuleList(conv_block(c, feature_size, part_feature, bn_momentum)
+                                         for c in backbone.channels)
         self.dropout = nn.Dropout(dropout)
         self.fdm = FDM(fdm_factor)
         self.pool = TopKPool(topk)
@@ -256,7 +242,6 @@ class FBSD(nn.Module):
 _AUTHORS_BACKBONE = {"layer0_2.0": "conv1", "layer0_2.1": "bn1", "layer0_2.4": "layer1", "layer0_2.5": "layer2",
                      "layer3.0": "layer3", "layer4.0": "layer4"}
 _AUTHORS_STRIP = {"0": "conv", "1": "bn"}
-_AUTHORS_BASIC_CONV = {"conv": "0", "bn": "1"}
 
 
 def authors_key(key: str) -> str:
@@ -268,15 +253,10 @@ def authors_key(key: str) -> str:
             stage = int(parts[0].removeprefix("strip")) - 1
             return ".".join(["fbsm", str(stage), _AUTHORS_STRIP[parts[2]], *parts[3:]])
         return ".".join(["backbone.body", _AUTHORS_BACKBONE[".".join(parts[:2])], *parts[2:]])
-    if head.startswith("conv_block"):  # conv_blockN.{0,1}.{conv,bn}.*
-        stage = int(head.removeprefix("conv_block")) - 1
-        step, layer, *tail = rest.split(".")
-        return ".".join(["conv_blocks", str(stage), str(int(step)), _AUTHORS_BASIC_CONV[layer], *tail])
-    if head == "classifier_concat":
-        return f"head_concat.{rest}"
-    if head.startswith("classifier"):  # classifierN.* (N = 1, 2, 3)
-        return f"heads.{int(head.removeprefix('classifier')) - 1}.{rest}"
-    raise KeyError(key)
+    new = authors_block_or_head_key(key)
+    if new is None:
+        raise KeyError(key)
+    return new
 
 
 register_model(ModelSpec(

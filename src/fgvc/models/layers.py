@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BatchNorm1dAnyBatch", "ClassifierHead"]
+__all__ = ["BatchNorm1dAnyBatch", "ClassifierHead", "BasicConv", "conv_block", "authors_block_or_head_key"]
 
 
 class BatchNorm1dAnyBatch(nn.BatchNorm1d):
@@ -35,3 +35,39 @@ class ClassifierHead(nn.Sequential):
             nn.ELU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
+
+
+class BasicConv(nn.Sequential):
+    """Conv (no bias) -> BatchNorm (momentum 0.01, as the authors) -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bn_momentum: float = 0.01) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels, eps=1e-5, momentum=bn_momentum),
+            nn.ReLU(inplace=True),
+        )
+
+
+def conv_block(in_channels: int, hidden: int, out_channels: int, bn_momentum: float) -> nn.Sequential:
+    """A stage's 1x1 -> 3x3 :class:`BasicConv` pair before its head (FBSD and PMG, which share the authors' design)."""
+    return nn.Sequential(BasicConv(in_channels, hidden, 1, bn_momentum),
+                         BasicConv(hidden, out_channels, 3, bn_momentum))
+
+
+_AUTHORS_BASIC_CONV = {"conv": "0", "bn": "1"}  # the authors' BasicConv attributes -> this Sequential's indices
+
+
+def authors_block_or_head_key(key: str) -> str | None:
+    """FBSD's and PMG's authors name their conv blocks and heads alike: ``conv_blockN.{0,1}.{conv,bn}.*``,
+    ``classifierN.*`` and ``classifier_concat.*`` (N = 1, 2, 3) -> fgvc's ``conv_blocks``, ``heads`` and
+    ``head_concat``; None for any other key."""
+    head, _, rest = key.partition(".")
+    if head.startswith("conv_block"):
+        stage = int(head.removeprefix("conv_block")) - 1
+        step, layer, *tail = rest.split(".")
+        return ".".join(["conv_blocks", str(stage), str(int(step)), _AUTHORS_BASIC_CONV[layer], *tail])
+    if head == "classifier_concat":
+        return f"head_concat.{rest}"
+    if head.startswith("classifier"):
+        return f"heads.{int(head.removeprefix('classifier')) - 1}.{rest}"
+    return None

@@ -36,8 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import Backbone
-from .fbsd import BasicConv
-from .layers import ClassifierHead
+from .layers import ClassifierHead, authors_block_or_head_key, conv_block
 from .output import LossTerms, ModelOutput, TrainPass
 from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 
@@ -110,8 +109,7 @@ class PMG(nn.Module):
         self.part_loss_weight, self.concat_loss_weight = part_loss_weight, concat_loss_weight
         part = backbone.channels[2] // 2 if part_feature is None else part_feature
         self.conv_blocks = nn.ModuleList(
-            nn.Sequential(BasicConv(c, feature_size, 1, bn_momentum), BasicConv(feature_size, part, 3, bn_momentum))
-            for c in backbone.channels
+            conv_block(c, feature_size, part, bn_momentum) for c in backbone.channels
         )
         self.heads = nn.ModuleList(ClassifierHead(part, feature_size, num_classes) for _ in range(3))
         self.head_concat = ClassifierHead(3 * part, feature_size, num_classes)
@@ -187,9 +185,6 @@ def pmg_train_passes(model: nn.Module, forward: Callable[[Tensor], ModelOutput],
     yield TrainPass(out, ce * model.concat_loss_weight, {"ce_concat": ce}, step=True)
 
 
-_CONV_BN = {"conv": "0", "bn": "1"}  # the authors' BasicConv attributes -> fgvc's Sequential indices
-
-
 def authors_key(key: str) -> str | None:
     """The authors' PMG key -> fgvc's: ``features`` is their whole ResNet (its ``fc`` is unused: dropped),
     ``conv_blockN.{0,1}.{conv,bn}`` and ``classifierN``/``classifier_concat`` Sequentials."""
@@ -199,16 +194,10 @@ def authors_key(key: str) -> str | None:
         if top == "fc":
             return None
         return f"backbone.body.{top}.{tail}"
-    if head.startswith("conv_block"):
-        i = int(head.removeprefix("conv_block")) - 1
-        step, _, tail = rest.partition(".")
-        layer, _, tail = tail.partition(".")
-        return f"conv_blocks.{i}.{step}.{_CONV_BN[layer]}.{tail}"
-    if head == "classifier_concat":
-        return f"head_concat.{rest}"
-    if head.startswith("classifier"):
-        return f"heads.{int(head.removeprefix('classifier')) - 1}.{rest}"
-    raise KeyError(key)
+    new = authors_block_or_head_key(key)
+    if new is None:
+        raise KeyError(key)
+    return new
 
 
 register_model(ModelSpec(
