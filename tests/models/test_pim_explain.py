@@ -22,3 +22,11 @@ def test_each_stage_map_marks_exactly_the_selected_tokens(backbone, size, stages
         assert heat.flatten(1).sum(dim=1).tolist() == [n, n]  # exactly num_selects tokens marked
         for b in range(2):  # and they are the ones the selector ranked first
             assert set(torch.nonzero(heat[b].flatten()).flatten().tolist()) == set(ranks[b, :n].tolist())
+
+
+def test_a_cnn_stage_map_rounds_up_as_its_strided_convolutions_do():
+    torch.manual_seed(0)
+    model = create_model("pim", 3, backbone="resnet18", num_selects=[40, 12, 2], fpn_size=32).eval()
+    with torch.no_grad():
+        out = explain_forward(model, torch.randn(1, 3, 72, 72))  # 72 px: stage maps 9, 5, 3 (72/16 = 4.5 -> 5)
+    assert [tuple(out.extras[f"heatmap{i}"].shape[1:]) for i in (1, 2, 3)] == [(9, 9), (5, 5), (3, 3)]

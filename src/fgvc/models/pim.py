@@ -272,17 +272,10 @@ def explain_forward(model: PIM, x: Tensor) -> PIMOutput:
     out = model(x)
     h, w = x.shape[-2:]
     for i, (ranks, n, stride) in enumerate(zip(out.ranks, model.num_selects, model.backbone.strides, strict=True)):
-        grid = (h // stride, w // stride)
-        if grid[0] * grid[1] != ranks.shape[1]:  # a CNN stage whose map is not the input over its stride
-            grid = _square(ranks.shape[1])
+        grid = (-(-h // stride), -(-w // stride))  # rounded up, as strided convolutions round (Swin's tile exactly)
         chosen = torch.zeros(ranks.shape, dtype=x.dtype, device=x.device).scatter_(1, ranks[:, :n], 1.0)
         out.extras[f"heatmap{i + 1}"] = chosen.view(-1, *grid)
     return out
-
-
-def _square(tokens: int) -> tuple[int, int]:
-    side = int(round(tokens ** 0.5))
-    return (side, tokens // side) if side * (tokens // side) == tokens else (1, tokens)
 
 
 register_model(ModelSpec(
