@@ -13,13 +13,15 @@ __all__ = ["LibraryChoices", "add_choice_argument", "TTA_SCHEMES", "EXPORT_FORMA
 
 
 class LibraryChoices(Sequence[str]):
-    """The values of ``module.name`` (a tuple of strings), looked up when argparse first needs them."""
+    """The values of ``module.name`` (a tuple of strings, or a function returning one: read on every use, so a
+    registry-backed list includes what was registered later), looked up when argparse first needs them."""
 
     def __init__(self, module: str, name: str) -> None:
         self.module, self.name = module, name
 
     def _values(self) -> tuple[str, ...]:
-        return tuple(getattr(importlib.import_module(self.module), self.name))
+        values = getattr(importlib.import_module(self.module), self.name)
+        return tuple(values() if callable(values) else values)
 
     def __getitem__(self, index):  # type: ignore[override]
         return self._values()[index]

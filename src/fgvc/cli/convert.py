@@ -8,7 +8,7 @@ from pathlib import Path
 from .choices import LibraryChoices, add_choice_argument
 
 # the models whose spec declares the authors' checkpoint layout, read from the registry when needed
-AUTHORS_METHODS = LibraryChoices("fgvc.engine.convert", "AUTHORS_METHODS")
+AUTHORS_METHODS = LibraryChoices("fgvc.engine.convert", "authors_methods")
 
 
 def _convert(args: argparse.Namespace) -> int:

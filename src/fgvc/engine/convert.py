@@ -22,7 +22,7 @@ import logging
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from .safe_unpickle import (
     stand_in_name,
 )
 
-__all__ = ["AUTHORS_METHODS", "CONTAINERS", "authors_methods", "convert_authors_checkpoint", "read_authors_file",
+__all__ = ["CONTAINERS", "authors_methods", "convert_authors_checkpoint", "read_authors_file",
            "read_class_list"]
 
 log = logging.getLogger(__name__)
@@ -63,25 +63,6 @@ _LISTED = 5  # keys named per kind of problem in the one-line error
 def authors_methods() -> tuple[str, ...]:
     """The registered models whose spec declares the authors' checkpoint layout."""
     return tuple(sorted(name for name, spec in MODEL_REGISTRY.items() if spec.authors_layout is not None))
-
-
-class _AuthorsMethods(Sequence[str]):
-    """:func:`authors_methods`, read when asked (a model registered later, a plug-in, is included)."""
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return authors_methods()[index]
-
-    def __len__(self) -> int:
-        return len(authors_methods())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(authors_methods())
-
-    def __contains__(self, value: object) -> bool:
-        return value in authors_methods()
-
-
-AUTHORS_METHODS: Sequence[str] = _AuthorsMethods()
 
 
 def _head(keys: Sequence[str]) -> str:
