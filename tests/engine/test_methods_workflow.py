@@ -108,6 +108,37 @@ def test_pmg_and_cal_join_an_ensemble_with_fbsd_and_mmal_under_tta(tmp_path_fact
     assert len(members) == 4 and all(0.0 <= m["top1"] <= 1.0 for m in members), metrics["ensemble"]
 
 
+@pytest.mark.skipif(not {"transfg", "pim"} <= set(MODEL_REGISTRY), reason="transfg/pim are not registered")
+def test_transfg_and_pim_join_an_ensemble_with_a_cnn_under_tta(tiny_data, tmp_path, capsys):
+    """A ViT, a PIM and an FBSD run in one ensemble, with flipped views: each member keeps its own preprocessing
+    (ViT statistics and resize for TransFG, the CNN's for the others) and the members' calibrated probabilities
+    are averaged into one prediction per test image."""
+    import json
+
+    from fgvc.cli import main
+
+    runs = []
+    for method in ("transfg", "pim", "fbsd"):
+        overrides = {**METHODS.get(method, {"model.name": "fbsd"}), "train.epochs": 1, "train.batch_size": 3}
+        train(tiny_config(tiny_data, **overrides), tmp_path / method, progress=False)
+        runs.append(str(tmp_path / method))
+    out = tmp_path / "ensemble"
+    assert main(["evaluate", *runs, "--data", str(tiny_data), "--split", "test", "--tta", "flip", "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    test_images = len(list((tiny_data / "test").glob("*.jpg")))
+    assert metrics["images"] == test_images
+    members = metrics["ensemble"]["members"]
+    assert len(members) == 3 and all(0.0 <= m["top1"] <= 1.0 for m in members), metrics["ensemble"]
+    predicted = tmp_path / "predicted"
+    assert main(["predict", *runs, "--data", str(tiny_data), "--tta", "flip", "--out", str(predicted),
+                 "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().out
+    rows = (predicted / "predictions.csv").read_text().strip().splitlines()  # file, class_id, ...
+    classes = {d.name.split("_", 1)[0] for d in (tiny_data / "train").iterdir()}
+    assert len(rows) == 1 + test_images, rows[:3]  # a header, then one row per test image
+    assert all(row.split(",")[1] in classes for row in rows[1:]), rows[:3]
+
+
 @pytest.mark.parametrize("method", methods())
 def test_bf16_autocast_and_channels_last_train_and_evaluate(tiny_data, tmp_path, method):
     """AMP (bf16 autocast on the CPU) and channels_last through the training passes and evaluation."""
