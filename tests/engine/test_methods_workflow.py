@@ -150,13 +150,8 @@ def test_bf16_autocast_and_channels_last_train_and_evaluate(tiny_data, tmp_path,
     assert torch.isfinite(torch.tensor(row["train/loss"])) and "val/top1" in row
 
 
-PIM_ONNX = pytest.mark.xfail(strict=True, reason="issue 21, open: the tiny run's token confidences saturate into exact "
-                              "ties (19 distinct values among 64 tokens), which torch.sort and ONNX Runtime's TopK "
-                              "order differently, so other tokens are selected; the verification refuses the file")
-
-
-@pytest.mark.parametrize(("method", "fmt"), [("transfg", "onnx"), ("transfg", "exported-program"),
-                                             pytest.param("pim", "onnx", marks=PIM_ONNX), ("pim", "exported-program")])
+@pytest.mark.parametrize(("method", "fmt"), [("transfg", "onnx"), ("transfg", "exported-program"), ("pim", "onnx"),
+                                             ("pim", "exported-program")])
 def test_the_transformer_methods_export_verified(tiny_data, tmp_path, method, fmt, capsys):
     """`fgvc export` loads the written file back and compares it with the run on real images before keeping it."""
     pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'fgvc[export]'")

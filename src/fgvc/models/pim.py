@@ -5,7 +5,8 @@ at 384 px, fpn_size 1536, num_selects 2048/512/128/32): the backbone's tapped st
 feature pyramid (each projected by Linear-ReLU-Linear to ``fpn_size``, then top-down: a stage's tokens mapped to
 the previous stage's token count by a 1x1 Conv1d over the token axis and added); every pyramid level's tokens are
 classified (Conv1d-BatchNorm-ReLU-Conv1d, per token); the weakly supervised selector ranks each level's tokens by
-their largest softmax probability and keeps the ``num_selects`` most confident; a graph-convolution combiner
+their largest softmax probability and keeps the ``num_selects`` most confident (fgvc ranks by that probability's
+log-odds, the same order without float32's rounding to 1, equal scores by token index: I9); a graph-convolution combiner
 pools all kept tokens into ``total // 32`` joints, mixes them through a learned plus an input-dependent
 adjacency and classifies. Prediction is the combiner's logits.
 
@@ -19,7 +20,7 @@ The backbone is described by its taps (``channels`` and ``strides``, as timm's `
 :class:`~fgvc.models.swin.SwinBackbone` gives four token stages (the authors' Swin); an fgvc CNN
 :class:`~fgvc.models.backbones.Backbone` gives its three maps, which go through the authors' CNN variant of the
 pyramid (1x1 Conv2d projections, bilinear upsampling). Differences from the authors' code: docs/fidelity.md,
-tags I1-I7.
+tags I1-I9.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from ..errors import ConfigError
 from .output import LossTerms, ModelOutput
 from .registry import AuthorsLayout, ModelSpec, Picture, register_model
 
-__all__ = ["PIM", "PIMOutput", "GraphCombiner", "authors_key"]
+__all__ = ["PIM", "PIMOutput", "GraphCombiner", "authors_key", "RANKINGS", "confidence_log_odds", "descending_order",
+           "selector_ranks"]
 
 # the authors' Swin-L selection at 384 px (2304, 576, 144, 144 tokens): 8/9, 8/9, 8/9 and 2/9 of each stage
 SWIN_SELECT_SHARE = (8 / 9, 8 / 9, 8 / 9, 2 / 9)
 CNN_SELECTS = 32  # their ResNet / EfficientNet builders' default per stage
+RANKINGS = ("log_odds", "authors")  # model.options.rank_by (I9)
 
 
 @dataclass
@@ -51,6 +54,43 @@ class PIMOutput(ModelOutput):
     selected_logits: list[Tensor] = field(default_factory=list)
     dropped_logits: list[Tensor] = field(default_factory=list)
     ranks: list[Tensor] = field(default_factory=list)
+
+
+def confidence_log_odds(logits: Tensor) -> Tensor:
+    """(..., S, classes) -> (..., S): ``log(p / (1 - p))`` of each token's largest softmax probability ``p``, computed
+    as the top logit minus the log-sum-exp of the others (at least float32). An increasing function of ``p``, so
+    the authors' order wherever their ``p`` are distinct; but where float32's ``p`` rounds to 1 (a logit margin of
+    about 17 or more), and ``log_softmax``'s maximum to 0, this keeps the margin, so saturated tokens stay apart."""
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    top = x.max(dim=-1)
+    others = x.scatter(-1, top.indices.unsqueeze(-1), torch.finfo(x.dtype).min)  # one top class out, a tied one stays
+    return top.values - torch.logsumexp(others, dim=-1)
+
+
+def descending_order(score: Tensor) -> Tensor:
+    """Indices that sort ``score`` (..., S) in descending order, equal scores by lower index (a stable sort), the same
+    in every runtime. ``torch.sort(stable=True)`` has no ONNX conversion, and an unstable sort orders ties as its
+    implementation happens to (torch and ONNX Runtime differently); so: one sort for the values (their order needs
+    no tie rule), then each token's dense rank among the distinct values times S plus its index — keys that are
+    all distinct, which any sort orders alike."""
+    n = score.shape[-1]
+    values, order = torch.sort(score, dim=-1, descending=True)
+    step = (values[..., 1:] != values[..., :-1]).to(torch.int64)
+    dense = torch.cat([torch.zeros_like(step[..., :1]), step], dim=-1).cumsum(-1)  # 0 for the largest value
+    dense = torch.zeros_like(dense).scatter(-1, order, dense)  # per token; a tie group gets one rank, whichever order
+    index = torch.arange(n, device=score.device)
+    return torch.sort(dense * n + index, dim=-1).indices
+
+
+def selector_ranks(logits: Tensor, rank_by: str = "log_odds") -> Tensor:
+    """(B, S, classes) token logits -> (B, S) token indices, most confident first. ``"log_odds"``: by
+    :func:`confidence_log_odds`, ties by index (I9); ``"authors"``: their largest softmax probability, one unstable
+    sort (I8: the order of ties, which saturation makes common in float32, is the sort's)."""
+    with torch.no_grad():
+        if rank_by == "authors":
+            confidence = torch.softmax(logits, dim=-1).max(dim=-1).values
+            return torch.sort(confidence, dim=-1, descending=True).indices
+        return descending_order(confidence_log_odds(logits))
 
 
 class GraphCombiner(nn.Module):
@@ -84,7 +124,8 @@ class PIM(nn.Module):
 
     ``input_size`` (a token backbone only: the pyramid's token mixing is sized by it) defaults to the backbone's
     own; ``fpn_size`` to the last tap's channels (1536 on Swin-L, the authors'); ``num_selects`` (one per tap) to
-    the authors' share of each Swin stage (2048/512/128/32 at 384 px) or 32 per CNN stage."""
+    the authors' share of each Swin stage (2048/512/128/32 at 384 px) or 32 per CNN stage. ``rank_by``
+    ``"log_odds"`` | ``"authors"``: how the selector ranks tokens (:func:`selector_ranks`, I9)."""
 
     def __init__(
         self,
@@ -98,8 +139,12 @@ class PIM(nn.Module):
         lambda_s: float = 0.0,
         lambda_n: float = 5.0,
         lambda_c: float = 1.0,
+        rank_by: str = "log_odds",
     ) -> None:
         super().__init__()
+        if rank_by not in RANKINGS:
+            raise ConfigError(f"model.options.rank_by must be one of {', '.join(RANKINGS)}, got {rank_by!r}")
+        self.rank_by = rank_by
         self.backbone = backbone
         self.num_classes = num_classes
         self.tokens = bool(getattr(backbone, "tokens", False))
@@ -170,8 +215,7 @@ class PIM(nn.Module):
         selected = []
         for i, h in enumerate(hs):
             logits = self.token_classifiers[i](self.token_heads[i](h.transpose(1, 2))).transpose(1, 2)
-            confidence = torch.softmax(logits, dim=-1).max(dim=-1).values
-            ranks = torch.sort(confidence, dim=-1, descending=True).indices
+            ranks = selector_ranks(logits, self.rank_by)
             n = self.num_selects[i]
             keep, drop = ranks[:, :n], ranks[:, n:]
             classes = logits.shape[-1]
