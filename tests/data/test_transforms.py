@@ -127,3 +127,79 @@ def test_a_recipe_name_alone_still_resolves():
     """Checkpoints and exports of older fgvc carry only the recipe name, the size and the statistics."""
     old = {"recipe": "fbsd", "input_size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "whole_image": False}
     assert Preprocessing.from_dict(old) == recipe("fbsd").at(64)
+
+
+@pytest.mark.parametrize("name", ["transfg_cars", "pim"])
+def test_recipes_with_training_augmentations_round_trip(name):
+    import json
+
+    p = recipe(name).at(96)
+    assert p.train_augment  # what the test is about: the named steps are stored and read back
+    assert Preprocessing.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def _authors_pipeline(resize: int, size: int, *extra):
+    """The authors' training pipeline, spelled with torchvision's v2 ops on the 8-bit image."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.ToImage(), v2.Resize((resize, resize), antialias=True), v2.RandomCrop(size, padding=0),
+                       v2.RandomHorizontalFlip(), *extra])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pim_training_blurs_and_sharpens_as_the_authors(seed):
+    """PIM's train pipeline: flip, then GaussianBlur(5, sigma 0.1-5) with p 0.1, then sharpness 1.5 with p 0.1 (I6):
+    the same random draws in the same order give the same pixels as torchvision's ops with their parameters."""
+    from torchvision.transforms import v2
+
+    ours = recipe("pim").at(64).transform(True, output="uint8")
+    theirs = _authors_pipeline(85, 64, v2.RandomApply([v2.GaussianBlur((5, 5), sigma=(0.1, 5.0))], p=0.1),
+                               v2.RandomAdjustSharpness(1.5, p=0.1))
+    image = _image(120, 90)
+    torch.manual_seed(seed)
+    a = ours(image)
+    torch.manual_seed(seed)
+    assert torch.equal(a, theirs(image))
+    assert not any("Blur" in type(t).__name__ for t in recipe("pim").at(64).transform(False, "uint8").transforms)
+
+
+def test_pim_blur_and_sharpen_do_fire(monkeypatch):
+    """With every coin landing on 'apply' (torch.rand -> 0), the crop is blurred then sharpened: it differs from
+    the crop alone and equals torchvision's blur then sharpness (always applied) on it."""
+    from torchvision.transforms import v2
+
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(*a))
+    image = _image(120, 90)
+    runs = {}
+    for name, pipeline in {
+        "ours": recipe("pim").at(64).transform(True, output="uint8"),
+        "crop": _authors_pipeline(85, 64),
+        "both": _authors_pipeline(85, 64, v2.RandomApply([v2.GaussianBlur((5, 5), sigma=(0.1, 5.0))], p=1.0),
+                                  v2.RandomAdjustSharpness(1.5, p=1.0)),
+    }.items():
+        torch.manual_seed(0)
+        runs[name] = pipeline(image)
+    assert torch.equal(runs["ours"], runs["both"])
+    assert not torch.equal(runs["ours"], runs["crop"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_transfg_cars_adds_autoaugment_imagenet_policy(seed):
+    """TransFG's Cars pipeline (V9): after the flip, AutoAugment's ImageNet policy with a grey fill."""
+    from torchvision.transforms import v2
+
+    ours = recipe("transfg_cars").at(64).transform(True, output="uint8")
+    theirs = _authors_pipeline(86, 64, v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, fill=128))
+    image = _image(120, 90)
+    torch.manual_seed(seed)
+    a = ours(image)
+    torch.manual_seed(seed)
+    assert torch.equal(a, theirs(image))
+    assert recipe("transfg").at(64).train_augment == ()
+
+
+def test_an_unknown_training_augmentation_is_one_line():
+    data = recipe("pim").at(64).to_dict()
+    data["train_augment"] = ["mixup"]
+    with pytest.raises(ConfigError, match="unknown training augmentation 'mixup'; known: autoaugment_imagenet"):
+        Preprocessing.from_dict(data)

@@ -12,7 +12,11 @@ The papers' recipes are values of it, at any input size ``S``:
 * ``mmal`` (REFERENCE §2.8): resize straight to S x S (aspect ratio not kept, no crop); training adds a
   flip and ``ColorJitter(brightness=0.2, contrast=0.2)``; ImageNet statistics.
 * ``cal`` (CAL, ``raoyongming/CAL``): resize to round(S/0.875) square, centre crop S (training: ``RandomCrop(S)``
-  and a flip); ImageNet statistics; their training ColorJitter(brightness=0.126, saturation=0.5) is not applied.
+  and a flip, then ``ColorJitter(brightness=0.126, saturation=0.5)``, batched); ImageNet statistics.
+* ``transfg`` / ``transfg_cars`` (TACJu/TransFG): resize to round(S·600/448) square, centre crop S (training:
+  ``RandomCrop(S)``, a flip; Cars adds AutoAugment's ImageNet policy); ImageNet statistics.
+* ``pim`` (chou141253/FGVC-PIM): resize to round(S·510/384) square, centre crop S (training: ``RandomCrop(S)``, a
+  flip, a Gaussian blur and a sharpening with probability 0.1 each); ImageNet statistics.
 * ``plain``: resize to S x S, a flip for training, the statistics of the backbone's weights (which the
   caller must give: there is no fallback).
 
@@ -59,6 +63,17 @@ CHANNEL_ORDER = "RGB"
 Stats = tuple[float, ...]
 Size = tuple[int, int]
 
+# Named training augmentations a recipe may add after the flip, on the 8-bit image (torchvision's implementations;
+# the parameters are the authors'). A name, not an object, so that a checkpoint stores them as data.
+TRAIN_AUGMENTS: dict[str, Callable[[], nn.Module]] = {
+    # TransFG's Cars pipeline: AutoAugment's ImageNet policy, grey (128) fill (V9)
+    "autoaugment_imagenet": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, fill=128),
+    # PIM: RandomApply([GaussianBlur(kernel_size=5, sigma=(0.1, 5))], p=0.1), then
+    # RandomAdjustSharpness(sharpness_factor=1.5, p=0.1) (I6)
+    "gaussian_blur_p0.1": lambda: v2.RandomApply([v2.GaussianBlur(kernel_size=(5, 5), sigma=(0.1, 5.0))], p=0.1),
+    "sharpness1.5_p0.1": lambda: v2.RandomAdjustSharpness(sharpness_factor=1.5, p=0.1),
+}
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -66,8 +81,8 @@ class Preprocessing:
     ``interpolation``/``antialias`` -> centre crop ``crop`` (H, W) unless None -> values / 255 ->
     (x - mean) / std, channels RGB, layout (3, H, W). Training replaces the centre crop with
     ``RandomCrop(crop, padding=train_crop_padding)`` where that is set, flips when ``train_flip``, and
-    jitters colour as ``ColorJitter(*train_jitter)`` — (brightness, contrast, saturation). ``recipe`` names where
-    it came from."""
+    jitters colour as ``ColorJitter(*train_jitter)`` — (brightness, contrast, saturation) — and applies the named
+    ``train_augment`` steps (:data:`TRAIN_AUGMENTS`) after the flip, in order. ``recipe`` names where it came from."""
 
     recipe: str
     resize: Size
@@ -79,6 +94,13 @@ class Preprocessing:
     train_crop_padding: int | None = None
     train_flip: bool = True
     train_jitter: ColorJitterSpec = NO_JITTER
+    train_augment: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.train_augment if name not in TRAIN_AUGMENTS]
+        if unknown:
+            raise ConfigError(f"preprocessing: unknown training augmentation {unknown[0]!r}; known: "
+                              f"{', '.join(TRAIN_AUGMENTS)}")
 
     @property
     def input_hw(self) -> Size:
@@ -109,6 +131,8 @@ class Preprocessing:
                          else v2.CenterCrop(self.crop))
         if train and self.train_flip:
             steps.append(v2.RandomHorizontalFlip())
+        if train:
+            steps += [TRAIN_AUGMENTS[name]() for name in self.train_augment]
         if output == "uint8":
             return v2.Compose(steps)
         if train and any(self.train_jitter):
@@ -133,7 +157,8 @@ class Preprocessing:
                 "mean": list(self.mean), "std": list(self.std),
                 "value_scale": VALUE_SCALE, "channel_order": CHANNEL_ORDER,
                 "train_crop_padding": self.train_crop_padding, "train_flip": self.train_flip,
-                "train_jitter": dict(zip(JITTER_NAMES, self.train_jitter, strict=True))}
+                "train_jitter": dict(zip(JITTER_NAMES, self.train_jitter, strict=True)),
+                "train_augment": list(self.train_augment)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
@@ -152,7 +177,7 @@ class Preprocessing:
                    tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
                    str(data.get("interpolation", "bilinear")), bool(data.get("antialias", True)),
                    None if padding is None else int(padding), bool(data.get("train_flip", True)),
-                   _jitter(data.get("train_jitter", 0.0)))
+                   _jitter(data.get("train_jitter", 0.0)), tuple(str(v) for v in data.get("train_augment", ())))
 
 
 JITTER_NAMES = ("brightness", "contrast", "saturation")
@@ -184,6 +209,7 @@ class Recipe:
     std: Stats | None = None
     train_crop_padding: int | None = None
     train_jitter: ColorJitterSpec = NO_JITTER
+    train_augment: tuple[str, ...] = ()
 
     @property
     def whole_image(self) -> bool:
@@ -199,7 +225,8 @@ class Recipe:
         side = round(size * self.resize_ratio)
         return Preprocessing(self.name, (side, side), None if self.whole_image else (size, size),
                              tuple(float(v) for v in mean), tuple(float(v) for v in std),
-                             train_crop_padding=self.train_crop_padding, train_jitter=self.train_jitter)
+                             train_crop_padding=self.train_crop_padding, train_jitter=self.train_jitter,
+                             train_augment=self.train_augment)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -213,9 +240,13 @@ RECIPES: dict[str, Recipe] = {
     # TransFG (TACJu/TransFG utils/data_utils.py): resize to 600 x 600 at 448 (S·600/448), RandomCrop(S) /
     # CenterCrop(S), a flip, ImageNet statistics
     "transfg": Recipe("transfg", resize_ratio=600 / 448, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0),
+    # TransFG's Stanford Cars pipeline: the same, plus AutoAugment's ImageNet policy after the flip (V9)
+    "transfg_cars": Recipe("transfg_cars", resize_ratio=600 / 448, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                           train_crop_padding=0, train_augment=("autoaugment_imagenet",)),
     # PIM (chou141253/FGVC-PIM data/dataset.py): resize to 510 x 510 at 384 (S·510/384), RandomCrop(S) /
-    # CenterCrop(S), a flip, ImageNet statistics (their GaussianBlur and sharpening, each with p 0.1: not in fgvc, I6)
-    "pim": Recipe("pim", resize_ratio=510 / 384, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0),
+    # CenterCrop(S), a flip, then GaussianBlur and sharpening with p 0.1 each (I6); ImageNet statistics
+    "pim": Recipe("pim", resize_ratio=510 / 384, mean=IMAGENET_MEAN, std=IMAGENET_STD, train_crop_padding=0,
+                  train_augment=("gaussian_blur_p0.1", "sharpness1.5_p0.1")),
 }
 
 
