@@ -1,14 +1,22 @@
 """fgvc's training step against the authors' own, side by side in one process, on the same weights.
 
-    python benchmarks/authors.py --pmg PATH/TO/PMG-Progressive-Multi-Granularity-Training [--cal PATH/TO/CAL]
-                                 [--size 448] [--batch 2] [--iters 5] [--classes 200]
+    python benchmarks/authors.py [--pmg PATH/TO/PMG-Progressive-Multi-Granularity-Training] [--cal PATH/TO/CAL/fgvc]
+                                 [--transfg PATH/TO/TransFG] [--pim PATH/TO/FGVC-PIM] [--tiny]
+                                 [--size N] [--batch N] [--iters 5] [--warmup 1] [--classes 200]
 
-The authors' code is not part of fgvc: give the folder of a checkout of their repository (PMG: the repository
-root; CAL: its ``fgvc/`` folder). Each step is the authors' training-loop body (their model, their jigsaw or
-attention crop and drop, their losses, SGD) and fgvc's (``ModelSpec.train_passes``, the trainer's backward and
-step per pass), runs alternating in ABBA order (each first half the time) so that drift on a shared machine and
-the order hit both alike; the weights are the authors'
-model's, converted with the method's documented key mapping. Prints a Markdown table (BENCHMARKS.md).
+The authors' code is not part of fgvc: give the folder of a checkout of their repository (PMG, TransFG, PIM: the
+repository root; CAL: its ``fgvc/`` folder). Each step is the authors' training-loop body (their model, their jigsaw or
+attention crop and drop, their losses, their gradient clipping and learning-rate schedule step where their loop
+has them, SGD) and fgvc's (``ModelSpec.train_passes`` or one forward and ``model.loss``, the trainer's backward,
+clipping (``optim.clip_grad_norm``), step and schedule step), runs alternating in ABBA order (each first half the
+time) so that drift on a shared machine and the order hit both alike; the weights are the authors' model's,
+converted with the method's documented key mapping. Before timing, the TransFG and PIM cases check that one
+forward and loss with every dropout off give the same loss on both sides (the same model is measured).
+
+Sizes: PMG and CAL ResNets at 448 px, batch 2; TransFG ViT-B/16 at 448 px (overlapping patches, slide step 12) and
+PIM Swin-L at 384 px (window 12), batch 1. ``--tiny``: TransFG on a ViT-Ti (fgvc's ``vit_ti16``: 192 wide, 12
+layers, 3 heads) and PIM on a Swin-T (window 7), both at 224 px, for a quick run on a CPU. ``--size`` and
+``--batch`` replace every case's own. Prints a Markdown table (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -28,9 +36,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from authors_cal import cal_case  # noqa: E402
+from authors_pim import pim_case  # noqa: E402
+from authors_transfg import transfg_case  # noqa: E402
 
 from fgvc.engine.trainer import run_passes  # noqa: E402
 from fgvc.models import create_model, model_spec  # noqa: E402
+from fgvc.models.output import TrainPass  # noqa: E402
 
 
 def _import_from(folder: Path, *names: str) -> list:
@@ -78,20 +89,60 @@ def _once(fn: Callable[[], None]) -> float:
 
 
 def fgvc_step(method: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-              y: torch.Tensor) -> Callable[[], None]:
+              y: torch.Tensor, *, clip: float | None = None,
+              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> Callable[[], None]:
     """What the trainer does per batch (``run_passes``: each pass's backward, a step after a pass that asks for one
-    and after the last), fp32, no accumulation."""
+    and after the last; the passes are ``ModelSpec.train_passes``, or one forward and ``model.loss`` when it has
+    none), fp32, no accumulation. ``clip``: the gradients' total norm clipped before each step
+    (``optim.clip_grad_norm``); ``scheduler``: stepped after the batch, as the trainer steps its per-step schedule."""
     passes_of = model_spec(method).train_passes
-    assert passes_of is not None
+
+    def passes() -> Iterator[TrainPass]:
+        if passes_of is not None:
+            yield from passes_of(model, model, x, y, 0)
+            return
+        out = model(x)
+        loss, terms = model.loss(out, y, epoch=0)
+        yield TrainPass(out, loss, terms)
 
     def optimizer_step() -> None:
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def step() -> None:
-        run_passes(passes_of(model, model, x, y, 0), lambda loss: loss.backward(), optimizer_step, True)
+        run_passes(passes(), lambda loss: loss.backward(), optimizer_step, True)
+        if scheduler is not None:
+            scheduler.step()
 
     return step
+
+
+def same_loss(name: str, models: Sequence[torch.nn.Module], theirs: Callable[[], torch.Tensor],
+              ours: Callable[[], torch.Tensor], rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """A one-time check that the two sides compute the same model: ``theirs()`` and ``ours()`` (one forward and the
+    loss each) in train mode without gradient, with every dropout and stochastic depth of ``models`` off for the
+    call (restored after), must agree within float32 rounding. BatchNorm statistics move once, on both alike."""
+    saved = []
+    for model in models:
+        for module in model.modules():
+            for attr in ("p", "drop_prob"):  # nn.Dropout's rate; timm's DropPath (stochastic depth)
+                rate = getattr(module, attr, None)
+                if isinstance(rate, float) and (attr == "drop_prob" or isinstance(module, torch.nn.Dropout)):
+                    saved.append((module, attr, rate))
+                    setattr(module, attr, 0.0)
+    try:
+        with torch.no_grad():
+            a, b = float(theirs()), float(ours())
+    finally:
+        for module, attr, rate in saved:
+            setattr(module, attr, rate)
+    print(f"{name}: one forward and loss, dropout off: authors' {a:.6f}, fgvc {b:.6f} "
+          f"(difference {abs(a - b):.2e})", file=sys.stderr)
+    if abs(a - b) > atol + rtol * abs(a):
+        raise AssertionError(f"{name}: the two sides' losses differ ({a} against {b}): not the same model or "
+                             "not the same loss; the timing would compare different work")
 
 
 def pmg_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None], Callable[[], None], str]:
@@ -125,23 +176,38 @@ def pmg_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None]
     return their_step, fgvc_step("pmg", ours, our_opt, x, y), f"pmg (ResNet-50, {args.size} px, batch {args.batch})"
 
 
+def _sized(args: argparse.Namespace, size: int, batch: int) -> argparse.Namespace:
+    """``args`` with a case's own input size and batch where the command line gives none."""
+    return argparse.Namespace(**{**vars(args), "size": args.size or size, "batch": args.batch or batch})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pmg", type=Path, help="a checkout of PRIS-CV/PMG-Progressive-Multi-Granularity-Training")
     parser.add_argument("--cal", type=Path, help="the fgvc/ folder of a checkout of raoyongming/CAL")
-    parser.add_argument("--size", type=int, default=448)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--transfg", type=Path, help="a checkout of TACJu/TransFG")
+    parser.add_argument("--pim", type=Path, help="a checkout of chou141253/FGVC-PIM (with its vendored timm)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="TransFG on a ViT-Ti and PIM on a Swin-T, at 224 px (PMG and CAL unchanged)")
+    parser.add_argument("--size", type=int, help="input size of every case (default: each case's own)")
+    parser.add_argument("--batch", type=int, help="batch size of every case (default: PMG, CAL 2; TransFG, PIM 1)")
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
     cases = []
     if args.pmg:
-        cases.append(pmg_case(args.pmg, args))
+        cases.append(pmg_case(args.pmg, _sized(args, 448, 2)))
     if args.cal:
-        cases.append(cal_case(args.cal, args, _import_from, _converted, fgvc_step))
+        cases.append(cal_case(args.cal, _sized(args, 448, 2), _import_from, _converted, fgvc_step))
+    if args.transfg:
+        cases.append(transfg_case(args.transfg, _sized(args, 224 if args.tiny else 448, 1), _import_from,
+                                  _converted, fgvc_step, same_loss))
+    if args.pim:
+        cases.append(pim_case(args.pim, _sized(args, 224 if args.tiny else 384, 1), _import_from, _converted,
+                              fgvc_step, same_loss))
     if not cases:
-        parser.error("give --pmg and/or --cal: the folder of the authors' code to measure against")
+        parser.error("give --pmg, --cal, --transfg and/or --pim: the folder of the authors' code to measure against")
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, fp32\n")
     print("| method | authors' step (s, median) | fgvc step (s, median) | fgvc / authors | authors min/max "
           "| fgvc min/max |")
