@@ -1,6 +1,8 @@
+import copy
 import math
 
 import pytest
+import torch
 
 from fgvc.config import ConfigError, ScheduleConfig, load_config
 from fgvc.engine.optim import build_optimizer, lr_factor
@@ -151,3 +153,33 @@ def test_schedule_settings_are_checked():
         load_config("pmg_resnet50_cub", ["schedule.reference_per_batch=true"])
     with pytest.raises(ConfigError, match="choose one of cosine, multistep, exponential, constant"):
         load_config("demo", ["schedule.name=exp"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_is_fused_and_gives_the_loops_values_to_rounding(dtype, nesterov):
+    """fgvc's SGD takes the fused kernel on the CPU; five steps with weight decay and momentum (a layer without a
+    gradient in one step, as in PMG's passes: skipped, as the loop skips it) give the per-tensor loop's parameters
+    up to rounding: the kernel may fuse a multiply and an add (one rounding instead of two), at most an ulp of the
+    update per step, which momentum carries into later steps — bounded here by 16 ulps of the largest weight."""
+    from fgvc.config import OptimConfig
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(37, 19), torch.nn.ReLU(), torch.nn.Linear(19, 5)).to(dtype)
+    twin = copy.deepcopy(model)
+    cfg = OptimConfig(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=nesterov)
+    fused = build_optimizer(model, cfg)
+    assert fused.param_groups[0]["fused"] is True
+    loop = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=nesterov,
+                           foreach=False)
+    for step in range(5):
+        for net, opt in ((model, fused), (twin, loop)):
+            opt.zero_grad(set_to_none=True)
+            x = torch.randn(8, 37, dtype=dtype, generator=torch.Generator().manual_seed(step))
+            out = net[:2](x) if step == 2 else net(x)  # step 2: the last layer gets no gradient
+            out.square().mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        bound = 16 * torch.finfo(dtype).eps * max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a, b, rtol=0, atol=bound)
+        assert not torch.equal(a, b.detach() + 1e-3)  # the comparison sees a real difference
