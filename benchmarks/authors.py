@@ -8,7 +8,8 @@ The authors' code is not part of fgvc: give the folder of a checkout of their re
 repository root; CAL: its ``fgvc/`` folder). Each step is the authors' training-loop body (their model, their jigsaw or
 attention crop and drop, their losses, their gradient clipping and learning-rate schedule step where their loop
 has them, SGD) and fgvc's (``ModelSpec.train_passes`` or one forward and ``model.loss``, the trainer's backward,
-clipping (``optim.clip_grad_norm``), step and schedule step), runs alternating in ABBA order (each first half the
+clipping (``optim.clip_grad_norm``), step and schedule step; its optimiser built from the method's preset as the
+trainer builds it: ``build_optimizer``, fused SGD), runs alternating in ABBA order (each first half the
 time) so that drift on a shared machine and the order hit both alike; the weights are the authors' model's,
 converted with the method's documented key mapping. Before timing, the TransFG and PIM cases check that one
 forward and loss with every dropout off give the same loss on both sides (the same model is measured).
@@ -39,6 +40,8 @@ from authors_cal import cal_case  # noqa: E402
 from authors_pim import pim_case  # noqa: E402
 from authors_transfg import transfg_case  # noqa: E402
 
+from fgvc.config import load_config  # noqa: E402
+from fgvc.engine.optim import build_optimizer  # noqa: E402
 from fgvc.engine.trainer import run_passes  # noqa: E402
 from fgvc.models import create_model, model_spec  # noqa: E402
 from fgvc.models.output import TrainPass  # noqa: E402
@@ -160,9 +163,9 @@ def pmg_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None]
                                                                           "lr": 0.0002}]
 
     their_opt = torch.optim.SGD(groups(theirs), momentum=0.9, weight_decay=5e-4)
-    spec_groups = model_spec("pmg").param_groups(ours)  # type: ignore[misc]
-    our_opt = torch.optim.SGD([{"params": spec_groups["new"], "lr": 0.002},
-                               {"params": spec_groups["backbone"], "lr": 0.0002}], momentum=0.9, weight_decay=5e-4)
+    preset = load_config("pmg_resnet50_cub").optim  # fgvc's optimiser as its trainer builds it from the preset
+    assert (preset.lr, preset.backbone_lr, preset.momentum, preset.weight_decay) == (0.002, 0.0002, 0.9, 5e-4)
+    our_opt = build_optimizer(ours, preset, model_spec("pmg").param_groups)
 
     def their_step() -> None:  # their train.py loop body, one batch
         for step, n in enumerate([8, 4, 2, None]):

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fgvc.config import load_config
+from fgvc.engine.optim import build_optimizer
 from fgvc.models import create_model
 
 
@@ -24,7 +26,9 @@ def cal_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.arange(args.batch) % args.classes
     their_opt = torch.optim.SGD(theirs.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-5)
-    our_opt = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-5)
+    preset = load_config("cal_resnet101_cub").optim  # fgvc's optimiser as its trainer builds it from the preset
+    assert (preset.lr, preset.momentum, preset.weight_decay) == (1e-3, 0.9, 1e-5), preset
+    our_opt = build_optimizer(ours, preset)
 
     def their_step() -> None:  # their train_distributed.py train() body, one batch
         their_opt.zero_grad()
