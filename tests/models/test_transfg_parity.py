@@ -104,7 +104,7 @@ def test_losses_equal_the_authors(golden: dict) -> None:
 
 def test_training_step_equals_the_authors(golden: dict, step: dict) -> None:
     """Their train.py step, dropout 0.1 drawn from the same seed in the same order: loss, every gradient, and the
-    weights after clip_grad_norm_(1.0) and SGD (V6: fgvc's trainer does not clip yet; the test clips as theirs)."""
+    weights after clip_grad_norm_(1.0) and SGD (V6: the clipping the trainer's ``optim.clip_grad_norm`` does)."""
     model = build(golden).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=float(step["lr"]), momentum=float(step["momentum"]))
     torch.manual_seed(int(step["step_seed"]))

@@ -27,8 +27,8 @@ docs/fidelity.md (the TransFG section):
     ``part_layer_init: pretrained`` starts it from the checkpoint's last block.
   * V5 — ``split``: their ``train.py`` defaults to ``non-overlap`` (stride 16) while their README and the paper
     train with ``overlap``; fgvc's default is ``overlap`` (``slide_step`` 12).
-  * V6 — their step clips the gradient norm at 1 (``clip_grad_norm_``) before SGD; fgvc's trainer has no
-    clipping yet (the parity test clips as theirs do).
+  * V6 — their step clips the gradient norm at 1 (``clip_grad_norm_``) before SGD; fgvc's trainer clips with
+    ``optim.clip_grad_norm`` (1.0 in the TransFG presets), on unscaled gradients under AMP.
   * V7 — their data pipeline normalises with ImageNet statistics although Google's ViT checkpoints were trained
     on [-1, 1] inputs: the ``transfg`` recipe keeps theirs; the ``vit_*`` backbones' own statistics are 0.5.
 """
