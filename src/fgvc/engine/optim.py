@@ -49,13 +49,33 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig,
         options = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "nesterov": cfg.nesterov}
         if _fused_sgd_applies(model):
             try:
-                return torch.optim.SGD(params, **options, fused=True)
+                return FusedSGD(params, **options, fused=True)
             except (TypeError, RuntimeError):  # a torch without fused SGD for these devices: the per-tensor loop
                 pass
         return torch.optim.SGD(params, **options)
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ConfigError(f"optim.name: unknown optimizer {cfg.name!r}; known: sgd, adamw")
+
+
+class FusedSGD(torch.optim.SGD):
+    """torch's SGD with ``fused=True``, for parameters whose first gradient comes in different steps. The fused
+    kernel takes a step's momentum buffers all missing (the first step) or all present: PMG's passes each train
+    some heads first, and a checkpoint of an earlier run holds buffers only for what had stepped. A parameter about
+    to take its first step gets a zero buffer: ``momentum · 0 + grad`` is the grad exactly, the loop's first-step
+    buffer (fgvc's SGD has no dampening)."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        for group in self.param_groups:
+            if group["momentum"] == 0:
+                continue
+            for p in group["params"]:
+                if p.grad is not None:
+                    state = self.state[p]
+                    if state.get("momentum_buffer") is None:
+                        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return super().step(closure)
 
 
 def _fused_sgd_applies(model: nn.Module) -> bool:
