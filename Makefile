@@ -24,7 +24,7 @@ demo: $(DEMO_STAMP)
 	BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
