@@ -93,18 +93,24 @@ def _once(fn: Callable[[], None]) -> float:
 
 def fgvc_step(method: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
               y: torch.Tensor, *, clip: float | None = None,
-              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> Callable[[], None]:
+              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+              channels_last: bool = False) -> Callable[[], None]:
     """What the trainer does per batch (``run_passes``: each pass's backward, a step after a pass that asks for one
     and after the last; the passes are ``ModelSpec.train_passes``, or one forward and ``model.loss`` when it has
     none), fp32, no accumulation. ``clip``: the gradients' total norm clipped before each step
-    (``optim.clip_grad_norm``); ``scheduler``: stepped after the batch, as the trainer steps its per-step schedule."""
+    (``optim.clip_grad_norm``); ``scheduler``: stepped after the batch, as the trainer steps its per-step schedule;
+    ``channels_last`` (``train.channels_last``): the model's weights in NHWC once, each batch converted in the step,
+    as the trainer does."""
     passes_of = model_spec(method).train_passes
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
 
     def passes() -> Iterator[TrainPass]:
+        batch = x.contiguous(memory_format=memory_format)
         if passes_of is not None:
-            yield from passes_of(model, model, x, y, 0)
+            yield from passes_of(model, model, batch, y, 0)
             return
-        out = model(x)
+        out = model(batch)
         loss, terms = model.loss(out, y, epoch=0)
         yield TrainPass(out, loss, terms)
 
@@ -163,9 +169,10 @@ def pmg_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None]
                                                                           "lr": 0.0002}]
 
     their_opt = torch.optim.SGD(groups(theirs), momentum=0.9, weight_decay=5e-4)
-    preset = load_config("pmg_resnet50_cub").optim  # fgvc's optimiser as its trainer builds it from the preset
-    assert (preset.lr, preset.backbone_lr, preset.momentum, preset.weight_decay) == (0.002, 0.0002, 0.9, 5e-4)
-    our_opt = build_optimizer(ours, preset, model_spec("pmg").param_groups)
+    preset = load_config("pmg_resnet50_cub")  # fgvc's optimiser and memory format as its trainer takes them
+    optim = preset.optim
+    assert (optim.lr, optim.backbone_lr, optim.momentum, optim.weight_decay) == (0.002, 0.0002, 0.9, 5e-4)
+    our_opt = build_optimizer(ours, optim, model_spec("pmg").param_groups)
 
     def their_step() -> None:  # their train.py loop body, one batch
         for step, n in enumerate([8, 4, 2, None]):
@@ -176,7 +183,8 @@ def pmg_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None]
             loss.backward()
             their_opt.step()
 
-    return their_step, fgvc_step("pmg", ours, our_opt, x, y), f"pmg (ResNet-50, {args.size} px, batch {args.batch})"
+    ours_step = fgvc_step("pmg", ours, our_opt, x, y, channels_last=preset.train.channels_last)
+    return their_step, ours_step, f"pmg (ResNet-50, {args.size} px, batch {args.batch})"
 
 
 def _sized(args: argparse.Namespace, size: int, batch: int) -> argparse.Namespace:

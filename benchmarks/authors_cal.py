@@ -26,9 +26,9 @@ def cal_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.arange(args.batch) % args.classes
     their_opt = torch.optim.SGD(theirs.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-5)
-    preset = load_config("cal_resnet101_cub").optim  # fgvc's optimiser as its trainer builds it from the preset
-    assert (preset.lr, preset.momentum, preset.weight_decay) == (1e-3, 0.9, 1e-5), preset
-    our_opt = build_optimizer(ours, preset)
+    preset = load_config("cal_resnet101_cub")  # fgvc's optimiser and memory format as its trainer takes them
+    assert (preset.optim.lr, preset.optim.momentum, preset.optim.weight_decay) == (1e-3, 0.9, 1e-5), preset.optim
+    our_opt = build_optimizer(ours, preset.optim)
 
     def their_step() -> None:  # their train_distributed.py train() body, one batch
         their_opt.zero_grad()
@@ -45,4 +45,5 @@ def cal_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
         loss.backward()
         their_opt.step()
 
-    return their_step, fgvc_step("cal", ours, our_opt, x, y), f"cal (ResNet-101, {args.size} px, batch {args.batch})"
+    ours_step = fgvc_step("cal", ours, our_opt, x, y, channels_last=preset.train.channels_last)
+    return their_step, ours_step, f"cal (ResNet-101, {args.size} px, batch {args.batch})"
