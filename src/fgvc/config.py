@@ -92,7 +92,7 @@ class TrainConfig:
     save_every: int = 0  # also keep epoch checkpoints every N epochs (0: only last and best)
     keep: int = 3  # at most this many periodic checkpoints
     drop_last: bool = True
-    channels_last: bool = False  # NHWC weights and inputs: faster convolutions with AMP on GPUs
+    channels_last: bool = False  # NHWC weights and inputs: oneDNN's and cuDNN's layout (faster convolutions)
     compile: bool = False  # torch.compile the training forward (one-off compile time; eval stays eager)
     deterministic: bool = False  # PyTorch's deterministic algorithms (errors on ops that have none)
     calibrate: bool = True  # fit a temperature on the validation split after the last epoch (honest confidences)
