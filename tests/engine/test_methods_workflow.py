@@ -150,15 +150,28 @@ def test_bf16_autocast_and_channels_last_train_and_evaluate(tiny_data, tmp_path,
     assert torch.isfinite(torch.tensor(row["train/loss"])) and "val/top1" in row
 
 
-@pytest.mark.parametrize(("method", "fmt"), [("transfg", "onnx"), ("transfg", "exported-program"), ("pim", "onnx"),
-                                             ("pim", "exported-program")])
-def test_the_transformer_methods_export_verified(tiny_data, tmp_path, method, fmt, capsys):
+@pytest.fixture(scope="module")
+def trained_once(tiny_data, tmp_path_factory):
+    """A tiny run per method, trained once for all the export formats."""
+    runs: dict = {}
+
+    def run(method: str):
+        if method not in runs:
+            runs[method] = tmp_path_factory.mktemp(f"export_{method}") / method
+            train(_config(tiny_data, method, **{"train.epochs": 1}), runs[method], progress=False)
+        return runs[method]
+
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
+@pytest.mark.parametrize("method", ["transfg", "pim"])
+def test_the_transformer_methods_export_verified(trained_once, tmp_path, method, fmt, capsys):
     """`fgvc export` loads the written file back and compares it with the run on real images before keeping it."""
     pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'fgvc[export]'")
     from fgvc.cli import main
 
-    run_dir = tmp_path / method
-    train(_config(tiny_data, method, **{"train.epochs": 1}), run_dir, progress=False)
-    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt2")
+    run_dir = trained_once(method)
+    out = tmp_path / {"onnx": "model.onnx", "exported-program": "model.pt2", "torchscript": "model.torchscript.pt"}[fmt]
     assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0, capsys.readouterr().err
     assert out.is_file() and "OK: top-1 agrees" in capsys.readouterr().out
