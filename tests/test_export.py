@@ -104,7 +104,7 @@ def test_the_file_alone_carries_the_class_table_and_the_preprocessing(base):
             "recipe": "mmal", "resize": [96, 96], "crop": None, "interpolation": "bilinear", "antialias": True,
             "mean": list(mean), "std": list(std), "value_scale": 255.0, "channel_order": "RGB",
             "train_crop_padding": None, "train_flip": True,
-            "train_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.0}}
+            "train_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.0}, "train_augment": []}
         assert meta["outputs"] == ["logits", "object_boxes"] and meta["batch"] is None and meta["format"] == fmt
         assert any("not exported" in note for note in meta["notes"])
         assert meta["temperature"] == run.temperature  # calibrated probabilities: softmax(logits / temperature)
