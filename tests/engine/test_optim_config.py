@@ -173,6 +173,7 @@ def test_sgd_is_fused_and_gives_the_loops_values_to_rounding(dtype, nesterov):
     assert fused.param_groups[0]["fused"] is True and isinstance(fused, torch.optim.SGD)
     loop = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=nesterov,
                            foreach=False)
+    before = [q.detach().clone() for q in model.parameters()]
     for step in range(5):
         for net, opt in ((model, fused), (twin, loop)):
             opt.zero_grad(set_to_none=True)
@@ -182,7 +183,59 @@ def test_sgd_is_fused_and_gives_the_loops_values_to_rounding(dtype, nesterov):
             out = net[:2](x) if step in (0, 3) else net(x)
             out.square().mean().backward()
             opt.step()
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        if step == 1:  # the last layer's first step gave it a buffer: the loop's first-step buffer, its gradient
+            assert fused.state[model[2].weight]["momentum_buffer"] is not None
+    for a, b, start in zip(model.parameters(), twin.parameters(), before, strict=True):
         bound = 16 * torch.finfo(dtype).eps * max(1.0, b.abs().max().item())
         torch.testing.assert_close(a, b, rtol=0, atol=bound)
-        assert not torch.equal(a, b.detach() + 1e-3)  # the comparison sees a real difference
+        assert (a - start).abs().max() > 1000 * bound  # every tensor moved, far beyond the bound
+
+
+def test_fused_sgd_takes_over_a_loop_sgd_checkpoint_and_steps_under_a_grad_scaler():
+    """Resuming a run saved by the per-tensor loop: the saved groups (``fused`` None) must not turn fgvc's SGD back
+    into the loop — under a GradScaler, which hands a fused optimiser its scale, that would fail. Two scaled steps
+    then give the loop's parameters (the scale is a power of two: unscaling is exact) up to the kernel's rounding."""
+    from fgvc.config import OptimConfig
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(11, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    twin = copy.deepcopy(model)
+    loop = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, foreach=False)
+    x = torch.randn(6, 11)
+    twin(x).square().mean().backward()
+    loop.step()
+    model.load_state_dict(twin.state_dict())
+    fused = build_optimizer(model, OptimConfig(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4))
+    fused.load_state_dict(copy.deepcopy(loop.state_dict()))  # as read from a file: not the loop's own buffers
+    assert all(group["fused"] is True for group in fused.param_groups)
+    for net, opt in ((model, fused), (twin, loop)):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+        for _ in range(2):
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(net(x).square().mean()).backward()
+            scaler.step(opt)
+            scaler.update()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=16 * torch.finfo(torch.float32).eps * b.abs().max().item())
+
+
+def test_fused_sgd_takes_a_momentum_buffer_saved_in_another_memory_layout():
+    """The CPU kernel indexes parameter, gradient and buffer by one offset: an NCHW buffer (a checkpoint of an NCHW
+    run) for a channels_last weight is copied into the weight's layout first, so the step is the loop's."""
+    from fgvc.config import OptimConfig
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    twin = copy.deepcopy(conv)
+    fused = build_optimizer(conv, OptimConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.0))
+    loop = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    for p, q in zip(conv.parameters(), twin.parameters(), strict=True):
+        buffer, grad = torch.randn(p.shape), torch.randn(p.shape)  # the buffer NCHW-contiguous
+        fused.state[p]["momentum_buffer"], loop.state[q]["momentum_buffer"] = buffer.clone(), buffer.clone()
+        p.grad = grad.clone().contiguous(memory_format=torch.channels_last) if p.dim() == 4 else grad.clone()
+        q.grad = p.grad.clone()
+    assert not fused.state[conv.weight]["momentum_buffer"].is_contiguous(memory_format=torch.channels_last)
+    fused.step()
+    loop.step()
+    for p, q in zip(conv.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=16 * torch.finfo(torch.float32).eps * q.abs().max().item())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,8 +51,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig,
         if _fused_sgd_applies(model):
             try:
                 return FusedSGD(params, **options, fused=True)
-            except (TypeError, RuntimeError):  # a torch without fused SGD for these devices: the per-tensor loop
-                pass
+            except (TypeError, RuntimeError):  # a torch without fused SGD (before 2.4 on the CPU): the loop. Newer
+                pass  # torch checks devices at the first step, so _fused_sgd_applies is what guards them
         return torch.optim.SGD(params, **options)
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -61,21 +62,39 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig,
 class FusedSGD(torch.optim.SGD):
     """torch's SGD with ``fused=True``, for parameters whose first gradient comes in different steps. The fused
     kernel takes a step's momentum buffers all missing (the first step) or all present: PMG's passes each train
-    some heads first, and a checkpoint of an earlier run holds buffers only for what had stepped. A parameter about
-    to take its first step gets a zero buffer: ``momentum · 0 + grad`` is the grad exactly, the loop's first-step
-    buffer (fgvc's SGD has no dampening)."""
+    some heads first, and a checkpoint of an earlier run holds buffers only for what had stepped. Before each step
+    (a step pre-hook, so torch's own step wrapper runs once) a parameter about to take its first step gets a zero
+    buffer — ``momentum · 0 + grad`` is the grad exactly, the loop's first-step buffer (fgvc's SGD has no
+    dampening) — and a buffer whose memory layout is not its parameter's (one loaded from a checkpoint written in
+    another layout) is copied into the parameter's: the CPU kernel indexes parameter, gradient and buffer alike."""
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_step_pre_hook(_momentum_buffers_for_the_fused_kernel)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A saved optimiser's groups replace these (torch keeps only ``params``), so one saved by the per-tensor
+        loop (``fused`` None or False) would turn this one back into the loop — and under fp16 autocast, with the
+        GradScaler handing it its scale as to a fused optimiser, make it fail. The kernel choice is not state."""
+        super().load_state_dict(state_dict)
         for group in self.param_groups:
+            group["fused"], group["foreach"] = True, None
+
+
+def _momentum_buffers_for_the_fused_kernel(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+    with torch.no_grad():
+        for group in optimizer.param_groups:
             if group["momentum"] == 0:
                 continue
             for p in group["params"]:
-                if p.grad is not None:
-                    state = self.state[p]
-                    if state.get("momentum_buffer") is None:
-                        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return super().step(closure)
+                if p.grad is None:
+                    continue
+                state = optimizer.state[p]
+                buffer = state.get("momentum_buffer")
+                if buffer is None:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif buffer.stride() != p.stride():
+                    state["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(buffer)
 
 
 def _fused_sgd_applies(model: nn.Module) -> bool:
