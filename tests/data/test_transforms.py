@@ -139,7 +139,8 @@ def test_recipes_with_training_augmentations_round_trip(name):
 
 
 def _authors_pipeline(resize: int, size: int, *extra):
-    """The authors' training pipeline, spelled with torchvision's v2 ops on the 8-bit image."""
+    """The authors' training pipeline as torchvision's v2 ops with their parameters, on the 8-bit image: pins the
+    order and the parameters (not their PIL code's pixels)."""
     from torchvision.transforms import v2
 
     return v2.Compose([v2.ToImage(), v2.Resize((resize, resize), antialias=True), v2.RandomCrop(size, padding=0),
@@ -203,3 +204,8 @@ def test_an_unknown_training_augmentation_is_one_line():
     data["train_augment"] = ["mixup"]
     with pytest.raises(ConfigError, match="unknown training augmentation 'mixup'; known: autoaugment_imagenet"):
         Preprocessing.from_dict(data)
+    data["train_augment"] = "autoaugment_imagenet"  # a name where a list belongs
+    with pytest.raises(ConfigError, match="train_augment must be a list of names, got 'autoaugment_imagenet'"):
+        Preprocessing.from_dict(data)
+    del data["train_augment"]  # written before augmentations existed: none
+    assert Preprocessing.from_dict(data).train_augment == ()

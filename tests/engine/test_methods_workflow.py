@@ -119,7 +119,8 @@ def test_transfg_and_pim_join_an_ensemble_with_a_cnn_under_tta(tiny_data, tmp_pa
 
     runs = []
     for method in ("transfg", "pim", "fbsd"):
-        overrides = {**METHODS.get(method, {"model.name": "fbsd"}), "train.epochs": 1, "train.batch_size": 3}
+        overrides = {**METHODS.get(method, {"model.name": "fbsd", "model.transform": "fbsd"}), "train.epochs": 1,
+                     "train.batch_size": 3}
         train(tiny_config(tiny_data, **overrides), tmp_path / method, progress=False)
         runs.append(str(tmp_path / method))
     out = tmp_path / "ensemble"
@@ -130,6 +131,8 @@ def test_transfg_and_pim_join_an_ensemble_with_a_cnn_under_tta(tiny_data, tmp_pa
     assert metrics["images"] == test_images
     members = metrics["ensemble"]["members"]
     assert len(members) == 3 and all(0.0 <= m["top1"] <= 1.0 for m in members), metrics["ensemble"]
+    recipes = [Run.open(r, device="cpu").preprocessing.recipe for r in runs]
+    assert recipes == ["transfg", "pim", "fbsd"]  # three preprocessings in one ensemble
     predicted = tmp_path / "predicted"
     assert main(["predict", *runs, "--data", str(tiny_data), "--tta", "flip", "--out", str(predicted),
                  "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().out

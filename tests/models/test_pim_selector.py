@@ -117,6 +117,8 @@ def test_descending_order_is_a_stable_sort() -> None:
     score[0, 7] = float("inf")
     expected = [sorted(range(50), key=lambda t, row=row: (-row[t], t)) for row in score.tolist()]
     assert descending_order(score).tolist() == expected
+    assert descending_order(torch.tensor([[2.0], [-1.0]])).tolist() == [[0], [0]]  # one token
+    assert descending_order(torch.full((2, 3), 0.5)).tolist() == [[0, 1, 2]] * 2  # all tied: by index
 
 
 def test_rank_by_authors_is_their_softmax_order_and_other_names_are_refused() -> None:

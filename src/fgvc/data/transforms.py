@@ -63,8 +63,9 @@ CHANNEL_ORDER = "RGB"
 Stats = tuple[float, ...]
 Size = tuple[int, int]
 
-# Named training augmentations a recipe may add after the flip, on the 8-bit image (torchvision's implementations;
-# the parameters are the authors'). A name, not an object, so that a checkpoint stores them as data.
+# Named training augmentations a recipe may add after the flip, on the 8-bit image (torchvision's implementations
+# with the authors' parameters; AutoAugment is torchvision's ImageNet policy, not their copy of it: V9). A name, not
+# an object, so that a checkpoint stores them as data.
 TRAIN_AUGMENTS: dict[str, Callable[[], nn.Module]] = {
     # TransFG's Cars pipeline: AutoAugment's ImageNet policy, grey (128) fill (V9)
     "autoaugment_imagenet": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, fill=128),
@@ -177,7 +178,7 @@ class Preprocessing:
                    tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
                    str(data.get("interpolation", "bilinear")), bool(data.get("antialias", True)),
                    None if padding is None else int(padding), bool(data.get("train_flip", True)),
-                   _jitter(data.get("train_jitter", 0.0)), tuple(str(v) for v in data.get("train_augment", ())))
+                   _jitter(data.get("train_jitter", 0.0)), _augment(data.get("train_augment", ())))
 
 
 JITTER_NAMES = ("brightness", "contrast", "saturation")
@@ -190,6 +191,13 @@ def _jitter(value: Any) -> ColorJitterSpec:
         b, c, s = (float(value.get(name, 0.0)) for name in JITTER_NAMES)
         return b, c, s
     return float(value), float(value), 0.0
+
+
+def _augment(value: Any) -> tuple[str, ...]:
+    """A stored list of augmentation names (absent in checkpoints and exports before they existed: none)."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"preprocessing: train_augment must be a list of names, got {value!r}")
+    return tuple(str(v) for v in value)
 
 
 def _size(value: Sequence[int]) -> Size:

@@ -76,7 +76,8 @@ def descending_order(score: Tensor) -> Tensor:
     n = score.shape[-1]
     values, order = torch.sort(score, dim=-1, descending=True)
     step = (values[..., 1:] != values[..., :-1]).to(torch.int64)
-    dense = torch.cat([torch.zeros_like(step[..., :1]), step], dim=-1).cumsum(-1)  # 0 for the largest value
+    first = torch.zeros(*score.shape[:-1], 1, dtype=torch.int64, device=score.device)  # also for one token
+    dense = torch.cat([first, step], dim=-1).cumsum(-1)  # 0 for the largest value
     dense = torch.zeros_like(dense).scatter(-1, order, dense)  # per token; a tie group gets one rank, whichever order
     index = torch.arange(n, device=score.device)
     return torch.sort(dense * n + index, dim=-1).indices
