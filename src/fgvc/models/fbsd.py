@@ -253,10 +253,7 @@ def authors_key(key: str) -> str:
             stage = int(parts[0].removeprefix("strip")) - 1
             return ".".join(["fbsm", str(stage), _AUTHORS_STRIP[parts[2]], *parts[3:]])
         return ".".join(["backbone.body", _AUTHORS_BACKBONE[".".join(parts[:2])], *parts[2:]])
-    new = authors_block_or_head_key(key)
-    if new is None:
-        raise KeyError(key)
-    return new
+    return authors_block_or_head_key(key)
 
 
 register_model(ModelSpec(

@@ -57,10 +57,10 @@ def conv_block(in_channels: int, hidden: int, out_channels: int, bn_momentum: fl
 _AUTHORS_BASIC_CONV = {"conv": "0", "bn": "1"}  # the authors' BasicConv attributes -> this Sequential's indices
 
 
-def authors_block_or_head_key(key: str) -> str | None:
+def authors_block_or_head_key(key: str) -> str:
     """FBSD's and PMG's authors name their conv blocks and heads alike: ``conv_blockN.{0,1}.{conv,bn}.*``,
     ``classifierN.*`` and ``classifier_concat.*`` (N = 1, 2, 3) -> fgvc's ``conv_blocks``, ``heads`` and
-    ``head_concat``; None for any other key."""
+    ``head_concat``; KeyError for any other key."""
     head, _, rest = key.partition(".")
     if head.startswith("conv_block"):
         stage = int(head.removeprefix("conv_block")) - 1
@@ -70,4 +70,4 @@ def authors_block_or_head_key(key: str) -> str | None:
         return f"head_concat.{rest}"
     if head.startswith("classifier"):
         return f"heads.{int(head.removeprefix('classifier')) - 1}.{rest}"
-    return None
+    raise KeyError(key)

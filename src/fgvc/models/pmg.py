@@ -194,10 +194,7 @@ def authors_key(key: str) -> str | None:
         if top == "fc":
             return None
         return f"backbone.body.{top}.{tail}"
-    new = authors_block_or_head_key(key)
-    if new is None:
-        raise KeyError(key)
-    return new
+    return authors_block_or_head_key(key)
 
 
 register_model(ModelSpec(

@@ -151,8 +151,9 @@ class TransFG(nn.Module):
     def forward(self, x: Tensor) -> ModelOutput:
         return self._forward(x)[0]
 
-    def _forward(self, x: Tensor) -> tuple[ModelOutput, list[Tensor], tuple[int, int]]:
-        """The output, every layer's attention (before the part layer) and the patch grid."""
+    def _forward(self, x: Tensor) -> tuple[ModelOutput, Tensor, tuple[int, int]]:
+        """The output, the class token's attention through all layers before the part layer (:func:`class_attention`,
+        what the selection ranks) and the patch grid."""
         vit = self.backbone
         patch = vit.patch
         if x.shape[-2] < patch or x.shape[-1] < patch:
@@ -169,19 +170,19 @@ class TransFG(nn.Module):
             # dropout replayed from the saved RNG state: the same gradients)
             tokens, w = checkpoint(block, tokens, use_reentrant=False) if recompute else block(tokens)
             weights.append(w)
-        index = select_parts(weights)
+        attention = class_attention(weights)
+        index = attention.argmax(dim=-1)  # select_parts
         parts = tokens.gather(1, (index + 1)[:, :, None].expand(-1, -1, tokens.shape[-1]))
         tokens, _ = self.part_layer(torch.cat([tokens[:, :1], parts], dim=1))
         cls = vit.norm(tokens)[:, 0]
         logits = self.head(cls)
-        return ModelOutput(logits=logits, extras={"class_token": cls, "part_indices": index}), weights, grid
+        return ModelOutput(logits=logits, extras={"class_token": cls, "part_indices": index}), attention, grid
 
     def explain_forward(self, x: Tensor) -> ModelOutput:
         """``forward`` plus what ``fgvc explain`` draws over the patch grid: where the class token looks through
         all layers (the product the part selection ranks, mean over heads: ``heatmap1``) and the patches selected,
         one per head (``heatmap2``: how many heads chose each)."""
-        out, weights, grid = self._forward(x)
-        attention = class_attention(weights)  # (B, heads, patches)
+        out, attention, grid = self._forward(x)  # attention: (B, heads, patches)
         b = x.shape[0]
         out.extras["heatmap1"] = attention.mean(dim=1).view(b, *grid)
         chosen = F.one_hot(out.extras["part_indices"], attention.shape[-1]).sum(dim=1)
