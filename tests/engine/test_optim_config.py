@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fgvc.config import ConfigError, ScheduleConfig, load_config
+from fgvc.config import ConfigError, OptimConfig, ScheduleConfig, load_config
 from fgvc.engine.optim import build_optimizer, lr_factor
 from fgvc.models import create_model, model_spec
 
@@ -163,8 +163,6 @@ def test_sgd_is_fused_and_gives_the_loops_values_to_rounding(dtype, nesterov):
     loop's parameters up to rounding: the kernel may fuse a multiply and an add (one rounding instead of two), at
     most an ulp of the update per step, which momentum carries into later steps — bounded by 16 ulps of the
     largest weight."""
-    from fgvc.config import OptimConfig
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(37, 19), torch.nn.ReLU(), torch.nn.Linear(19, 5)).to(dtype)
     twin = copy.deepcopy(model)
@@ -195,8 +193,6 @@ def test_fused_sgd_takes_over_a_loop_sgd_checkpoint_and_steps_under_a_grad_scale
     """Resuming a run saved by the per-tensor loop: the saved groups (``fused`` None) must not turn fgvc's SGD back
     into the loop — under a GradScaler, which hands a fused optimiser its scale, that would fail. Two scaled steps
     then give the loop's parameters (the scale is a power of two: unscaling is exact) up to the kernel's rounding."""
-    from fgvc.config import OptimConfig
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(11, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
     twin = copy.deepcopy(model)
@@ -222,8 +218,6 @@ def test_fused_sgd_takes_over_a_loop_sgd_checkpoint_and_steps_under_a_grad_scale
 def test_fused_sgd_takes_a_momentum_buffer_saved_in_another_memory_layout():
     """The CPU kernel indexes parameter, gradient and buffer by one offset: an NCHW buffer (a checkpoint of an NCHW
     run) for a channels_last weight is copied into the weight's layout first, so the step is the loop's."""
-    from fgvc.config import OptimConfig
-
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
     twin = copy.deepcopy(conv)

@@ -33,9 +33,15 @@ def test_the_maps_are_the_class_tokens_attention_and_the_selected_patches():
     assert torch.equal(attention.argmax(dim=-1), out.extras["part_indices"])
 
 
-def test_gradient_checkpointing_gives_the_same_outputs_and_gradients_with_dropout_on():
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients_with_dropout_on(monkeypatch):
+    import fgvc.models.transfg as transfg
+
+    calls = []
+    original = transfg.checkpoint
+    monkeypatch.setattr(transfg, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
     grads = []
     for checkpointing in (False, True):
+        calls.clear()
         torch.manual_seed(0)
         model = create_model("transfg", 3, backbone="vit_ti16", img_size=64, dropout=0.1,
                              checkpointing=checkpointing).double().train()
@@ -44,6 +50,7 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients_with_dropou
         out = model(x)
         loss, _ = model.loss(out, torch.tensor([0, 2]))
         loss.backward()
+        assert len(calls) == (len(model.backbone.blocks) if checkpointing else 0)  # each encoder block, once
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
