@@ -8,14 +8,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from authors_common import batch, converted, fgvc_step, import_from
 
 from fgvc.config import load_config
-from fgvc.engine.optim import build_optimizer
 from fgvc.models import create_model
 
 
-def cal_case(folder: Path, args: argparse.Namespace, import_from: Callable, converted: Callable,
-             fgvc_step: Callable) -> tuple[Callable[[], None], Callable[[], None], str]:
+def cal_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None], Callable[[], None], str]:
     """ResNet-101, 32 attention maps, the authors' SGD (lr 1e-3, momentum 0.9, weight decay 1e-5), beta 0.05."""
     models, utils = import_from(folder, "models", "utils")
     theirs = models.WSDAN_CAL(num_classes=args.classes, M=32, net="resnet101", pretrained=False).train()
@@ -23,12 +22,10 @@ def cal_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
     center = torch.zeros(args.classes, 32 * theirs.num_features)
     converted("cal", {**theirs.state_dict(), "feature_center": center.clone()}, ours)
     center_loss = utils.CenterLoss()
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    y = torch.arange(args.batch) % args.classes
+    x, y = batch(args)
     their_opt = torch.optim.SGD(theirs.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-5)
     preset = load_config("cal_resnet101_cub")  # fgvc's optimiser and memory format as its trainer takes them
     assert (preset.optim.lr, preset.optim.momentum, preset.optim.weight_decay) == (1e-3, 0.9, 1e-5), preset.optim
-    our_opt = build_optimizer(ours, preset.optim)
 
     def their_step() -> None:  # their train_distributed.py train() body, one batch
         their_opt.zero_grad()
@@ -45,5 +42,4 @@ def cal_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
         loss.backward()
         their_opt.step()
 
-    ours_step = fgvc_step("cal", ours, our_opt, x, y, channels_last=preset.train.channels_last)
-    return their_step, ours_step, f"cal (ResNet-101, {args.size} px, batch {args.batch})"
+    return their_step, fgvc_step("cal", ours, preset, x, y), f"cal (ResNet-101, {args.size} px, batch {args.batch})"

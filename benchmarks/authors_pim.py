@@ -16,15 +16,14 @@ from pathlib import Path
 
 import torch
 import yaml
+from authors_common import STEPS_PER_EPOCH, batch, converted, fgvc_step, import_from, same_loss
 from torch import nn
 
 from fgvc.config import load_config
-from fgvc.engine.optim import build_optimizer, build_scheduler
 from fgvc.models import create_model
 
 PRESET = "pim_swinl_cub"  # fgvc's recipe of their settings: SGD lr 5e-4, momentum 0.9, nesterov, weight decay 5e-4
 THEIR_CONFIG = "configs/CUB200_SwinT.yaml"  # their CUB run: Swin-L 384 (their "swin-t" builds a Swin-L), FPN 1536
-STEPS_PER_EPOCH = 375  # CUB's 5 994 training images in batches of 16 (both schedules are per step)
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 
 
@@ -51,8 +50,7 @@ def _source(module: nn.Module) -> str:
     return type(module).forward.__code__.co_filename
 
 
-def pim_case(folder: Path, args: argparse.Namespace, import_from: Callable, converted: Callable,
-             fgvc_step: Callable, same_loss: Callable) -> tuple[Callable[[], None], Callable[[], None], str]:
+def pim_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None], Callable[[], None], str]:
     """Swin-L at 384 px, window 12 (``--tiny``: Swin-T at 224 px, window 7), FPN, weakly supervised selector and
     graph combiner with their CUB settings (FPN 1536 and 2048/512/128/32 selected tokens; tiny: FPN 768, the same
     shares of Swin-T's tokens); their main.py step (fp32, update_freq 1): forward, loss with lambda_b, lambda_s,
@@ -91,8 +89,7 @@ def pim_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
     assert sys.modules["timm"] is installed_timm
 
     converted("pim", theirs.state_dict(), ours)
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    y = torch.arange(args.batch) % args.classes
+    x, y = batch(args)
     classes = args.classes  # their update_freq 1 (a step every batch, as fgvc_step): their loss / 1 left out
 
     def their_loss(outs: dict[str, torch.Tensor]) -> torch.Tensor:  # main.py train(): the loss over the outputs
@@ -132,8 +129,6 @@ def pim_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
     preset = load_config(PRESET)
     assert (preset.optim.lr, preset.optim.weight_decay, preset.optim.nesterov) == (
         float(theirs_cfg["max_lr"]), float(theirs_cfg["wdecay"]), True), preset.optim
-    our_opt = build_optimizer(ours, preset.optim)
-    our_schedule = build_scheduler(our_opt, preset.schedule, preset.train.epochs, STEPS_PER_EPOCH)
     iteration = 0
 
     def their_step() -> None:  # their main.py train() loop body, one batch (use_amp off)
@@ -146,6 +141,6 @@ def pim_case(folder: Path, args: argparse.Namespace, import_from: Callable, conv
         their_opt.step()
         their_opt.zero_grad()
 
-    ours_step = fgvc_step("pim", ours, our_opt, x, y, clip=preset.optim.clip_grad_norm, scheduler=our_schedule)
+    ours_step = fgvc_step("pim", ours, preset, x, y, steps_per_epoch=STEPS_PER_EPOCH)
     name = "Swin-T" if args.tiny else "Swin-L"
     return their_step, ours_step, f"pim ({name}, {args.size} px, batch {args.batch})"

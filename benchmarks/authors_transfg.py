@@ -12,14 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from authors_common import STEPS_PER_EPOCH, batch, converted, fgvc_step, import_from, same_loss
 
 from fgvc.config import load_config
-from fgvc.engine.optim import build_optimizer, build_scheduler
 from fgvc.models import create_model
 from fgvc.models.vit import VIT_CONFIGS
 
 PRESET = "transfg_vitb16_cub"  # fgvc's recipe of their settings: SGD lr 3e-2, momentum 0.9, no decay, clip at 1
-STEPS_PER_EPOCH = 375  # CUB's 5 994 training images in batches of 16 (the preset's schedule is per step)
 # their train.py defaults: --learning_rate 3e-2, --weight_decay 0, --warmup_steps 500, --num_steps 10000,
 # --max_grad_norm 1.0, --smoothing_value 0 (their README's command line sets none of these)
 LR, WARMUP_STEPS, TOTAL_STEPS, MAX_GRAD_NORM = 3e-2, 500, 10_000, 1.0
@@ -39,7 +38,7 @@ class _AttributeDict(dict):
         self[name] = value
 
 
-def _their_modules(folder: Path, import_from: Callable) -> list:
+def _their_modules(folder: Path) -> list:
     """Their ``models.modeling`` and ``utils.scheduler``; without ml_collections a stand-in module is in
     ``sys.modules`` for the import (their configs are built then) and removed after."""
     stub = importlib.util.find_spec("ml_collections") is None
@@ -52,12 +51,11 @@ def _their_modules(folder: Path, import_from: Callable) -> list:
             del sys.modules["ml_collections"]
 
 
-def transfg_case(folder: Path, args: argparse.Namespace, import_from: Callable, converted: Callable,
-                 fgvc_step: Callable, same_loss: Callable) -> tuple[Callable[[], None], Callable[[], None], str]:
+def transfg_case(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], None], Callable[[], None], str]:
     """ViT-B/16 (``--tiny``: ViT-Ti, fgvc's ``vit_ti16``) with overlapping patches (slide step 12), dropout 0.1,
     attention dropout 0; their step: forward with labels (cross-entropy + contrastive loss), backward,
     ``clip_grad_norm_(1.0)``, WarmupCosineSchedule step, SGD (momentum 0.9, no decay) step."""
-    modeling, scheduler = _their_modules(folder, import_from)
+    modeling, scheduler = _their_modules(folder)
     preset = load_config(PRESET)
     options = preset.model.options  # split overlap, slide_step 12, smoothing 0
     backbone = "vit_ti16" if args.tiny else "vit_b16"
@@ -83,16 +81,13 @@ def transfg_case(folder: Path, args: argparse.Namespace, import_from: Callable, 
                         dropout=config.transformer["dropout_rate"],
                         attention_dropout=config.transformer["attention_dropout_rate"]).train()
     converted("transfg", theirs.state_dict(), ours)
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    y = torch.arange(args.batch) % args.classes
+    x, y = batch(args)
 
     same_loss("transfg", (theirs, ours), lambda: theirs(x, y)[0].mean(),
               lambda: ours.loss(ours(x), y, epoch=0)[0])
 
     their_opt = torch.optim.SGD(theirs.parameters(), lr=LR, momentum=0.9, weight_decay=0)
     their_schedule = scheduler.WarmupCosineSchedule(their_opt, warmup_steps=WARMUP_STEPS, t_total=TOTAL_STEPS)
-    our_opt = build_optimizer(ours, preset.optim)
-    our_schedule = build_scheduler(our_opt, preset.schedule, preset.train.epochs, STEPS_PER_EPOCH)
     assert preset.optim.clip_grad_norm == MAX_GRAD_NORM and preset.optim.lr == LR
     # their order (the schedule stepped before the optimiser) makes torch warn once; it is theirs
     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
@@ -106,7 +101,7 @@ def transfg_case(folder: Path, args: argparse.Namespace, import_from: Callable, 
         their_opt.step()
         their_opt.zero_grad()
 
-    ours_step = fgvc_step("transfg", ours, our_opt, x, y, clip=preset.optim.clip_grad_norm, scheduler=our_schedule)
+    ours_step = fgvc_step("transfg", ours, preset, x, y, steps_per_epoch=STEPS_PER_EPOCH)
     name = "ViT-Ti/16" if args.tiny else "ViT-B/16"
     return their_step, ours_step, (f"transfg ({name}, {args.size} px, {options['split']} {options['slide_step']}, "
                                    f"batch {args.batch})")

@@ -146,15 +146,21 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> float | None:
 
 
 def timed_against(reference: Callable[[], object], fn: Callable[[], object], iters: int, warmup: int,
-                  device: torch.device) -> tuple[list[float], list[float]]:
-    """Alternate reference and candidate runs so that drift on a shared machine hits both alike."""
+                  device: torch.device, abba: bool = False) -> tuple[list[float], list[float]]:
+    """Alternate reference and candidate runs so that drift on a shared machine hits both alike. ``abba``: the
+    candidate first on odd runs — measured on a CPU, a step that runs right after the other was 2-3% slower
+    whichever it was, so a fixed order biases the ratio."""
     ref, ours = [], []
     for _ in range(warmup):
         reference()
         fn()
-    for _ in range(iters):
-        ref += timed(reference, 1, 0, device)
-        ours += timed(fn, 1, 0, device)
+    for i in range(iters):
+        if abba and i % 2:
+            ours += timed(fn, 1, 0, device)
+            ref += timed(reference, 1, 0, device)
+        else:
+            ref += timed(reference, 1, 0, device)
+            ours += timed(fn, 1, 0, device)
     return ref, ours
 
 

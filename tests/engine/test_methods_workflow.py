@@ -67,10 +67,23 @@ def test_stopped_mid_epoch_and_resumed_equals_an_unbroken_run(tiny_data, tmp_pat
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.fixture(scope="module")
+def trained_once(tiny_data, tmp_path_factory):
+    """A tiny run per method (one epoch), trained once for the evaluate/explain/serve, ensemble and export tests."""
+    runs: dict = {}
+
+    def run(method: str):
+        if method not in runs:
+            runs[method] = tmp_path_factory.mktemp(f"once_{method}") / method
+            train(_config(tiny_data, method, **{"train.epochs": 1}), runs[method], progress=False)
+        return runs[method]
+
+    return run
+
+
 @pytest.mark.parametrize("method", methods())
-def test_evaluate_predict_explain_and_serve(tiny_data, tmp_path, method):
-    run_dir = tmp_path / method
-    train(_config(tiny_data, method, **{"train.epochs": 1}), run_dir, progress=False)
+def test_evaluate_predict_explain_and_serve(trained_once, tiny_data, method):
+    run_dir = trained_once(method)
     report = evaluate_checkpoint(run_dir, tiny_data, "test", progress=False, device="cpu")
     assert BRANCHES[method] <= set(report.metrics) and report.metrics["images"] > 0
 
@@ -109,7 +122,7 @@ def test_pmg_and_cal_join_an_ensemble_with_fbsd_and_mmal_under_tta(tmp_path_fact
 
 
 @pytest.mark.skipif(not {"transfg", "pim"} <= set(MODEL_REGISTRY), reason="transfg/pim are not registered")
-def test_transfg_and_pim_join_an_ensemble_with_a_cnn_under_tta(tiny_data, tmp_path, capsys):
+def test_transfg_and_pim_join_an_ensemble_with_a_cnn_under_tta(trained_once, tiny_data, tmp_path, capsys):
     """A ViT, a PIM and an FBSD run in one ensemble, with flipped views: each member keeps its own preprocessing
     (ViT statistics and resize for TransFG, the CNN's for the others) and the members' calibrated probabilities
     are averaged into one prediction per test image."""
@@ -117,12 +130,9 @@ def test_transfg_and_pim_join_an_ensemble_with_a_cnn_under_tta(tiny_data, tmp_pa
 
     from fgvc.cli import main
 
-    runs = []
-    for method in ("transfg", "pim", "fbsd"):
-        overrides = {**METHODS.get(method, {"model.name": "fbsd", "model.transform": "fbsd"}), "train.epochs": 1,
-                     "train.batch_size": 3}
-        train(tiny_config(tiny_data, **overrides), tmp_path / method, progress=False)
-        runs.append(str(tmp_path / method))
+    fbsd = {"model.name": "fbsd", "model.transform": "fbsd", "train.epochs": 1, "train.batch_size": 3}
+    train(tiny_config(tiny_data, **fbsd), tmp_path / "fbsd", progress=False)
+    runs = [str(trained_once("transfg")), str(trained_once("pim")), str(tmp_path / "fbsd")]
     out = tmp_path / "ensemble"
     assert main(["evaluate", *runs, "--data", str(tiny_data), "--split", "test", "--tta", "flip", "--out", str(out),
                  "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().out
@@ -151,20 +161,6 @@ def test_bf16_autocast_and_channels_last_train_and_evaluate(tiny_data, tmp_path,
     assert trainer.amp_dtype == torch.bfloat16
     row = trainer.history[-1]
     assert torch.isfinite(torch.tensor(row["train/loss"])) and "val/top1" in row
-
-
-@pytest.fixture(scope="module")
-def trained_once(tiny_data, tmp_path_factory):
-    """A tiny run per method, trained once for all the export formats."""
-    runs: dict = {}
-
-    def run(method: str):
-        if method not in runs:
-            runs[method] = tmp_path_factory.mktemp(f"export_{method}") / method
-            train(_config(tiny_data, method, **{"train.epochs": 1}), runs[method], progress=False)
-        return runs[method]
-
-    return run
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
